@@ -1,0 +1,1 @@
+"""patterns-server: Redis patterns offered to any language over gRPC."""

@@ -1,0 +1,3 @@
+from patterns_server.cli import main
+
+main()

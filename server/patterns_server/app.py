@@ -1,0 +1,149 @@
+"""Builds and runs the grpc.aio server: services, health, reflection, graceful shutdown."""
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+
+from patterns_server.config import Settings
+from patterns_server.counter import service as counter_service
+from patterns_server.embedded_redis import EmbeddedRedis
+from patterns_server.redis import RedisBackend
+from patterns_server.reflection import CommentedReflectionServicer
+
+logger = logging.getLogger("patterns_server")
+
+Register = Callable[[grpc.aio.Server, RedisBackend, Settings], str]
+SERVICES: tuple[Register, ...] = (counter_service.register,)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class ListenError(RuntimeError):
+    pass
+
+
+@dataclass
+class App:
+    """A started server and what it owns; `stop()` ends it all in order."""
+
+    server: grpc.aio.Server
+    port: int
+    redis: RedisBackend
+    health: health.aio.HealthServicer
+    service_names: list[str]
+    settings: Settings
+    embedded: EmbeddedRedis | None = None
+    _health_task: "asyncio.Task[None] | None" = None
+
+    def start_health_monitor(self) -> None:
+        self._health_task = asyncio.create_task(self._monitor_redis())
+
+    async def _monitor_redis(self) -> None:
+        """Health follows Redis: NOT_SERVING while it does not answer, SERVING when it does."""
+        status = None
+        while True:
+            try:
+                await asyncio.wait_for(self.redis.ping(), self.settings.redis_timeout)
+                new_status = SERVING
+            except Exception as error:  # any failure to answer means not serving
+                new_status = NOT_SERVING
+                reason = f"{type(error).__name__}: {error}"
+            if new_status != status:
+                if new_status == SERVING:
+                    logger.info("Redis is reachable: serving")
+                else:
+                    logger.warning("Redis is unreachable (%s): not serving", reason)
+                for name in ("", *self.service_names):
+                    await self.health.set(name, new_status)
+                status = new_status
+            await asyncio.sleep(self.settings.health_interval)
+
+    async def stop(self) -> None:
+        """Graceful: health NOT_SERVING, refuse new calls, let in-flight ones finish for the
+        grace period, cancel the rest; then Redis and the embedded server go."""
+        await self.health.enter_graceful_shutdown()
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+        await self.server.stop(self.settings.shutdown_grace)
+        await self.redis.close()
+        if self.embedded is not None:
+            self.embedded.stop()
+        logger.info("stopped")
+
+
+async def start(settings: Settings) -> App:
+    """Connect Redis (embedded unless `settings.redis_url`), then start serving."""
+    embedded = None
+    redis_url = settings.redis_url
+    if not redis_url:
+        embedded = EmbeddedRedis()
+        redis_url = await embedded.start()
+    redis = RedisBackend.from_url(
+        redis_url,
+        prefix=settings.key_prefix,
+        timeout=settings.redis_timeout,
+        batch_wait=settings.redis_batch_wait_ms / 1000,
+    )
+    try:
+        return await _serve(settings, redis, embedded)
+    except BaseException:
+        await redis.close()
+        if embedded is not None:
+            embedded.stop()
+        raise
+
+
+async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedis | None) -> App:
+    # so_reuseport off: a second server on a busy port fails loudly instead of sharing it.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    service_names = [register(server, redis, settings) for register in SERVICES]
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *service_names):  # until the first probe says otherwise
+        await health_servicer.set(name, NOT_SERVING)
+    reflected = [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    reflection_servicer = CommentedReflectionServicer(reflected)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection_servicer, server)
+    try:
+        port = server.add_insecure_port(settings.listen)
+    except RuntimeError as error:
+        raise ListenError(f"cannot listen on {settings.listen}: {error}") from None
+    if port == 0:
+        raise ListenError(f"cannot listen on {settings.listen}")
+    await server.start()
+    app = App(server, port, redis, health_servicer, service_names, settings, embedded)
+    app.start_health_monitor()
+    host = settings.listen.rsplit(":", 1)[0]
+    logger.info("listening on %s:%d (Redis %s)", host, port,
+                "embedded" if embedded else _redacted(settings.redis_url))
+    return app
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, _, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}://{rest}"
+
+
+async def run(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully."""
+    app = await start(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    logger.info("stopping: draining calls for up to %.1fs", settings.shutdown_grace)
+    await app.stop()

@@ -1,0 +1,95 @@
+"""The server's settings: one typed object, built once from flags and PATTERNS_* variables.
+
+Every field is a flag (`--redis-url`) and an environment variable (`PATTERNS_REDIS_URL`);
+a flag wins over the variable, the variable over the default.
+"""
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+FailureMode = Literal["closed", "open"]
+
+
+def _setting(default: Any, help: str, **argparse_options: Any) -> Any:
+    return field(default=default, metadata={"help": help, **argparse_options})
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str = _setting("127.0.0.1:50051", "address the gRPC server listens on (host:port)")
+    redis_url: str = _setting(
+        "",
+        "Redis to use: redis://, rediss://, unix:// or redis+cluster://host:port for a Redis "
+        "Cluster; empty starts an embedded, private redis-server for this process",
+    )
+    key_prefix: str = _setting("patterns", "first part of every Redis key this server writes")
+    log_level: LogLevel = _setting(
+        "info", "log level; debug adds one line per request",
+        choices=["debug", "info", "warning", "error"],
+    )
+    redis_timeout: float = _setting(
+        1.0, "seconds to wait for Redis to connect or answer before the call fails UNAVAILABLE"
+    )
+    redis_batch_wait_ms: float = _setting(
+        2.0,
+        "when calls arrive together, how long (ms) to gather them into one Redis pipeline; "
+        "a lone call never waits; 0 sends at once",
+    )
+    health_interval: float = _setting(1.0, "seconds between Redis health probes")
+    shutdown_grace: float = _setting(
+        10.0, "seconds in-flight calls get to finish after SIGTERM/SIGINT"
+    )
+
+    def __post_init__(self) -> None:
+        if "{" in self.key_prefix or "}" in self.key_prefix:
+            raise ValueError("key_prefix must not contain braces (they mark Redis hash tags)")
+        for name in ("redis_timeout", "health_interval"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.redis_batch_wait_ms < 0 or self.shutdown_grace < 0:
+            raise ValueError("redis_batch_wait_ms and shutdown_grace must not be negative")
+
+
+def _env_name(field_name: str) -> str:
+    return "PATTERNS_" + field_name.upper()
+
+
+def _flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="patterns-server",
+        description="Serve Redis patterns (rate limiting, unique counting, ...) over gRPC.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for setting in dataclasses.fields(Settings):
+        options = dict(setting.metadata)
+        env = _env_name(setting.name)
+        options["help"] = f"{options['help']} [env {env}]"
+        kind = float if setting.type is float else str
+        parser.add_argument(_flag_name(setting.name), type=kind, default=setting.default, **options)
+    return parser
+
+
+def load_settings(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> Settings:
+    """Settings from command-line flags over environment variables over defaults."""
+    parser = build_parser()
+    # Environment values go first as if they were flags: argparse checks them the same way,
+    # and a flag given on the command line comes later and wins.
+    from_env = [
+        f"{_flag_name(setting.name)}={environ[_env_name(setting.name)]}"
+        for setting in dataclasses.fields(Settings)
+        if _env_name(setting.name) in environ
+    ]
+    namespace = parser.parse_args([*from_env, *argv])
+    try:
+        return Settings(**vars(namespace))
+    except ValueError as error:
+        parser.error(str(error))

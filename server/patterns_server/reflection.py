@@ -1,0 +1,58 @@
+"""Server reflection that keeps the contract's comments, so `grpcurl describe` shows them.
+
+grpcio-reflection rebuilds each file from the runtime descriptors, which hold no comments.
+This servicer answers from `contract.binpb` instead, the descriptor set that `make protos`
+writes with source info, and falls back to the library for files not in it.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import descriptor_pb2
+from google.protobuf.descriptor import FileDescriptor
+from grpc_reflection.v1alpha import reflection_pb2
+from grpc_reflection.v1alpha._async import ReflectionServicer
+
+CONTRACT = Path(__file__).with_name("contract.binpb")
+
+
+class CommentedReflectionServicer(ReflectionServicer):  # type: ignore[misc]
+    def __init__(self, service_names: list[str]) -> None:
+        super().__init__(service_names)
+        contract = descriptor_pb2.FileDescriptorSet.FromString(CONTRACT.read_bytes())
+        self._documented = {file.name: file.SerializeToString() for file in contract.file}
+
+    def _file_by_filename(self, request: Any, filename: str) -> Any:
+        try:
+            return self._respond(request, self._pool.FindFileByName(filename))
+        except KeyError:
+            return super()._file_by_filename(request, filename)
+
+    def _file_containing_symbol(self, request: Any, symbol: str) -> Any:
+        try:
+            return self._respond(request, self._pool.FindFileContainingSymbol(symbol))
+        except KeyError:
+            return super()._file_containing_symbol(request, symbol)
+
+    def _respond(self, request: Any, file: FileDescriptor) -> Any:
+        """The file and its transitive imports, each with comments where we have them."""
+        files: dict[str, FileDescriptor] = {}
+        pending = [file]
+        while pending:
+            current = pending.pop()
+            if current.name not in files:
+                files[current.name] = current
+                pending.extend(current.dependencies)
+        return reflection_pb2.ServerReflectionResponse(
+            original_request=request,
+            file_descriptor_response=reflection_pb2.FileDescriptorResponse(
+                file_descriptor_proto=[self._serialized(f) for f in files.values()]
+            ),
+        )
+
+    def _serialized(self, file: FileDescriptor) -> bytes:
+        if file.name in self._documented:
+            return self._documented[file.name]
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        return proto.SerializeToString()

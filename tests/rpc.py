@@ -1,0 +1,49 @@
+"""Helpers to read what a failed call carried: its code and google.rpc details."""
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+
+def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
+    """The RpcError that `call()` raises (the test fails if it succeeds)."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value
+
+
+def details(error: grpc.RpcError) -> dict[str, Any]:
+    """The status details of `error`, by message name (BadRequest, ErrorInfo, ...)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, f"no rich status on {error}"
+    found: dict[str, Any] = {}
+    for packed in status.details:
+        for kind in (error_details_pb2.BadRequest, error_details_pb2.ErrorInfo,
+                     error_details_pb2.RetryInfo):
+            if packed.Is(kind.DESCRIPTOR):
+                message = kind()
+                packed.Unpack(message)
+                found[kind.DESCRIPTOR.name] = message
+    return found
+
+
+def assert_invalid(call: Callable[[], Any], field: str) -> None:
+    """`call()` fails INVALID_ARGUMENT with a BadRequest naming exactly `field`."""
+    error = rpc_error(call)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
+    found = details(error)
+    assert [v.field for v in found["BadRequest"].field_violations] == [field]
+    assert found["ErrorInfo"].reason == "INVALID_ARGUMENT"
+
+
+def assert_unavailable(call: Callable[[], Any]) -> None:
+    """`call()` fails UNAVAILABLE, telling the client when to retry."""
+    error = rpc_error(call)
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+    found = details(error)
+    assert found["RetryInfo"].retry_delay.seconds > 0
+    assert found["ErrorInfo"].reason.startswith("REDIS_")
