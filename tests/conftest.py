@@ -68,3 +68,8 @@ def channel(server: PatternsServer) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(server.address) as opened:
         grpc.channel_ready_future(opened).result(timeout=10)
         yield opened
+
+
+@pytest.fixture(scope="session")
+def grpcurl_path() -> str:
+    return require_tool("grpcurl")

@@ -63,8 +63,9 @@ def _wait_for(condition, what: str, timeout: float = STARTUP_TIMEOUT) -> None:  
 class RedisServer:
     """One redis-server on 127.0.0.1; `stop()` then `start()` again keeps the same port."""
 
-    def __init__(self, directory: Path, binary: str = "redis-server",
-                 extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, directory: Path, binary: str = "redis-server", extra_args: Sequence[str] = ()
+    ) -> None:
         self.directory = directory
         self.binary = binary
         self.extra_args = list(extra_args)
@@ -81,9 +82,22 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory),
-             "--logfile", str(self.directory / "redis.log"), *self.extra_args],
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--logfile",
+                str(self.directory / "redis.log"),
+                *self.extra_args,
+            ],
             stdin=subprocess.DEVNULL,
         )
         _wait_for(self._answers, f"redis-server on port {self.port}")
@@ -110,10 +124,17 @@ class RedisCluster:
 
     def __init__(self, directory: Path) -> None:
         self.nodes = [
-            RedisServer(directory / f"node{i}",
-                        extra_args=["--cluster-enabled", "yes",
-                                    "--cluster-config-file", "nodes.conf",
-                                    "--cluster-node-timeout", "2000"])
+            RedisServer(
+                directory / f"node{i}",
+                extra_args=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ],
+            )
             for i in range(3)
         ]
 
@@ -125,14 +146,26 @@ class RedisCluster:
         for node in self.nodes:
             node.start()
         subprocess.run(
-            [require_tool("redis-cli"), "--cluster", "create",
-             *(f"127.0.0.1:{node.port}" for node in self.nodes),
-             "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True, timeout=STARTUP_TIMEOUT,
+            [
+                require_tool("redis-cli"),
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=STARTUP_TIMEOUT,
         )
         for node in self.nodes:
-            _wait_for(lambda node=node: b"cluster_state:ok" in node.client().execute_command(
-                "CLUSTER", "INFO"), "the cluster to be ok")
+            _wait_for(
+                lambda node=node: (
+                    b"cluster_state:ok" in node.client().execute_command("CLUSTER", "INFO")
+                ),
+                "the cluster to be ok",
+            )
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -144,10 +177,19 @@ class PatternsServer:
 
     LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
 
-    def __init__(self, redis_url: str | None, *extra_args: str,
-                 env: dict[str, str] | None = None) -> None:
-        self.args = [sys.executable, "-m", "patterns_server", "--listen", "127.0.0.1:0",
-                     "--health-interval", "0.2", *extra_args]
+    def __init__(
+        self, redis_url: str | None, *extra_args: str, env: dict[str, str] | None = None
+    ) -> None:
+        self.args = [
+            sys.executable,
+            "-m",
+            "patterns_server",
+            "--listen",
+            "127.0.0.1:0",
+            "--health-interval",
+            "0.2",
+            *extra_args,
+        ]
         if redis_url is not None:
             self.args += ["--redis-url", redis_url]
         self.env = env
@@ -165,8 +207,12 @@ class PatternsServer:
 
     def start(self) -> "PatternsServer":
         self.process = subprocess.Popen(
-            self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True, env=self.env,
+            self.args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
         )
         listening = threading.Event()
         threading.Thread(target=self._read_log, args=(listening,), daemon=True).start()

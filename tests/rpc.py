@@ -18,12 +18,15 @@ def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
 
 def details(error: grpc.RpcError) -> dict[str, Any]:
     """The status details of `error`, by message name (BadRequest, ErrorInfo, ...)."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None, f"no rich status on {error}"
     found: dict[str, Any] = {}
     for packed in status.details:
-        for kind in (error_details_pb2.BadRequest, error_details_pb2.ErrorInfo,
-                     error_details_pb2.RetryInfo):
+        for kind in (
+            error_details_pb2.BadRequest,
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.RetryInfo,
+        ):
             if packed.Is(kind.DESCRIPTOR):
                 message = kind()
                 packed.Unpack(message)

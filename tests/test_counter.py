@@ -52,8 +52,7 @@ def test_adding_known_items_changes_nothing(counter: Stub, new_key: Callable[[],
     assert count(counter, key) == 2
 
 
-def test_count_is_the_union_across_many_keys(counter: Stub,
-                                             new_key: Callable[[], str]) -> None:
+def test_count_is_the_union_across_many_keys(counter: Stub, new_key: Callable[[], str]) -> None:
     # On the Cluster backend these 30 keys are spread over all three nodes.
     keys = [new_key() for _ in range(30)]
     for day, key in enumerate(keys):
@@ -99,8 +98,9 @@ def test_merge_keeps_destination_items_and_returns_its_count(
 def test_merge_ttl_expires_the_destination(counter: Stub, new_key: Callable[[], str]) -> None:
     destination, source = new_key(), new_key()
     add(counter, source, ["alice"])
-    counter.Merge(pb.MergeRequest(destination=destination, sources=[source],
-                                  ttl=Duration(nanos=300_000_000)))
+    counter.Merge(
+        pb.MergeRequest(destination=destination, sources=[source], ttl=Duration(nanos=300_000_000))
+    )
     time.sleep(0.5)
     assert count(counter, destination) == 0
     assert count(counter, source) == 1
@@ -178,3 +178,12 @@ def test_count_rejects_bad_input(counter: Stub, keys: list[str], field: str) -> 
 )
 def test_merge_rejects_bad_input(counter: Stub, request_: pb.MergeRequest, field: str) -> None:
     assert_invalid(lambda: counter.Merge(request_), field)
+
+
+@pytest.mark.parametrize("name", ["}starts-with-brace", "a}b{c", "{tagged}", "é:ü 🙂", " "])
+def test_any_utf8_name_works(counter: Stub, new_key: Callable[[], str], name: str) -> None:
+    key, other = new_key() + name, name + new_key()
+    add(counter, key, ["a", "b"])
+    add(counter, other, ["b", "c"])
+    merged = counter.Merge(pb.MergeRequest(destination=key, sources=[other]))
+    assert merged.count == count(counter, key, other) == 3

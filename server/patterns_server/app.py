@@ -77,7 +77,7 @@ class App:
         await self.server.stop(self.settings.shutdown_grace)
         await self.redis.close()
         if self.embedded is not None:
-            self.embedded.stop()
+            await asyncio.to_thread(self.embedded.stop)
         logger.info("stopped")
 
 
@@ -87,7 +87,7 @@ async def start(settings: Settings) -> App:
     redis_url = settings.redis_url
     if not redis_url:
         embedded = EmbeddedRedis()
-        redis_url = await embedded.start()
+        redis_url = await asyncio.to_thread(embedded.start)
     redis = RedisBackend.from_url(
         redis_url,
         prefix=settings.key_prefix,
@@ -99,7 +99,7 @@ async def start(settings: Settings) -> App:
     except BaseException:
         await redis.close()
         if embedded is not None:
-            embedded.stop()
+            await asyncio.to_thread(embedded.stop)
         raise
 
 
@@ -124,8 +124,12 @@ async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedi
     app = App(server, port, redis, health_servicer, service_names, settings, embedded)
     app.start_health_monitor()
     host = settings.listen.rsplit(":", 1)[0]
-    logger.info("listening on %s:%d (Redis %s)", host, port,
-                "embedded" if embedded else _redacted(settings.redis_url))
+    logger.info(
+        "listening on %s:%d (Redis %s)",
+        host,
+        port,
+        "embedded" if embedded else _redacted(settings.redis_url),
+    )
     return app
 
 

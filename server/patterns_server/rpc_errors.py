@@ -33,8 +33,16 @@ RETRY_DELAY = duration_pb2.Duration(seconds=1)
 
 # Redis replies that mean "not now" rather than "never": the node is loading its data,
 # failing over, busy with a script, or out of memory.
-_TRANSIENT_REDIS_REPLIES = ("LOADING", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "TRYAGAIN",
-                            "BUSY", "OOM", "NOREPLICAS")
+_TRANSIENT_REDIS_REPLIES = (
+    "LOADING",
+    "MASTERDOWN",
+    "READONLY",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "BUSY",
+    "OOM",
+    "NOREPLICAS",
+)
 
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -68,8 +76,9 @@ def _guarded(
             await context.abort_with_status(rpc_status.to_status(status))
         finally:
             if request_logger.isEnabledFor(logging.DEBUG):
-                request_logger.debug("%s %s %.2fms", method, outcome,
-                                     (time.perf_counter() - started) * 1000)
+                request_logger.debug(
+                    "%s %s %.2fms", method, outcome, (time.perf_counter() - started) * 1000
+                )
 
     return guarded
 
@@ -77,15 +86,21 @@ def _guarded(
 def status_for(error: Exception, method: str) -> status_pb2.Status:
     """The `google.rpc.Status` a client receives for `error`."""
     if isinstance(error, InvalidArgument):
-        bad_request = error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-            for v in error.violations
-        ])
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
         return _status(code_pb2.INVALID_ARGUMENT, str(error), "INVALID_ARGUMENT", bad_request)
     if isinstance(error, redis_errors.TimeoutError | asyncio.TimeoutError):
         return _unavailable("Redis did not answer in time", "REDIS_TIMEOUT")
-    if isinstance(error, redis_errors.ConnectionError | redis_errors.ClusterError
-                  | redis_errors.SlotNotCoveredError):
+    if isinstance(
+        error,
+        redis_errors.ConnectionError | redis_errors.ClusterError | redis_errors.SlotNotCoveredError,
+    ):
         return _unavailable("Redis is unreachable", "REDIS_UNAVAILABLE")
     if isinstance(error, redis_errors.ResponseError) and str(error).startswith(
         _TRANSIENT_REDIS_REPLIES

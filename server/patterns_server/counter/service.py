@@ -3,8 +3,8 @@
 import grpc
 from patterns.counter.v1 import counter_pb2, counter_pb2_grpc
 
-from patterns_server.counter.unique_counter import UniqueCounter
 from patterns_server.config import Settings
+from patterns_server.counter.unique_counter import UniqueCounter
 from patterns_server.proto_types import optional_timedelta
 from patterns_server.redis import RedisBackend
 from patterns_server.rpc_errors import guard

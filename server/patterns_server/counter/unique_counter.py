@@ -50,8 +50,9 @@ class UniqueCounter:
         values = await self._values_of(remote)
         return int(await self._redis.eval(COUNT_UNION, [*scratch, *local], values))
 
-    async def merge(self, destination: str, sources: Sequence[str],
-                    ttl: timedelta | None = None) -> int:
+    async def merge(
+        self, destination: str, sources: Sequence[str], ttl: timedelta | None = None
+    ) -> int:
         """Add the union of `sources` to `destination`; its new estimated count."""
         check_name("destination", destination)
         self._check_keys("sources", sources)

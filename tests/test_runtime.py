@@ -1,0 +1,171 @@
+"""The server runtime: health, reflection, errors, deadlines, Redis failures, shutdown."""
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from patterns.counter.v1 import counter_pb2 as pb
+from patterns.counter.v1 import counter_pb2_grpc
+
+from tests.processes import PatternsServer, RedisServer, require_tool
+from tests.rpc import assert_unavailable, details, rpc_error
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICES = {"patterns.counter.v1.UniqueCounter"}
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, free to be stopped, paused or corrupted."""
+    server = RedisServer(tmp_path / "redis", require_tool("redis-server"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_server(own_redis: RedisServer) -> Iterator[PatternsServer]:
+    server = PatternsServer(own_redis.url, "--redis-timeout", "1", "--shutdown-grace", "5")
+    server.start()
+    yield server
+    server.stop()
+
+
+def health_of(channel: grpc.Channel, service: str = "") -> int:
+    stub = health_pb2_grpc.HealthStub(channel)
+    return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+def wait_for_health(channel: grpc.Channel, wanted: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while health_of(channel) != wanted:
+        assert time.monotonic() < deadline, f"health never became {wanted}"
+        time.sleep(0.05)
+
+
+def add(channel: grpc.Channel, key: str, item: str = "x", timeout: float = 10) -> bool:
+    stub = counter_pb2_grpc.UniqueCounterStub(channel)
+    return stub.Add(pb.AddRequest(key=key, items=[item]), timeout=timeout).changed
+
+
+def count(channel: grpc.Channel, key: str) -> int:
+    stub = counter_pb2_grpc.UniqueCounterStub(channel)
+    return stub.Count(pb.CountRequest(keys=[key]), timeout=10).count
+
+
+def test_health_is_serving_for_every_service(channel: grpc.Channel) -> None:
+    wait_for_health(channel, SERVING)
+    for service in SERVICES:
+        assert health_of(channel, service) == SERVING
+
+
+def test_reflection_lists_every_service(channel: grpc.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    (response,) = stub.ServerReflectionInfo(iter([request]), timeout=5)
+    listed = {service.name for service in response.list_services_response.service}
+    assert listed == SERVICES | {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+
+
+def run_healthcheck(server: PatternsServer) -> int:
+    """Exit code of the container probe, `python -m patterns_server.healthcheck`."""
+    probe = [sys.executable, "-m", "patterns_server.healthcheck", server.address]
+    return subprocess.run(probe, capture_output=True, timeout=30).returncode
+
+
+def test_redis_stopped_gives_unavailable_then_recovers(
+    own_redis: RedisServer, own_server: PatternsServer
+) -> None:
+    with grpc.insecure_channel(own_server.address) as channel:
+        wait_for_health(channel, SERVING)
+        assert add(channel, "before") is True
+
+        assert run_healthcheck(own_server) == 0
+        own_redis.stop()
+        # A generous deadline: the call must fail UNAVAILABLE on its own, not hang.
+        assert_unavailable(lambda: add(channel, "during", timeout=10))
+        wait_for_health(channel, NOT_SERVING)
+        assert run_healthcheck(own_server) == 1
+        own_server.wait_for_log("Redis is unreachable")
+        assert own_server.process is not None and own_server.process.poll() is None
+
+        own_redis.start()
+        wait_for_health(channel, SERVING)
+        assert add(channel, "after") is True
+        own_server.wait_for_log("Redis is reachable")
+
+
+def test_unexpected_redis_reply_is_internal_with_an_incident_id(
+    own_redis: RedisServer, own_server: PatternsServer
+) -> None:
+    # Something other than this server wrote a plain string where a counter lives.
+    own_redis.client().set("patterns:default:counter:{corrupt}", "not a HyperLogLog")
+    with grpc.insecure_channel(own_server.address) as channel:
+        error = rpc_error(lambda: add(channel, "corrupt"))
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert "Traceback" not in (error.details() or "")
+    incident = (error.details() or "").split("incident ")[1].rstrip(")")
+    assert details(error)["ErrorInfo"].reason == "INTERNAL"
+    own_server.wait_for_log(f"internal error {incident}")
+
+
+def pause_redis(server: RedisServer, seconds: float) -> None:
+    server.client().client_pause(int(seconds * 1000), all=True)
+
+
+def test_call_past_its_deadline_never_reaches_redis(
+    own_redis: RedisServer, own_server: PatternsServer
+) -> None:
+    slow_key, late_key = f"slow-{uuid.uuid4()}", f"late-{uuid.uuid4()}"
+    with grpc.insecure_channel(own_server.address) as channel:
+        add(channel, "warm-up")
+        pause_redis(own_redis, 0.8)
+        # This call's commands are sent and wait in Redis until the pause ends...
+        slow = threading.Thread(target=add, args=(channel, slow_key))
+        slow.start()
+        time.sleep(0.2)
+        # ...while this one queues behind them, and its deadline passes first.
+        error = rpc_error(lambda: add(channel, late_key, timeout=0.2))
+        assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        slow.join()
+        assert count(channel, slow_key) == 1
+        assert count(channel, late_key) == 0  # its Add was dropped, never sent
+
+
+def test_sigterm_drains_in_flight_calls_then_exits(
+    own_redis: RedisServer, own_server: PatternsServer
+) -> None:
+    key = f"drain-{uuid.uuid4()}"
+    with grpc.insecure_channel(own_server.address) as channel:
+        add(channel, "warm-up")
+        pause_redis(own_redis, 0.6)
+        results: list[bool] = []
+        in_flight = threading.Thread(target=lambda: results.append(add(channel, key)))
+        in_flight.start()
+        time.sleep(0.2)
+        assert own_server.process is not None
+        own_server.process.send_signal(signal.SIGTERM)
+        in_flight.join()
+        assert results == [True]  # finished during the grace period
+    assert own_server.stop() == 0
+    assert "stopping: draining calls" in own_server.log
+    assert own_server.log.rstrip().endswith("stopped")
+    # New calls are refused once the server is gone.
+    with grpc.insecure_channel(own_server.address) as channel:
+        assert rpc_error(lambda: add(channel, key, timeout=2)).code() in {
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+        }
