@@ -160,7 +160,7 @@ def test_sigterm_drains_in_flight_calls_then_exits(
         own_server.process.send_signal(signal.SIGTERM)
         in_flight.join()
         assert results == [True]  # finished during the grace period
-    assert own_server.stop() == 0
+    assert own_server.wait() == 0
     assert "stopping: draining calls" in own_server.log
     assert own_server.log.rstrip().endswith("stopped")
     # New calls are refused once the server is gone.
