@@ -25,6 +25,7 @@ def grpcurl(
 def test_list_shows_every_service(grpcurl_path: str, server: PatternsServer) -> None:
     listed = grpcurl(grpcurl_path, server, "list").split()
     assert "patterns.counter.v1.UniqueCounter" in listed
+    assert "patterns.ratelimit.v1.RateLimiter" in listed
     assert "grpc.health.v1.Health" in listed
 
 
@@ -48,3 +49,17 @@ def test_add_and_count(grpcurl_path: str, server: PatternsServer) -> None:
         grpcurl_path, server, "patterns.counter.v1.UniqueCounter/Count", data={"keys": [key]}
     )
     assert json.loads(counted) == {"count": "3"}  # uint64 is a string in JSON
+
+
+def test_rate_limit_check(grpcurl_path: str, server: PatternsServer) -> None:
+    rule = {"algorithm": "ALGORITHM_GCRA", "limit": 3, "period": "60s"}
+    request = {"key": f"grpcurl-{uuid.uuid4()}", "policy": rule}
+    method = "patterns.ratelimit.v1.RateLimiter/Check"
+    first = json.loads(grpcurl(grpcurl_path, server, method, data=request))
+    assert first == {
+        "allowed": True,
+        "limit": "3",
+        "remaining": "2",
+        "resetAfter": "20s",
+        "retryAfter": "0s",
+    }

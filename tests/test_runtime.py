@@ -21,7 +21,7 @@ from tests.rpc import assert_unavailable, details, rpc_error
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-SERVICES = {"patterns.counter.v1.UniqueCounter"}
+SERVICES = {"patterns.counter.v1.UniqueCounter", "patterns.ratelimit.v1.RateLimiter"}
 
 
 @pytest.fixture

@@ -14,13 +14,14 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from patterns_server.config import Settings
 from patterns_server.counter import service as counter_service
 from patterns_server.embedded_redis import EmbeddedRedis
+from patterns_server.ratelimit import service as ratelimit_service
 from patterns_server.redis import RedisBackend
 from patterns_server.reflection import CommentedReflectionServicer
 
 logger = logging.getLogger("patterns_server")
 
 Register = Callable[[grpc.aio.Server, RedisBackend, Settings], str]
-SERVICES: tuple[Register, ...] = (counter_service.register,)
+SERVICES: tuple[Register, ...] = (ratelimit_service.register, counter_service.register)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

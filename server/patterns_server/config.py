@@ -41,6 +41,12 @@ class Settings:
         "when calls arrive together, how long (ms) to gather them into one Redis pipeline; "
         "a lone call never waits; 0 sends at once",
     )
+    ratelimit_failure_mode: FailureMode = _setting(
+        "closed",
+        "what RateLimiter answers while Redis is unavailable: closed fails the call "
+        "UNAVAILABLE; open admits every check (and logs how many)",
+        choices=["closed", "open"],
+    )
     health_interval: float = _setting(1.0, "seconds between Redis health probes")
     shutdown_grace: float = _setting(
         10.0, "seconds in-flight calls get to finish after SIGTERM/SIGINT"

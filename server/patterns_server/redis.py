@@ -20,15 +20,42 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError, NoScriptError
+from redis.exceptions import (
+    ClusterError,
+    ConnectionError,
+    NoScriptError,
+    ResponseError,
+    SlotNotCoveredError,
+    TimeoutError,
+)
 
 logger = logging.getLogger(__name__)
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+# Replies that mean "not now" rather than "never": the node is loading its data, failing
+# over, busy with a script, or out of memory.
+TRANSIENT_REPLIES = (
+    "LOADING",
+    "MASTERDOWN",
+    "READONLY",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "BUSY",
+    "OOM",
+    "NOREPLICAS",
+)
 MAX_COMMANDS_PER_BATCH = 2_000
 # A batch of several calls that ended less than this many batch waits ago means traffic is
 # still concurrent: gather the next batch too. Older than that, the next call is on its own.
 CONCURRENCY_MEMORY = 5
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether `error` means Redis cannot serve now (unreachable, too slow, failing over),
+    as opposed to a request Redis refuses."""
+    if isinstance(error, ConnectionError | TimeoutError | ClusterError | SlotNotCoveredError):
+        return True
+    return isinstance(error, ResponseError) and str(error).startswith(TRANSIENT_REPLIES)
 
 
 @dataclass(frozen=True)
@@ -40,10 +67,12 @@ class LuaScript:
     sha: str
 
     @classmethod
-    def beside(cls, module_file: str, filename: str) -> "LuaScript":
-        """The script `filename` in the folder of the module `module_file` (pass `__file__`)."""
-        source = (Path(module_file).parent / filename).read_text()
-        return cls(filename, source, hashlib.sha1(source.encode()).hexdigest())
+    def beside(cls, module_file: str, *filenames: str) -> "LuaScript":
+        """The script made of `filenames`, joined in order, in the folder of the module
+        `module_file` (pass `__file__`): shared Lua functions go in the first files."""
+        folder = Path(module_file).parent
+        source = "\n".join((folder / filename).read_text() for filename in filenames)
+        return cls(filenames[-1], source, hashlib.sha1(source.encode()).hexdigest())
 
 
 @dataclass(frozen=True)

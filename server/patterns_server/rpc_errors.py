@@ -24,25 +24,13 @@ from grpc_status import rpc_status
 from redis import exceptions as redis_errors
 
 from patterns_server.errors import InvalidArgument
+from patterns_server.redis import is_unavailable
 
 logger = logging.getLogger(__name__)
 request_logger = logging.getLogger("patterns_server.requests")
 
 ERROR_DOMAIN = "patterns-server"
 RETRY_DELAY = duration_pb2.Duration(seconds=1)
-
-# Redis replies that mean "not now" rather than "never": the node is loading its data,
-# failing over, busy with a script, or out of memory.
-_TRANSIENT_REDIS_REPLIES = (
-    "LOADING",
-    "MASTERDOWN",
-    "READONLY",
-    "CLUSTERDOWN",
-    "TRYAGAIN",
-    "BUSY",
-    "OOM",
-    "NOREPLICAS",
-)
 
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -97,15 +85,8 @@ def status_for(error: Exception, method: str) -> status_pb2.Status:
         return _status(code_pb2.INVALID_ARGUMENT, str(error), "INVALID_ARGUMENT", bad_request)
     if isinstance(error, redis_errors.TimeoutError | asyncio.TimeoutError):
         return _unavailable("Redis did not answer in time", "REDIS_TIMEOUT")
-    if isinstance(
-        error,
-        redis_errors.ConnectionError | redis_errors.ClusterError | redis_errors.SlotNotCoveredError,
-    ):
-        return _unavailable("Redis is unreachable", "REDIS_UNAVAILABLE")
-    if isinstance(error, redis_errors.ResponseError) and str(error).startswith(
-        _TRANSIENT_REDIS_REPLIES
-    ):
-        return _unavailable(f"Redis cannot serve this now: {error}", "REDIS_UNAVAILABLE")
+    if is_unavailable(error):
+        return _unavailable("Redis is unreachable or cannot serve now", "REDIS_UNAVAILABLE")
     incident = uuid.uuid4().hex[:12]
     logger.error("internal error %s in %s", incident, method, exc_info=error)
     return _status(code_pb2.INTERNAL, f"internal error (incident {incident})", "INTERNAL")

@@ -1,0 +1,1 @@
+"""RateLimiter: five rate-limiting algorithms, exact under concurrency."""

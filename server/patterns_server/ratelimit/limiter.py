@@ -1,0 +1,211 @@
+"""Rate limiting over Redis: five algorithms, decided by one Lua script on the Redis clock.
+
+Every decision is one script run (`lua/`), so concurrent callers can never both take the
+last unit, and time comes from Redis `TIME`, so any number of server replicas agree. The
+state of a key lives under a name that includes the policy, so two policies on one key
+never collide, and it expires as soon as it carries no information.
+"""
+
+import enum
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from patterns_server.errors import InvalidArgument
+from patterns_server.redis import Command, LuaScript, RedisBackend, is_unavailable
+from patterns_server.validation import check_count, check_name
+
+logger = logging.getLogger(__name__)
+
+MAX_LIMIT = 1_000_000_000_000
+MIN_PERIOD = timedelta(milliseconds=1)
+MAX_PERIOD = timedelta(days=366)
+MAX_CHECKS = 1_000
+FAIL_OPEN_REPORT_SECONDS = 10.0
+
+CHECK = LuaScript.beside(
+    __file__,
+    "lua/common.lua",
+    "lua/fixed_window.lua",
+    "lua/sliding_window_log.lua",
+    "lua/sliding_window_counter.lua",
+    "lua/token_bucket.lua",
+    "lua/gcra.lua",
+    "lua/check.lua",
+)
+
+
+class Algorithm(enum.Enum):
+    FIXED_WINDOW = "fixed_window"
+    SLIDING_WINDOW_LOG = "sliding_window_log"
+    SLIDING_WINDOW_COUNTER = "sliding_window_counter"
+    TOKEN_BUCKET = "token_bucket"
+    GCRA = "gcra"
+
+    @property
+    def is_bucket(self) -> bool:
+        """Buckets have a capacity (`burst`) apart from their rate."""
+        return self in (Algorithm.TOKEN_BUCKET, Algorithm.GCRA)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """`limit` units per `period`, counted by `algorithm`; `burst` is a bucket's capacity
+    (0 means `limit`). `algorithm` None stands for a request that named none."""
+
+    algorithm: Algorithm | None
+    limit: int
+    period: timedelta
+    burst: int = 0
+
+
+@dataclass(frozen=True)
+class Check:
+    """Does `key` get `cost` units under `policy`? `peek` answers without consuming."""
+
+    key: str
+    policy: Policy
+    cost: int = 1
+    peek: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after_us: int
+    retry_after_us: int
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A validated check, ready for the script."""
+
+    capacity: int
+    cost: int
+    keys: list[str]
+    args: list[Any] = field(default_factory=list)
+
+
+class RateLimiter:
+    def __init__(self, redis: RedisBackend, fail_open: bool = False) -> None:
+        self._redis = redis
+        self._key = redis.keys("ratelimit")
+        self._fail_open = fail_open
+        self._failed_open = 0
+        self._failed_open_reported = 0.0
+
+    async def check(self, check: Check) -> Decision:
+        plan = self._plan(check)
+        try:
+            reply = await self._redis.eval(CHECK, plan.keys, ["0", *plan.args])
+        except Exception as error:
+            return self._failed(error, [plan])[0]
+        return _decisions([plan], reply)[0]
+
+    async def check_many(self, checks: Sequence[Check], all_or_nothing: bool) -> list[Decision]:
+        """Decide `checks` in one round trip (per Cluster node); in order."""
+        check_count("checks", checks, 1, MAX_CHECKS)
+        plans = [self._plan(check, f"checks[{i}]") for i, check in enumerate(checks)]
+        if all_or_nothing:
+            _check_one_group(checks, plans)
+        try:
+            if all_or_nothing:
+                keys = [key for plan in plans for key in plan.keys]
+                args = [arg for plan in plans for arg in plan.args]
+                return _decisions(plans, await self._redis.eval(CHECK, keys, ["1", *args]))
+            commands = [Command.eval(CHECK, plan.keys, ["0", *plan.args]) for plan in plans]
+            replies = await self._redis.run(*commands)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        except Exception as error:
+            return self._failed(error, plans)
+        return [_decisions([plan], reply)[0] for plan, reply in zip(plans, replies, strict=True)]
+
+    async def reset(self, key: str, policy: Policy) -> None:
+        """Forget what `key` consumed under `policy`."""
+        plan = self._plan(Check(key, policy))
+        await self._redis.call("DEL", *plan.keys)
+
+    def _plan(self, check: Check, parent: str = "") -> _Plan:
+        try:
+            return self._validated_plan(check)
+        except InvalidArgument as error:
+            raise error.under(parent) if parent else error from None
+
+    def _validated_plan(self, check: Check) -> _Plan:
+        check_name("key", check.key)
+        policy = check.policy
+        algorithm = policy.algorithm
+        if algorithm is None:
+            names = ", ".join(a.name for a in Algorithm)
+            raise InvalidArgument("policy.algorithm", f"must be one of {names}")
+        if not 1 <= policy.limit <= MAX_LIMIT:
+            raise InvalidArgument("policy.limit", f"must be 1 to {MAX_LIMIT:,}")
+        if not MIN_PERIOD <= policy.period <= MAX_PERIOD:
+            raise InvalidArgument("policy.period", "must be 1 ms to 366 days")
+        period_us = policy.period // timedelta(microseconds=1)
+        if algorithm.is_bucket:
+            if not 0 <= policy.burst <= MAX_LIMIT:
+                raise InvalidArgument("policy.burst", f"must be 0 to {MAX_LIMIT:,}")
+            if policy.limit > period_us:
+                raise InvalidArgument(
+                    "policy.limit", "refills at most 1 unit per microsecond: raise the period"
+                )
+        elif policy.burst:
+            raise InvalidArgument("policy.burst", "applies to TOKEN_BUCKET and GCRA only")
+        capacity = policy.burst or policy.limit
+        cost = check.cost or 1
+        if cost > capacity:
+            raise InvalidArgument("cost", f"exceeds what the policy can ever admit ({capacity:,})")
+        parts = (algorithm.value, str(policy.limit), str(period_us), str(capacity))
+        keys = [self._key(check.key, *parts)]
+        if algorithm is Algorithm.SLIDING_WINDOW_LOG:
+            keys.append(self._key(check.key, *parts, "meta"))
+        args = [algorithm.value, policy.limit, period_us, capacity, cost, int(check.peek)]
+        return _Plan(capacity, cost, keys, args)
+
+    def _failed(self, error: Exception, plans: list[_Plan]) -> list[Decision]:
+        """With the fail-open mode and Redis unavailable: admit all. Otherwise raise."""
+        if not (self._fail_open and is_unavailable(error)):
+            raise error
+        self._failed_open += len(plans)
+        now = time.monotonic()
+        if now - self._failed_open_reported >= FAIL_OPEN_REPORT_SECONDS:
+            logger.warning(
+                "Redis unavailable (%s): admitted %d checks unchecked so far (failure mode open)",
+                type(error).__name__,
+                self._failed_open,
+            )
+            self._failed_open_reported = now
+        return [Decision(True, plan.capacity, plan.capacity - plan.cost, 0, 0) for plan in plans]
+
+
+def _check_one_group(checks: Sequence[Check], plans: list[_Plan]) -> None:
+    """all_or_nothing needs one key (one atomic script) and no policy twice."""
+    seen: dict[str, int] = {}
+    for index, (check, plan) in enumerate(zip(checks, plans, strict=True)):
+        if check.key != checks[0].key:
+            raise InvalidArgument(
+                f"checks[{index}].key", "must equal checks[0].key when all_or_nothing is set"
+            )
+        state = plan.keys[0]
+        if state in seen:
+            raise InvalidArgument(
+                f"checks[{index}].policy", f"repeats checks[{seen[state]}].policy"
+            )
+        seen[state] = index
+
+
+def _decisions(plans: list[_Plan], reply: list[int]) -> list[Decision]:
+    return [
+        Decision(
+            bool(reply[i * 4]), plan.capacity, reply[i * 4 + 1], reply[i * 4 + 2], reply[i * 4 + 3]
+        )
+        for i, plan in enumerate(plans)
+    ]

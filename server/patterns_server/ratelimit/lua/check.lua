@@ -1,0 +1,43 @@
+-- Decides rate-limit checks; the main body of the script (see common.lua).
+-- KEYS     the state keys of each check in order: as many per check as its algorithm needs
+-- ARGV[1]  "1": all or nothing (consume only if every check admits); "0": each on its own
+-- ARGV[2..] six values per check: algorithm name, limit, period (µs), burst (capacity for
+--          the buckets), cost, peek ("1" reports without consuming)
+-- Returns four integers per check: allowed (1/0), remaining, reset_after (µs),
+-- retry_after (µs).
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local all_or_nothing = ARGV[1] == '1'
+
+local decisions = {}
+local all_allowed = true
+local next_key = 1
+for arg = 2, #ARGV, 6 do
+  local algorithm = ALGORITHMS[ARGV[arg]]
+  local keys = {}
+  for i = 1, algorithm.keys do
+    keys[i] = KEYS[next_key]
+    next_key = next_key + 1
+  end
+  local policy = {limit = tonumber(ARGV[arg + 1]), period = tonumber(ARGV[arg + 2]),
+                  burst = tonumber(ARGV[arg + 3])}
+  local decision = algorithm.decide(keys, now, policy, tonumber(ARGV[arg + 4]))
+  decision.peek = ARGV[arg + 5] == '1'
+  decisions[#decisions + 1] = decision
+  all_allowed = all_allowed and decision.allowed
+end
+
+local reply = {}
+for _, decision in ipairs(decisions) do
+  local consume = decision.allowed and not decision.peek and (all_allowed or not all_or_nothing)
+  local shown = decision.before
+  if consume then
+    decision.commit()
+    shown = decision.after
+  end
+  reply[#reply + 1] = decision.allowed and 1 or 0
+  reply[#reply + 1] = shown.remaining
+  reply[#reply + 1] = shown.reset_after
+  reply[#reply + 1] = decision.retry_after
+end
+return reply
