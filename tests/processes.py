@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -52,6 +52,13 @@ def _is_free(port: int) -> bool:
     return True
 
 
+def _pinned_to(cores: set[int] | None) -> Callable[[], None] | None:
+    """A preexec_fn that keeps a child (and all its threads) on `cores`."""
+    if not cores:
+        return None
+    return lambda: os.sched_setaffinity(0, cores)
+
+
 def _wait_for(condition, what: str, timeout: float = STARTUP_TIMEOUT) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not condition():
@@ -64,11 +71,16 @@ class RedisServer:
     """One redis-server on 127.0.0.1; `stop()` then `start()` again keeps the same port."""
 
     def __init__(
-        self, directory: Path, binary: str = "redis-server", extra_args: Sequence[str] = ()
+        self,
+        directory: Path,
+        binary: str = "redis-server",
+        extra_args: Sequence[str] = (),
+        cores: set[int] | None = None,
     ) -> None:
         self.directory = directory
         self.binary = binary
         self.extra_args = list(extra_args)
+        self.cores = cores
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
@@ -99,6 +111,7 @@ class RedisServer:
                 *self.extra_args,
             ],
             stdin=subprocess.DEVNULL,
+            preexec_fn=_pinned_to(self.cores),
         )
         _wait_for(self._answers, f"redis-server on port {self.port}")
 
@@ -178,7 +191,11 @@ class PatternsServer:
     LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
 
     def __init__(
-        self, redis_url: str | None, *extra_args: str, env: dict[str, str] | None = None
+        self,
+        redis_url: str | None,
+        *extra_args: str,
+        env: dict[str, str] | None = None,
+        cores: set[int] | None = None,
     ) -> None:
         self.args = [
             sys.executable,
@@ -193,6 +210,7 @@ class PatternsServer:
         if redis_url is not None:
             self.args += ["--redis-url", redis_url]
         self.env = env
+        self.cores = cores
         self.port = 0
         self.log_lines: list[str] = []
         self.process: subprocess.Popen[str] | None = None
@@ -213,6 +231,7 @@ class PatternsServer:
             stderr=subprocess.PIPE,
             text=True,
             env=self.env,
+            preexec_fn=_pinned_to(self.cores),
         )
         listening = threading.Event()
         threading.Thread(target=self._read_log, args=(listening,), daemon=True).start()

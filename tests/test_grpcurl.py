@@ -3,12 +3,16 @@
 import json
 import subprocess
 import uuid
+from collections.abc import Mapping
 
 from tests.processes import PatternsServer
 
 
 def grpcurl(
-    grpcurl_path: str, server: PatternsServer, *command: str, data: dict[str, object] | None = None
+    grpcurl_path: str,
+    server: PatternsServer,
+    *command: str,
+    data: Mapping[str, object] | None = None,
 ) -> str:
     """Run `grpcurl -plaintext [-d data] <server> <command...>`; its output."""
     options = ["-plaintext"] + (["-d", json.dumps(data)] if data is not None else [])

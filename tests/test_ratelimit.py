@@ -167,6 +167,7 @@ def test_fixed_window_allows_twice_the_limit_around_a_boundary(
     limiter: Stub, new_key: Callable[[], str]
 ) -> None:
     key, rule = new_key(), policy(pb.ALGORITHM_FIXED_WINDOW, 5, Duration(nanos=400_000_000))
+    sleep_for(check(limiter, new_key(), rule).reset_after)  # start at a window's start
     first = [check(limiter, key, rule) for _ in range(6)]
     assert sum(a.allowed for a in first) == 5
     sleep_for(first[-1].retry_after)  # the window's end
@@ -193,6 +194,8 @@ def test_sliding_counter_weighs_the_previous_window(
 ) -> None:
     key = new_key()
     rule = policy(pb.ALGORITHM_SLIDING_WINDOW_COUNTER, 10, Duration(nanos=500_000_000))
+    probe = check(limiter, new_key(), rule)  # lives to the end of the next window
+    time.sleep(ms(probe.reset_after) / 1000 - 0.5 + 0.005)  # start at a window's start
     first = [check(limiter, key, rule) for _ in range(11)]
     assert sum(a.allowed for a in first) == 10
     refused = first[-1]

@@ -12,8 +12,3 @@ def optional_timedelta(message: Message, field: str) -> timedelta | None:
         return None
     duration: duration_pb2.Duration = getattr(message, field)
     return timedelta(seconds=duration.seconds, microseconds=duration.nanos // 1000)
-
-
-def duration_from_micros(micros: int) -> duration_pb2.Duration:
-    seconds, remainder = divmod(micros, 1_000_000)
-    return duration_pb2.Duration(seconds=seconds, nanos=remainder * 1000)

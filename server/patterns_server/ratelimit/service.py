@@ -1,5 +1,6 @@
 """The RateLimiter gRPC servicer: request messages in, RateLimiter calls, responses out."""
 
+import functools
 from datetime import timedelta
 
 import grpc
@@ -7,12 +8,11 @@ from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 
 from patterns_server.config import Settings
-from patterns_server.proto_types import duration_from_micros, optional_timedelta
 from patterns_server.ratelimit.limiter import Algorithm, Check, Decision, Policy, RateLimiter
 from patterns_server.redis import RedisBackend
 from patterns_server.rpc_errors import guard
 
-ALGORITHMS = {
+ALGORITHMS: dict[int, Algorithm] = {
     pb.ALGORITHM_FIXED_WINDOW: Algorithm.FIXED_WINDOW,
     pb.ALGORITHM_SLIDING_WINDOW_LOG: Algorithm.SLIDING_WINDOW_LOG,
     pb.ALGORITHM_SLIDING_WINDOW_COUNTER: Algorithm.SLIDING_WINDOW_COUNTER,
@@ -48,12 +48,17 @@ class RateLimiterService(ratelimit_pb2_grpc.RateLimiterServicer):
 
 
 def _policy(policy: pb.Policy) -> Policy:
-    return Policy(
-        algorithm=ALGORITHMS.get(policy.algorithm),
-        limit=policy.limit,
-        period=optional_timedelta(policy, "period") or timedelta(0),
-        burst=policy.burst,
+    period = policy.period
+    return _cached_policy(
+        policy.algorithm, policy.limit, period.seconds, period.nanos, policy.burst
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_policy(algorithm: int, limit: int, seconds: int, nanos: int, burst: int) -> Policy:
+    """Callers reuse a few policies: convert each once. An unset period reads as zero."""
+    period = timedelta(seconds=seconds, microseconds=nanos // 1000)
+    return Policy(ALGORITHMS.get(algorithm), limit, period, burst)
 
 
 def _check(request: pb.CheckRequest) -> Check:
@@ -61,13 +66,15 @@ def _check(request: pb.CheckRequest) -> Check:
 
 
 def _response(decision: Decision) -> pb.CheckResponse:
-    return pb.CheckResponse(
-        allowed=decision.allowed,
-        limit=decision.limit,
-        remaining=decision.remaining,
-        reset_after=duration_from_micros(decision.reset_after_us),
-        retry_after=duration_from_micros(decision.retry_after_us),
+    response = pb.CheckResponse(
+        allowed=decision.allowed, limit=decision.limit, remaining=decision.remaining
     )
+    # Setting the durations' fields in place is twice as fast as building Duration messages.
+    response.reset_after.seconds, microseconds = divmod(decision.reset_after_us, 1_000_000)
+    response.reset_after.nanos = microseconds * 1000
+    response.retry_after.seconds, microseconds = divmod(decision.retry_after_us, 1_000_000)
+    response.retry_after.nanos = microseconds * 1000
+    return response
 
 
 def register(server: grpc.aio.Server, redis: RedisBackend, settings: Settings) -> str:

@@ -9,6 +9,22 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local all_or_nothing = ARGV[1] == '1'
 
+-- Each check on its own is decided and consumed in turn, so a later check sees what an
+-- earlier one took (the same key and policy may come twice). All or nothing decides every
+-- check first, then consumes only if all admit.
+local reply = {}
+local function answer(decision, consume)
+  local shown = decision.before
+  if consume then
+    decision.commit()
+    shown = decision.after
+  end
+  reply[#reply + 1] = decision.allowed and 1 or 0
+  reply[#reply + 1] = shown.remaining
+  reply[#reply + 1] = shown.reset_after
+  reply[#reply + 1] = decision.retry_after
+end
+
 local decisions = {}
 local all_allowed = true
 local next_key = 1
@@ -23,21 +39,14 @@ for arg = 2, #ARGV, 6 do
                   burst = tonumber(ARGV[arg + 3])}
   local decision = algorithm.decide(keys, now, policy, tonumber(ARGV[arg + 4]))
   decision.peek = ARGV[arg + 5] == '1'
-  decisions[#decisions + 1] = decision
-  all_allowed = all_allowed and decision.allowed
-end
-
-local reply = {}
-for _, decision in ipairs(decisions) do
-  local consume = decision.allowed and not decision.peek and (all_allowed or not all_or_nothing)
-  local shown = decision.before
-  if consume then
-    decision.commit()
-    shown = decision.after
+  if all_or_nothing then
+    decisions[#decisions + 1] = decision
+    all_allowed = all_allowed and decision.allowed
+  else
+    answer(decision, decision.allowed and not decision.peek)
   end
-  reply[#reply + 1] = decision.allowed and 1 or 0
-  reply[#reply + 1] = shown.remaining
-  reply[#reply + 1] = shown.reset_after
-  reply[#reply + 1] = decision.retry_after
+end
+for _, decision in ipairs(decisions) do
+  answer(decision, all_allowed and not decision.peek)
 end
 return reply

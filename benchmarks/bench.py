@@ -1,0 +1,287 @@
+"""`make bench`: load patterns-server with real gRPC clients and compare with baselines.
+
+It starts a redis-server and a patterns-server (pinned to core 0 when the machine has two
+or more), then runs each scenario for --seconds after a warm-up, with clients in separate
+processes (pinned to the other cores, beside Redis):
+
+  noop         grpc.health.v1.Health/Check: the gRPC ceiling of one server process
+  check        RateLimiter/Check, --in-flight calls at once
+  check-single RateLimiter/Check, one call at a time: the latency of an unloaded call
+  checkmany    RateLimiter/CheckMany of 100 checks
+  direct       no server: the same Lua decision made with redis-py asyncio from one
+               Python process (pinned to core 0 like the server), one EVALSHA per decision
+
+and prints throughput, latency percentiles, the server's CPU time per call, and the ratios
+the targets are stated in. --output writes the same as Markdown (benchmarks/RESULTS.md).
+"""
+
+import argparse
+import multiprocessing
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+from benchmarks.load import Window, WorkerResult, run_direct_worker, run_grpc_worker
+from patterns_server.embedded_redis import find_redis_server
+from patterns_server.ratelimit.limiter import CHECK
+from tests.processes import PatternsServer, RedisServer
+
+SCENARIOS = ("noop", "check", "check-single", "checkmany", "direct")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Figures:
+    scenario: str
+    in_flight: int
+    calls: int
+    decisions: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    server_cpu_us_per_call: float | None
+
+    @property
+    def rps(self) -> float:
+        return self.calls / self.seconds
+
+    @property
+    def decisions_per_second(self) -> float:
+        return self.decisions / self.seconds
+
+
+def percentile(ordered: Sequence[int], fraction: float) -> float:
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, int(fraction * len(ordered)))
+    return ordered[index] / 1e6
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def core_sets() -> tuple[set[int] | None, set[int] | None]:
+    """(server cores, client cores): split when there are two cores or more."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None, None
+    return {cores[0]}, set(cores[1:])
+
+
+class Processes:
+    """The redis-server and patterns-server under test; `close()` stops both."""
+
+    def __init__(
+        self,
+        server_cores: set[int] | None,
+        client_cores: set[int] | None,
+        server_args: Sequence[str],
+    ) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="patterns-bench-"))
+        binary, _ = find_redis_server()
+        self.redis = RedisServer(self.directory, str(binary), cores=client_cores)
+        self.redis.start()
+        self.redis_version = str(self.redis.client().info("server")["redis_version"])
+        self.server = PatternsServer(
+            self.redis.url, "--health-interval", "1", *server_args, cores=server_cores
+        ).start()
+
+    @property
+    def server_pid(self) -> int:
+        assert self.server.process is not None
+        return self.server.process.pid
+
+    def close(self) -> None:
+        self.server.stop()
+        self.redis.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def run_scenario(
+    processes: Processes,
+    scenario: str,
+    in_flight: int,
+    client_processes: int,
+    seconds: float,
+    warmup: float,
+    server_cores: set[int] | None,
+    client_cores: set[int] | None,
+) -> Figures:
+    workers = 1 if scenario in ("check-single", "direct") else client_processes
+    per_worker = 1 if scenario == "check-single" else max(1, in_flight // workers)
+    begin = time.monotonic() + 2.0  # worker start-up
+    window = Window(begin + warmup, begin + warmup + seconds)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        if scenario == "direct":
+            futures = [
+                pool.submit(
+                    run_direct_worker,
+                    processes.redis.url,
+                    CHECK.source,
+                    per_worker,
+                    window,
+                    server_cores,
+                )
+            ]
+        else:
+            futures = [
+                pool.submit(
+                    run_grpc_worker,
+                    processes.server.address,
+                    scenario,
+                    per_worker,
+                    window,
+                    client_cores,
+                )
+                for _ in range(workers)
+            ]
+        time.sleep(max(0.0, window.start - time.monotonic()))
+        cpu_before = cpu_seconds(processes.server_pid)
+        time.sleep(max(0.0, window.end - time.monotonic()))
+        cpu_used = cpu_seconds(processes.server_pid) - cpu_before
+        results: list[WorkerResult] = [future.result() for future in futures]
+    latencies = sorted(ns for result in results for ns in result.latencies_ns)
+    calls = len(latencies)
+    decisions = calls * results[0].decisions_per_call
+    server_cpu = None if scenario == "direct" or not calls else cpu_used / calls * 1e6
+    return Figures(
+        scenario,
+        per_worker * workers,
+        calls,
+        decisions,
+        seconds,
+        percentile(latencies, 0.50),
+        percentile(latencies, 0.99),
+        percentile(latencies, 0.999),
+        server_cpu,
+    )
+
+
+def describe_machine(processes: Processes) -> list[str]:
+    model = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return [
+        f"machine: {os.cpu_count()} cores ({model}), {platform.system()} {platform.release()}",
+        f"versions: Python {platform.python_version()}, grpcio {version('grpcio')}, "
+        f"redis-py {version('redis')}, hiredis {version('hiredis')}, "
+        f"uvloop {version('uvloop')}, Redis {processes.redis_version}",
+    ]
+
+
+def report(figures: dict[str, Figures], header: list[str], command: str) -> str:
+    lines = [
+        f"command: `{command}`",
+        *header,
+        "",
+        "| scenario | in flight | calls/s | decisions/s | p50 ms | p99 ms | p99.9 ms "
+        "| server CPU µs/call |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for f in figures.values():
+        cpu = f"{f.server_cpu_us_per_call:.0f}" if f.server_cpu_us_per_call else "-"
+        lines.append(
+            f"| {f.scenario} | {f.in_flight} | {f.rps:,.0f} | "
+            f"{f.decisions_per_second:,.0f} | {f.p50_ms:.2f} | {f.p99_ms:.2f} | "
+            f"{f.p999_ms:.2f} | {cpu} |"
+        )
+    lines.append("")
+    ratios = []
+    if "check" in figures and "noop" in figures:
+        ratios.append(
+            (
+                "Check throughput / no-op RPC throughput (target >= 0.8)",
+                figures["check"].rps / figures["noop"].rps,
+            )
+        )
+    if "checkmany" in figures and "direct" in figures:
+        ratios.append(
+            (
+                "CheckMany(100) decisions/s / direct redis-py decisions/s (target >= 2)",
+                figures["checkmany"].decisions_per_second / figures["direct"].decisions_per_second,
+            )
+        )
+    for name, value in ratios:
+        lines.append(f"- {name}: **{value:.2f}**")
+    if "check-single" in figures:
+        lines.append(
+            f"- p99 of one Check at a time (target <= 1.5 ms): "
+            f"**{figures['check-single'].p99_ms:.2f} ms**"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="comma-separated, from: " + ", ".join(SCENARIOS),
+    )
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time each")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured time first")
+    parser.add_argument("--in-flight", type=int, default=64, help="concurrent calls")
+    parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument("--server-args", default="", help="extra patterns-server flags")
+    parser.add_argument("--output", type=Path, help="also write the report as Markdown")
+    args = parser.parse_args(argv)
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    unknown = set(scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+
+    server_cores, client_cores = core_sets()
+    processes = Processes(server_cores, client_cores, args.server_args.split())
+    try:
+        figures = {}
+        for scenario in scenarios:
+            figures[scenario] = run_scenario(
+                processes,
+                scenario,
+                args.in_flight,
+                args.client_processes,
+                args.seconds,
+                args.warmup,
+                server_cores,
+                client_cores,
+            )
+            print(f"{scenario}: {figures[scenario].rps:,.0f} calls/s", file=sys.stderr)
+        command = "make bench" + (
+            f' ARGS="{" ".join(argv or sys.argv[1:])}"' if (argv or sys.argv[1:]) else ""
+        )
+        header = describe_machine(processes)
+        header.append(
+            f"layout: server pinned to cores {sorted(server_cores or [])}, "
+            f"clients and Redis to {sorted(client_cores or [])}"
+            if server_cores
+            else "layout: not pinned (one core)"
+        )
+        text = report(figures, header, command)
+    finally:
+        processes.close()
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Load generation, run in processes of their own: closed-loop grpc.aio clients, or the
+direct redis-py baseline. Each worker reports the latencies of the calls it completed
+inside the measured window [start, end] (time.monotonic, which all processes share)."""
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from patterns.ratelimit.v1 import ratelimit_pb2 as pb
+from patterns.ratelimit.v1 import ratelimit_pb2_grpc
+
+USERS = 10_000
+# A policy that admits most traffic spread over USERS keys: the work of a decision, not
+# of refusals, is what is measured.
+POLICY = pb.Policy(algorithm=pb.ALGORITHM_GCRA, limit=1_000, period=Duration(seconds=1))
+BATCH = 100
+
+
+@dataclass
+class Window:
+    start: float
+    end: float
+
+
+@dataclass
+class WorkerResult:
+    latencies_ns: list[int]
+    decisions_per_call: int
+
+
+def pin(cores: set[int] | None) -> None:
+    if cores:
+        os.sched_setaffinity(0, cores)
+
+
+def _requests_for(scenario: str) -> tuple[list[object], int]:
+    if scenario == "noop":
+        return [health_pb2.HealthCheckRequest()], 0
+    keys = [f"user:{n}" for n in range(USERS)]
+    random.shuffle(keys)
+    if scenario in ("check", "check-single"):
+        return [pb.CheckRequest(key=key, policy=POLICY) for key in keys], 1
+    if scenario == "checkmany":
+        checks = [pb.CheckRequest(key=key, policy=POLICY) for key in keys]
+        return [
+            pb.CheckManyRequest(checks=checks[i : i + BATCH]) for i in range(0, USERS, BATCH)
+        ], BATCH
+    raise ValueError(scenario)
+
+
+def _method(channel: grpc.aio.Channel, scenario: str) -> Callable[[object], Awaitable[object]]:
+    if scenario == "noop":
+        return health_pb2_grpc.HealthStub(channel).Check  # type: ignore[no-any-return]
+    stub = ratelimit_pb2_grpc.RateLimiterStub(channel)
+    return stub.CheckMany if scenario == "checkmany" else stub.Check  # type: ignore[no-any-return]
+
+
+def run_grpc_worker(
+    address: str, scenario: str, in_flight: int, window: Window, cores: set[int] | None
+) -> WorkerResult:
+    pin(cores)
+    requests, decisions = _requests_for(scenario)
+
+    async def main() -> list[int]:
+        latencies: list[int] = []
+        async with grpc.aio.insecure_channel(address) as channel:
+            call = _method(channel, scenario)
+
+            async def client(offset: int) -> None:
+                i = offset
+                while time.monotonic() < window.end:
+                    request = requests[i % len(requests)]
+                    i += 1
+                    started = time.perf_counter_ns()
+                    await call(request)
+                    if window.start <= time.monotonic() <= window.end:
+                        latencies.append(time.perf_counter_ns() - started)
+
+            step = max(1, len(requests) // in_flight)
+            await asyncio.gather(*(client(n * step) for n in range(in_flight)))
+        return latencies
+
+    return WorkerResult(asyncio.run(main()), decisions)
+
+
+def run_direct_worker(
+    redis_url: str, script_source: str, in_flight: int, window: Window, cores: set[int] | None
+) -> WorkerResult:
+    """What a team does without the service: the same Lua decision, one EVALSHA per
+    decision from redis-py asyncio, `in_flight` coroutines in one Python process."""
+    pin(cores)
+    from redis.asyncio import Redis
+
+    period_us = POLICY.period.seconds * 1_000_000
+
+    async def main() -> list[int]:
+        latencies: list[int] = []
+        client = Redis.from_url(redis_url, max_connections=in_flight)
+        script = client.register_script(script_source)
+
+        async def worker(offset: int) -> None:
+            i = offset
+            while time.monotonic() < window.end:
+                key = f"patterns:default:ratelimit:{{user:{i % USERS}}}:direct"
+                i += 1
+                started = time.perf_counter_ns()
+                await script(
+                    keys=[key], args=["0", "gcra", POLICY.limit, period_us, POLICY.limit, 1, 0]
+                )
+                if window.start <= time.monotonic() <= window.end:
+                    latencies.append(time.perf_counter_ns() - started)
+
+        await asyncio.gather(*(worker(n * 97) for n in range(in_flight)))
+        await client.aclose()
+        return latencies
+
+    return WorkerResult(asyncio.run(main()), 1)
