@@ -151,6 +151,7 @@ def test_concurrent_adds_lose_nothing(server: PatternsServer, new_key: Callable[
         (pb.AddRequest(key="k", items=["a"], ttl=Duration(seconds=-1)), "ttl"),
         (pb.AddRequest(key="k", items=["a"], ttl=Duration(nanos=999_999)), "ttl"),
         (pb.AddRequest(key="k", items=["a"], ttl=Duration(seconds=3_651 * 86_400)), "ttl"),
+        (pb.AddRequest(key="k", items=["a"], ttl=Duration(seconds=315_576_000_000)), "ttl"),
     ],
 )
 def test_add_rejects_bad_input(counter: Stub, request_: pb.AddRequest, field: str) -> None:

@@ -223,6 +223,26 @@ def test_bucket_bursts_then_refills_at_the_rate(
     assert not check(limiter, key, rule).allowed
 
 
+@pytest.mark.parametrize("algorithm", sorted(BUCKETS))
+@pytest.mark.parametrize(
+    ("limit", "period"),
+    [
+        (6, Duration(seconds=1)),
+        (7, Duration(seconds=3)),
+        (1_000, Duration(seconds=1)),
+        (3, Duration(seconds=7, nanos=3_000)),
+        (1, Duration(seconds=86_400)),
+    ],
+)
+def test_a_fresh_bucket_offers_its_whole_burst(
+    limiter: Stub, new_key: Callable[[], str], algorithm: Algorithm, limit: int, period: Duration
+) -> None:
+    key, rule = new_key(), policy(algorithm, limit, period)
+    assert check(limiter, key, rule, peek=True).remaining == limit
+    assert check(limiter, key, rule).remaining == limit - 1
+    assert check(limiter, key, rule, cost=limit - 1 or 1).allowed is (limit > 1)
+
+
 def test_token_bucket_and_gcra_decide_alike(limiter: Stub, new_key: Callable[[], str]) -> None:
     decisions = {}
     for algorithm in sorted(BUCKETS):
@@ -329,6 +349,9 @@ def bad_checks() -> Iterator[tuple[pb.CheckRequest, str]]:
         pb.CheckRequest(key="k", policy=policy(pb.ALGORITHM_FIXED_WINDOW, 5, burst=5)),
         ("policy.burst"),
     )
+    huge = Duration(seconds=315_576_000_000)  # the largest Duration there is
+    yield pb.CheckRequest(key="k", policy=policy(gcra, 1, huge)), "policy.period"
+    yield pb.CheckRequest(key="k", policy=policy(gcra, 1, burst=400)), "policy.burst"  # 400 days
     yield pb.CheckRequest(key="k", policy=good, cost=11), "cost"
     yield pb.CheckRequest(key="k", policy=policy(gcra, 100, burst=5), cost=6), "cost"
 
@@ -417,3 +440,18 @@ def test_state_expires_once_it_carries_no_information(
     assert redis.zcard(log_key) <= 50
     time.sleep(0.7)  # the longest-lived state, the sliding counter's, lasts two periods
     assert list(redis.scan_iter(match=pattern)) == []
+
+
+@pytest.mark.parametrize("backend_url", ["redis7"], indirect=True)
+def test_a_log_that_lost_its_total_still_limits(
+    redis7: RedisServer, server: PatternsServer, new_key: Callable[[], str]
+) -> None:
+    """Under memory pressure Redis may evict the log's running total: it is counted again."""
+    key, rule = new_key(), policy(pb.ALGORITHM_SLIDING_WINDOW_LOG, 5, Duration(seconds=60))
+    with grpc.insecure_channel(server.address) as channel:
+        limiter = Stub(channel)
+        assert all(check(limiter, key, rule).allowed for _ in range(3))
+        (meta,) = redis7.client().scan_iter(match=f"patterns:default:ratelimit:{{{key}}}*:meta")
+        redis7.client().delete(meta)
+        answers = [check(limiter, key, rule) for _ in range(3)]
+        assert [a.allowed for a in answers] == [True, True, False]

@@ -10,8 +10,9 @@ lets one server process keep up with its gRPC traffic.
 import asyncio
 import hashlib
 import logging
+import re
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,19 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.connection import HiredisRespSerializer
 from redis.exceptions import (
+    ClusterCrossSlotError,
     ClusterError,
     ConnectionError,
+    CrossSlotTransactionError,
+    InvalidPipelineStack,
     NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
     ResponseError,
     SlotNotCoveredError,
     TimeoutError,
+    TryAgainError,
 )
 from redis.utils import HIREDIS_AVAILABLE
 
@@ -44,30 +52,36 @@ if HIREDIS_AVAILABLE:
     )
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
-# Replies that mean "not now" rather than "never": the node is loading its data, failing
-# over, busy with a script, or out of memory.
-TRANSIENT_REPLIES = (
-    "LOADING",
-    "MASTERDOWN",
-    "READONLY",
-    "CLUSTERDOWN",
-    "TRYAGAIN",
-    "BUSY",
-    "OOM",
-    "NOREPLICAS",
-)
 MAX_COMMANDS_PER_BATCH = 2_000
 # A batch of several calls that ended less than this many batch waits ago means traffic is
 # still concurrent: gather the next batch too. Older than that, the next call is on its own.
 CONCURRENCY_MEMORY = 5
 
+# Errors that mean "not now" rather than "never": Redis is unreachable, too slow, loading,
+# failing over, read-only (a replica), busy with a script, or out of memory. redis-py turns
+# most replies into classes; from inside a script (on Redis 6.2) they arrive as text.
+_UNAVAILABLE_ERRORS = (
+    ConnectionError,
+    TimeoutError,
+    ClusterError,
+    SlotNotCoveredError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+)
+_PROGRAMMING_ERRORS = (ClusterCrossSlotError, CrossSlotTransactionError, InvalidPipelineStack)
+_UNAVAILABLE_REPLY = re.compile(
+    r"(^|-)(OOM|READONLY|LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|NOREPLICAS)\b"
+)
+
 
 def is_unavailable(error: BaseException) -> bool:
-    """Whether `error` means Redis cannot serve now (unreachable, too slow, failing over),
-    as opposed to a request Redis refuses."""
-    if isinstance(error, ConnectionError | TimeoutError | ClusterError | SlotNotCoveredError):
+    """Whether `error` means Redis cannot serve now, as opposed to a request it refuses."""
+    if isinstance(error, _UNAVAILABLE_ERRORS):
         return True
-    return isinstance(error, ResponseError) and str(error).startswith(TRANSIENT_REPLIES)
+    if isinstance(error, RedisClusterException):  # e.g. "Redis Cluster cannot be connected"
+        return not isinstance(error, _PROGRAMMING_ERRORS)
+    return isinstance(error, ResponseError) and bool(_UNAVAILABLE_REPLY.search(str(error)))
 
 
 @dataclass(frozen=True)
@@ -138,9 +152,10 @@ class RedisBackend:
         options: dict[str, Any] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
-            # One quick retry replaces a pooled connection that Redis closed (a restart);
-            # more would only make callers wait while Redis is really gone.
-            "retry": Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
+            # No retries: redis-py resends a whole pipeline after a connection error, even
+            # when Redis had already run it, and a rate-limit script must never run twice.
+            # The caller gets UNAVAILABLE and decides; a broken connection is replaced.
+            "retry": Retry(NoBackoff(), 0),
         }
         parts = urlsplit(url)
         client: Redis | RedisCluster
@@ -161,9 +176,8 @@ class RedisBackend:
         return None
 
     async def run(self, *commands: Command) -> list[Any]:
-        """Replies to `commands` in order; a command's Redis error is returned in its place.
-
-        Connection failures and timeouts raise. The commands are sent in one round trip
+        """Replies to `commands` in order; a command's error (Redis refused it, or could
+        not be reached) is returned in its place. The commands are sent in one round trip
         (per Cluster node), together with those of other calls made at the same time.
         """
         return await self._batcher.run(commands)
@@ -270,34 +284,91 @@ class _Batcher:
         commands = [command for job in jobs for command in job.commands]
         try:
             replies = await self._execute(commands)
-        except Exception as error:  # the connection failed: every caller gets the error
+        except BaseException as error:  # cancelled (shutdown), or a bug: nobody may hang
             for job in jobs:
-                if not job.future.done():
+                if job.future.done():
+                    continue
+                if isinstance(error, asyncio.CancelledError):
+                    job.future.cancel()
+                else:
                     job.future.set_exception(error)
-            return
+            raise
         start = 0
         for job in jobs:
             end = start + len(job.commands)
             if not job.future.done():
                 job.future.set_result(replies[start:end])
             start = end
+        if isinstance(self._client, Redis) and any(map(_is_outage, replies)):
+            # The only node is unreachable or too slow: calls queued meanwhile would wait a
+            # whole timeout each for the same answer. Give it to them now.
+            outage = next(reply for reply in replies if _is_outage(reply))
+            while self._queue:
+                job = self._queue.popleft()
+                if not job.future.done():
+                    job.future.set_result([outage] * len(job.commands))
 
     async def _execute(self, commands: list[Command]) -> list[Any]:
-        replies = await self._pipeline(command.args for command in commands)
+        """Replies in order. A failure of the connection is the reply of every command
+        that went through it: on Cluster, a node that is down fails only its commands."""
+        if isinstance(self._client, RedisCluster):
+            return await self._execute_per_node(self._client, commands)
+        try:
+            return await self._execute_on(self._client, commands)
+        except Exception as error:
+            return [error] * len(commands)
+
+    async def _execute_per_node(self, client: RedisCluster, commands: list[Command]) -> list[Any]:
+        await client.initialize()  # at first use, and after a topology change
+        by_node: dict[str, list[int]] = {}
+        replies: list[Any] = [None] * len(commands)
+        for index, command in enumerate(commands):
+            try:
+                node = client.get_node_from_key(_first_key(command.args))
+            except Exception as error:  # the slot has no node now
+                replies[index] = error
+                continue
+            by_node.setdefault(node.name if node else "", []).append(index)
+        groups = list(by_node.values())
+        results = await asyncio.gather(
+            *(self._execute_on(client, [commands[i] for i in group]) for group in groups),
+            return_exceptions=True,
+        )
+        for group, result in zip(groups, results, strict=True):
+            for position, index in enumerate(group):
+                replies[index] = result if isinstance(result, BaseException) else result[position]
+        return replies
+
+    async def _execute_on(
+        self, client: "Redis | RedisCluster", commands: list[Command]
+    ) -> list[Any]:
+        replies = await _pipeline(client, (command.args for command in commands))
         # A node that lacks a script (restart, failover, first use) gets its source once by
         # EVAL, which also caches it there for the EVALSHAs that follow.
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
-            retries = await self._pipeline(_as_eval(commands[i]) for i in missing)
-            for i, reply in zip(missing, retries, strict=True):
+            retried = await _pipeline(client, (_as_eval(commands[i]) for i in missing))
+            for i, reply in zip(missing, retried, strict=True):
                 replies[i] = reply
         return replies
 
-    async def _pipeline(self, commands: Any) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for args in commands:
-            pipe.execute_command(*args)
-        return list(await pipe.execute(raise_on_error=False))
+
+async def _pipeline(
+    client: "Redis | RedisCluster", commands: Iterable[tuple[Any, ...]]
+) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    for args in commands:
+        pipe.execute_command(*args)
+    return list(await pipe.execute(raise_on_error=False))
+
+
+def _is_outage(reply: Any) -> bool:
+    return isinstance(reply, ConnectionError | TimeoutError)
+
+
+def _first_key(args: tuple[Any, ...]) -> Any:
+    """The key that routes a command: after the script and key count for EVAL/EVALSHA."""
+    return args[3] if args[0] in ("EVALSHA", "EVAL") else args[1]
 
 
 def _as_eval(command: Command) -> tuple[Any, ...]:

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 MAX_LIMIT = 1_000_000_000_000
 MIN_PERIOD = timedelta(milliseconds=1)
 MAX_PERIOD = timedelta(days=366)
+MAX_PERIOD_US = MAX_PERIOD // timedelta(microseconds=1)
 MAX_CHECKS = 1_000
 # Independent checks decided by one script run; a run of 100 takes Redis well under 1 ms.
 CHECKS_PER_SCRIPT = 100
@@ -205,6 +206,10 @@ def _terms(policy: Policy) -> _Terms:
         if policy.limit > period_us:
             raise InvalidArgument(
                 "policy.limit", "refills at most 1 unit per microsecond: raise the period"
+            )
+        if (policy.burst or policy.limit) * period_us > policy.limit * MAX_PERIOD_US:
+            raise InvalidArgument(
+                "policy.burst", "must refill in at most 366 days (burst * period / limit)"
             )
     elif policy.burst:
         raise InvalidArgument("policy.burst", "applies to TOKEN_BUCKET and GCRA only")

@@ -1,13 +1,13 @@
 """The RateLimiter gRPC servicer: request messages in, RateLimiter calls, responses out."""
 
 import functools
-from datetime import timedelta
 
 import grpc
 from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 
 from patterns_server.config import Settings
+from patterns_server.proto_types import to_timedelta
 from patterns_server.ratelimit.limiter import Algorithm, Check, Decision, Policy, RateLimiter
 from patterns_server.redis import RedisBackend
 from patterns_server.rpc_errors import guard
@@ -57,8 +57,7 @@ def _policy(policy: pb.Policy) -> Policy:
 @functools.lru_cache(maxsize=4096)
 def _cached_policy(algorithm: int, limit: int, seconds: int, nanos: int, burst: int) -> Policy:
     """Callers reuse a few policies: convert each once. An unset period reads as zero."""
-    period = timedelta(seconds=seconds, microseconds=nanos // 1000)
-    return Policy(ALGORITHMS.get(algorithm), limit, period, burst)
+    return Policy(ALGORITHMS.get(algorithm), limit, to_timedelta(seconds, nanos), burst)
 
 
 def _check(request: pb.CheckRequest) -> Check:

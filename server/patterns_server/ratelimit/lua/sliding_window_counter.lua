@@ -20,14 +20,15 @@ ALGORITHMS.sliding_window_counter = {keys = 1, decide = function(keys, now, poli
 
   local retry_after = 0
   if not allowed then
+    -- Offsets within a window, not absolute times: those have a resolution of 0.25 µs.
     if current + cost <= limit then
       -- Later in this window, once enough of the previous window has slid out.
       local at = period * (1 - (limit - cost - current) / previous)
-      retry_after = math.ceil(start + at - now)
+      retry_after = math.max(1, math.ceil(at - elapsed))
     else
       -- In the next window, where this window's count becomes the weighted one.
       local at = period * (1 - (limit - cost) / current)
-      retry_after = math.ceil(start + period + at - now)
+      retry_after = (period - elapsed) + math.ceil(at)
     end
   end
   local until_end = start + period - now

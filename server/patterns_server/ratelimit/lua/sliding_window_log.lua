@@ -9,7 +9,14 @@ ALGORITHMS.sliding_window_log = {keys = 2, decide = function(keys, now, policy, 
   end
   local total = 0
   if redis.call('EXISTS', log) == 1 then
-    total = tonumber(redis.call('HGET', meta, 'total') or '0')
+    total = tonumber(redis.call('HGET', meta, 'total'))
+    if not total then
+      -- The total was lost (evicted under memory pressure): count the log again.
+      total = 0
+      for _, member in ipairs(redis.call('ZRANGE', log, 0, -1)) do
+        total = total + cost_of(member)
+      end
+    end
     -- Forget admissions that left the window. This changes no decision, so it happens
     -- even when nothing is consumed; it keeps the log as short as the window.
     local horizon = int(now - policy.period)
