@@ -6,6 +6,7 @@ processes (pinned to the other cores, beside Redis):
 
   noop         grpc.health.v1.Health/Check: the gRPC ceiling of one server process
   check        RateLimiter/Check, --in-flight calls at once
+  noop-single  the no-op RPC, one call at a time: the latency floor of gRPC in Python
   check-single RateLimiter/Check, one call at a time: the latency of an unloaded call
   checkmany    RateLimiter/CheckMany of 100 checks
   direct       no server: the same Lua decision made with redis-py asyncio from one
@@ -20,6 +21,7 @@ import multiprocessing
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -34,7 +36,7 @@ from patterns_server.embedded_redis import find_redis_server
 from patterns_server.ratelimit.limiter import CHECK
 from tests.processes import PatternsServer, RedisServer
 
-SCENARIOS = ("noop", "check", "check-single", "checkmany", "direct")
+SCENARIOS = ("noop", "check", "noop-single", "check-single", "checkmany", "direct")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -119,8 +121,9 @@ def run_scenario(
     server_cores: set[int] | None,
     client_cores: set[int] | None,
 ) -> Figures:
-    workers = 1 if scenario in ("check-single", "direct") else client_processes
-    per_worker = 1 if scenario == "check-single" else max(1, in_flight // workers)
+    single = scenario.endswith("-single")
+    workers = 1 if single or scenario == "direct" else client_processes
+    per_worker = 1 if single else max(1, in_flight // workers)
     begin = time.monotonic() + 2.0  # worker start-up
     window = Window(begin + warmup, begin + warmup + seconds)
     context = multiprocessing.get_context("spawn")
@@ -186,16 +189,52 @@ def describe_machine(processes: Processes) -> list[str]:
     ]
 
 
-def report(figures: dict[str, Figures], header: list[str], command: str) -> str:
+def median_figures(rounds: list[Figures]) -> Figures:
+    """Each measure's median over the rounds of one scenario."""
+    first = rounds[0]
+
+    def middle(values: list[float]) -> float:
+        return statistics.median(values)
+
+    cpu = [f.server_cpu_us_per_call for f in rounds if f.server_cpu_us_per_call is not None]
+    return Figures(
+        first.scenario,
+        first.in_flight,
+        int(middle([f.calls for f in rounds])),
+        int(middle([f.decisions for f in rounds])),
+        first.seconds,
+        middle([f.p50_ms for f in rounds]),
+        middle([f.p99_ms for f in rounds]),
+        middle([f.p999_ms for f in rounds]),
+        middle(cpu) if cpu else None,
+    )
+
+
+# (name, numerator scenario and measure, denominator scenario and measure)
+RATIOS = [
+    ("Check calls/s ÷ no-op RPC calls/s (target ≥ 0.8)", "check", "noop", "rps"),
+    (
+        "CheckMany(100) decisions/s ÷ direct redis-py decisions/s (target ≥ 2)",
+        "checkmany",
+        "direct",
+        "decisions_per_second",
+    ),
+]
+
+
+def report(rounds: list[dict[str, Figures]], header: list[str], command: str) -> str:
+    scenarios = list(rounds[0])
+    medians = {s: median_figures([r[s] for r in rounds]) for s in scenarios}
     lines = [
         f"command: `{command}`",
         *header,
+        f"{len(rounds)} rounds, scenarios interleaved; each figure is the median over rounds.",
         "",
         "| scenario | in flight | calls/s | decisions/s | p50 ms | p99 ms | p99.9 ms "
         "| server CPU µs/call |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for f in figures.values():
+    for f in medians.values():
         cpu = f"{f.server_cpu_us_per_call:.0f}" if f.server_cpu_us_per_call else "-"
         lines.append(
             f"| {f.scenario} | {f.in_flight} | {f.rps:,.0f} | "
@@ -203,27 +242,21 @@ def report(figures: dict[str, Figures], header: list[str], command: str) -> str:
             f"{f.p999_ms:.2f} | {cpu} |"
         )
     lines.append("")
-    ratios = []
-    if "check" in figures and "noop" in figures:
-        ratios.append(
-            (
-                "Check throughput / no-op RPC throughput (target >= 0.8)",
-                figures["check"].rps / figures["noop"].rps,
+    for name, numerator, denominator, measure in RATIOS:
+        if numerator in medians and denominator in medians:
+            per_round = sorted(
+                getattr(r[numerator], measure) / getattr(r[denominator], measure) for r in rounds
             )
-        )
-    if "checkmany" in figures and "direct" in figures:
-        ratios.append(
-            (
-                "CheckMany(100) decisions/s / direct redis-py decisions/s (target >= 2)",
-                figures["checkmany"].decisions_per_second / figures["direct"].decisions_per_second,
+            lines.append(
+                f"- {name}: **{statistics.median(per_round):.2f}** "
+                f"(rounds: {', '.join(f'{v:.2f}' for v in per_round)})"
             )
-        )
-    for name, value in ratios:
-        lines.append(f"- {name}: **{value:.2f}**")
-    if "check-single" in figures:
+    if "check-single" in medians:
+        single = medians["check-single"]
+        noop = medians.get("noop-single")
+        floor = f"; the no-op RPC's: {noop.p99_ms:.2f} ms" if noop else ""
         lines.append(
-            f"- p99 of one Check at a time (target <= 1.5 ms): "
-            f"**{figures['check-single'].p99_ms:.2f} ms**"
+            f"- p99 of one Check at a time (target ≤ 1.5 ms): **{single.p99_ms:.2f} ms**{floor}"
         )
     return "\n".join(lines)
 
@@ -237,8 +270,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=",".join(SCENARIOS),
         help="comma-separated, from: " + ", ".join(SCENARIOS),
     )
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured time each")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured time first")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured time of each")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured time first")
+    parser.add_argument("--rounds", type=int, default=3, help="times to run every scenario")
     parser.add_argument("--in-flight", type=int, default=64, help="concurrent calls")
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--server-args", default="", help="extra patterns-server flags")
@@ -252,22 +286,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     server_cores, client_cores = core_sets()
     processes = Processes(server_cores, client_cores, args.server_args.split())
     try:
-        figures = {}
-        for scenario in scenarios:
-            figures[scenario] = run_scenario(
-                processes,
-                scenario,
-                args.in_flight,
-                args.client_processes,
-                args.seconds,
-                args.warmup,
-                server_cores,
-                client_cores,
-            )
-            print(f"{scenario}: {figures[scenario].rps:,.0f} calls/s", file=sys.stderr)
-        command = "make bench" + (
-            f' ARGS="{" ".join(argv or sys.argv[1:])}"' if (argv or sys.argv[1:]) else ""
-        )
+        rounds = []
+        for number in range(1, args.rounds + 1):
+            figures = {}
+            for scenario in scenarios:
+                figures[scenario] = run_scenario(
+                    processes,
+                    scenario,
+                    args.in_flight,
+                    args.client_processes,
+                    args.seconds,
+                    args.warmup,
+                    server_cores,
+                    client_cores,
+                )
+                print(
+                    f"round {number}, {scenario}: {figures[scenario].rps:,.0f} calls/s",
+                    file=sys.stderr,
+                )
+            rounds.append(figures)
+        given = list(argv if argv is not None else sys.argv[1:])
+        command = "make bench" + (f' ARGS="{" ".join(given)}"' if given else "")
         header = describe_machine(processes)
         header.append(
             f"layout: server pinned to cores {sorted(server_cores or [])}, "
@@ -275,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if server_cores
             else "layout: not pinned (one core)"
         )
-        text = report(figures, header, command)
+        text = report(rounds, header, command)
     finally:
         processes.close()
     print(text)

@@ -48,7 +48,7 @@ def pin(cores: set[int] | None) -> None:
 
 
 def _requests_for(scenario: str) -> tuple[list[object], int]:
-    if scenario == "noop":
+    if scenario in ("noop", "noop-single"):
         return [health_pb2.HealthCheckRequest()], 0
     keys = [f"user:{n}" for n in range(USERS)]
     random.shuffle(keys)
@@ -63,7 +63,7 @@ def _requests_for(scenario: str) -> tuple[list[object], int]:
 
 
 def _method(channel: grpc.aio.Channel, scenario: str) -> Callable[[object], Awaitable[object]]:
-    if scenario == "noop":
+    if scenario in ("noop", "noop-single"):
         return health_pb2_grpc.HealthStub(channel).Check  # type: ignore[no-any-return]
     stub = ratelimit_pb2_grpc.RateLimiterStub(channel)
     return stub.CheckMany if scenario == "checkmany" else stub.Check  # type: ignore[no-any-return]
