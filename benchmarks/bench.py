@@ -36,6 +36,12 @@ from patterns_server.embedded_redis import find_redis_server
 from patterns_server.ratelimit.limiter import CHECK
 from tests.processes import PatternsServer, RedisServer
 
+RESULTS_PREAMBLE = """Written by `make bench ARGS="--output benchmarks/RESULTS.md"`; see
+`benchmarks/bench.py` for what each scenario does. Figures from a shared, noisy machine:
+compare the ratios (each computed within one round) rather than absolute rates, and rerun
+before drawing conclusions from a difference under 10%.
+"""
+
 SCENARIOS = ("noop", "check", "noop-single", "check-single", "checkmany", "direct")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -236,9 +242,10 @@ def report(rounds: list[dict[str, Figures]], header: list[str], command: str) ->
     ]
     for f in medians.values():
         cpu = f"{f.server_cpu_us_per_call:.0f}" if f.server_cpu_us_per_call else "-"
+        decisions = f"{f.decisions_per_second:,.0f}" if f.decisions else "-"
         lines.append(
             f"| {f.scenario} | {f.in_flight} | {f.rps:,.0f} | "
-            f"{f.decisions_per_second:,.0f} | {f.p50_ms:.2f} | {f.p99_ms:.2f} | "
+            f"{decisions} | {f.p50_ms:.2f} | {f.p99_ms:.2f} | "
             f"{f.p999_ms:.2f} | {cpu} |"
         )
     lines.append("")
@@ -319,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         processes.close()
     print(text)
     if args.output:
-        args.output.write_text(text + "\n")
+        args.output.write_text(f"# Benchmark results\n\n{RESULTS_PREAMBLE}\n{text}\n")
 
 
 if __name__ == "__main__":

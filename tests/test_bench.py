@@ -1,0 +1,33 @@
+"""The benchmark harness still runs end to end (briefly: its figures are not checked here)."""
+
+import subprocess
+import sys
+
+from tests.processes import require_tool
+
+
+def test_bench_runs_every_scenario_briefly() -> None:
+    require_tool("redis-server")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench",
+            "--rounds",
+            "1",
+            "--seconds",
+            "0.5",
+            "--warmup",
+            "0.2",
+            "--in-flight",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    for scenario in ["noop", "check", "noop-single", "check-single", "checkmany", "direct"]:
+        assert f"| {scenario} |" in result.stdout
+    assert "Check calls/s ÷ no-op RPC calls/s" in result.stdout
+    assert "CheckMany(100) decisions/s ÷ direct redis-py decisions/s" in result.stdout
