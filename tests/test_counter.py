@@ -2,7 +2,6 @@
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable
 
 import grpc
@@ -20,14 +19,6 @@ Stub = counter_pb2_grpc.UniqueCounterStub
 @pytest.fixture
 def counter(channel: grpc.Channel) -> Stub:
     return Stub(channel)
-
-
-@pytest.fixture
-def new_key() -> Callable[[], str]:
-    """Fresh key names, so tests sharing a Redis never see each other's data."""
-    run = uuid.uuid4().hex[:8]
-    names = (f"test:{run}:{i}" for i in range(10_000))
-    return lambda: next(names)
 
 
 def add(counter: Stub, key: str, items: list[str], ttl: Duration | None = None) -> bool:

@@ -3,9 +3,7 @@
 import asyncio
 import functools
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TypeAlias, cast
 
 import grpc
@@ -14,7 +12,7 @@ from google.protobuf.duration_pb2 import Duration
 from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 
-from tests.processes import PatternsServer, RedisServer, require_tool
+from tests.processes import PatternsServer, RedisServer
 from tests.rpc import assert_invalid, assert_unavailable
 
 Stub = ratelimit_pb2_grpc.RateLimiterStub
@@ -33,13 +31,6 @@ DAY = Duration(seconds=86_400)
 @pytest.fixture
 def limiter(channel: grpc.Channel) -> Stub:
     return Stub(channel)
-
-
-@pytest.fixture
-def new_key() -> Callable[[], str]:
-    run = uuid.uuid4().hex[:8]
-    names = (f"test:{run}:{i}" for i in range(10_000))
-    return lambda: next(names)
 
 
 @pytest.fixture(params=list(ALGORITHMS), ids=list(ALGORITHMS))
@@ -380,14 +371,6 @@ def test_check_many_rejects_bad_input(limiter: Stub) -> None:
 
 
 # Redis failures: closed by default, open on request
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", require_tool("redis-server"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.mark.parametrize("mode", ["closed", "open"])

@@ -21,14 +21,6 @@ from tests.rpc import assert_unavailable
 RULE = pb.Policy(algorithm=pb.ALGORITHM_FIXED_WINDOW, limit=100, period=Duration(seconds=3600))
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", require_tool("redis-server"))
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.mark.parametrize("refusal", ["out of memory", "read-only replica"])
 def test_writes_refused_by_redis_are_unavailable(own_redis: RedisServer, refusal: str) -> None:
     server = PatternsServer(own_redis.url).start()

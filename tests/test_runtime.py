@@ -7,7 +7,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -16,21 +15,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from patterns.counter.v1 import counter_pb2 as pb
 from patterns.counter.v1 import counter_pb2_grpc
 
-from tests.processes import PatternsServer, RedisServer, require_tool
+from tests.processes import PatternsServer, RedisServer
 from tests.rpc import assert_unavailable, details, rpc_error
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICES = {"patterns.counter.v1.UniqueCounter", "patterns.ratelimit.v1.RateLimiter"}
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis of this test's own, free to be stopped, paused or corrupted."""
-    server = RedisServer(tmp_path / "redis", require_tool("redis-server"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
