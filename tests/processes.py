@@ -268,4 +268,4 @@ class PatternsServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise
+            raise RuntimeError(f"patterns-server did not exit in {timeout}s:\n{self.log}") from None

@@ -418,10 +418,13 @@ def test_state_expires_once_it_carries_no_information(
     redis = redis7.client()
     pattern = f"patterns:default:ratelimit:{{{key}}}*"
     keys = list(redis.scan_iter(match=pattern))
-    assert len(keys) == len(ALGORITHMS) + 3  # the log algorithm keeps two keys per policy
-    log_key = next(k for k in keys if k.endswith(b":sliding_window_log:50:300000:50"))
-    assert redis.zcard(log_key) <= 50
-    time.sleep(0.7)  # the longest-lived state, the sliding counter's, lasts two periods
+    # Some state may be gone already (a fixed window ends when its window does); whatever
+    # is left expires within two periods, the sliding counter's lifetime.
+    assert keys
+    assert all(0 < redis.pttl(k) <= 600 for k in keys), {k: redis.pttl(k) for k in keys}
+    log_key = f"patterns:default:ratelimit:{{{key}}}:sliding_window_log:50:300000:50"
+    assert 0 < redis.zcard(log_key) <= 50
+    time.sleep(0.7)
     assert list(redis.scan_iter(match=pattern)) == []
 
 

@@ -1,5 +1,7 @@
 """The server runtime: health, reflection, errors, deadlines, Redis failures, shutdown."""
 
+import asyncio
+import random
 import signal
 import subprocess
 import sys
@@ -15,6 +17,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from patterns.counter.v1 import counter_pb2 as pb
 from patterns.counter.v1 import counter_pb2_grpc
 
+from patterns_server.app import start
+from patterns_server.config import Settings
 from tests.processes import PatternsServer, RedisServer
 from tests.rpc import assert_unavailable, details, rpc_error
 
@@ -159,3 +163,27 @@ def test_sigterm_drains_in_flight_calls_then_exits(
             grpc.StatusCode.UNAVAILABLE,
             grpc.StatusCode.DEADLINE_EXCEEDED,
         }
+
+
+def test_the_health_monitor_always_stops_when_asked(own_redis: RedisServer) -> None:
+    """Shutdown stops the Redis health monitor whatever it is doing at that moment (a
+    cancelled redis-py command can swallow its cancellation: stopping must not rely on it)."""
+    settings = Settings(listen="127.0.0.1:0", redis_url=own_redis.url, health_interval=0.0005)
+
+    async def scenario() -> int:
+        app = await start(settings)
+        hung = 0
+        try:
+            for _ in range(200):
+                app.start_health_monitor()
+                await asyncio.sleep(random.uniform(0, 0.003))
+                try:
+                    async with asyncio.timeout(2):
+                        await app.stop_health_monitor()
+                except TimeoutError:
+                    hung += 1
+        finally:
+            await app.stop()
+        return hung
+
+    assert asyncio.run(scenario()) == 0

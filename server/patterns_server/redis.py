@@ -98,7 +98,6 @@ def is_unavailable(error: BaseException) -> bool:
 class LuaScript:
     """A Lua script read from a `.lua` file; sent as EVALSHA, as EVAL where Redis lacks it."""
 
-    name: str
     source: str
     sha: str
 
@@ -108,7 +107,7 @@ class LuaScript:
         `module_file` (pass `__file__`): shared Lua functions go in the first files."""
         folder = Path(module_file).parent
         source = "\n".join((folder / filename).read_text() for filename in filenames)
-        return cls(filenames[-1], source, hashlib.sha1(source.encode()).hexdigest())
+        return cls(source, hashlib.sha1(source.encode()).hexdigest())
 
 
 @dataclass(frozen=True)
@@ -145,13 +144,9 @@ class KeySpace:
 class RedisBackend:
     """Redis for the whole process: standalone or Cluster, one pool, batched commands."""
 
-    def __init__(
-        self, client: "Redis | RedisCluster", url: str, prefix: str, batch_wait: float
-    ) -> None:
+    def __init__(self, client: "Redis | RedisCluster", prefix: str, batch_wait: float) -> None:
         self.client = client
-        self.url = url
         self.prefix = prefix
-        self.is_cluster = isinstance(client, RedisCluster)
         self._batcher = _Batcher(client, batch_wait)
 
     @classmethod
@@ -174,7 +169,7 @@ class RedisBackend:
             client = RedisCluster.from_url(plain_url, **options)
         else:
             client = Redis.from_url(url, **options)
-        return cls(client, url, prefix, batch_wait)
+        return cls(client, prefix, batch_wait)
 
     def keys(self, pattern: str, namespace: str = "default") -> KeySpace:
         return KeySpace(self.prefix, namespace, pattern)
@@ -212,12 +207,6 @@ class RedisBackend:
             await self.client.ping(target_nodes=RedisCluster.PRIMARIES)
         else:
             await self.client.ping()
-
-    async def server_version(self) -> str:
-        info = await self.client.info("server")
-        if isinstance(self.client, RedisCluster):  # one entry per node
-            info = next(iter(info.values()))
-        return str(info["redis_version"])
 
     async def close(self) -> None:
         await self._batcher.close()
@@ -294,15 +283,15 @@ class _Batcher:
         commands = [command for job in jobs for command in job.commands]
         try:
             replies = await self._execute(commands)
-        except BaseException as error:  # cancelled (shutdown), or a bug: nobody may hang
+        except asyncio.CancelledError:  # shutdown: nobody may wait for ever
             for job in jobs:
-                if job.future.done():
-                    continue
-                if isinstance(error, asyncio.CancelledError):
-                    job.future.cancel()
-                else:
-                    job.future.set_exception(error)
+                job.future.cancel()
             raise
+        except Exception as error:  # a bug: these callers fail, the queue goes on
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(error)
+            return
         start = 0
         for job in jobs:
             end = start + len(job.commands)
