@@ -79,7 +79,9 @@ class UniqueCounterServicer:
 
     def Merge(self, request, context):
         """Merge stores the union of the source keys into the destination key (which keeps
-        its own items) and returns the destination's new count.
+        its own items) and returns the destination's new count. On standalone Redis it is one
+        atomic step; on Redis Cluster, sources held on other nodes are read just before the
+        merge, so an Add racing with it may or may not be included.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
