@@ -74,14 +74,10 @@ def _guarded(
 def status_for(error: Exception, method: str) -> status_pb2.Status:
     """The `google.rpc.Status` a client receives for `error`."""
     if isinstance(error, InvalidArgument):
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
-                for v in error.violations
-            ]
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=error.field, description=error.description
         )
+        bad_request = error_details_pb2.BadRequest(field_violations=[violation])
         return _status(code_pb2.INVALID_ARGUMENT, str(error), "INVALID_ARGUMENT", bad_request)
     if isinstance(error, redis_errors.TimeoutError | asyncio.TimeoutError):
         return _unavailable("Redis did not answer in time", "REDIS_TIMEOUT")

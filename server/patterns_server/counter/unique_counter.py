@@ -72,8 +72,10 @@ class UniqueCounter:
     def _split_by_slot(self, home: str, keys: list[str]) -> tuple[list[str], list[str]]:
         """`keys` in the slot of `home` (all of them on standalone Redis), and the rest."""
         home_slot = self._redis.slot(home)
-        local = [key for key in keys if self._redis.slot(key) == home_slot]
-        remote = [key for key in keys if self._redis.slot(key) != home_slot]
+        local: list[str] = []
+        remote: list[str] = []
+        for key in keys:
+            (local if self._redis.slot(key) == home_slot else remote).append(key)
         return local, remote
 
     async def _values_of(self, keys: list[str]) -> list[bytes]:
