@@ -12,8 +12,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+import redis
 
 from tests.processes import PatternsServer, RedisCluster, RedisServer, require_tool
+from tests.windows import Windows
 
 BACKENDS = ["redis7", "redis6.2", "cluster"]
 
@@ -82,6 +84,23 @@ def new_key() -> Callable[[], str]:
     run = uuid.uuid4().hex[:8]
     names = (f"test:{run}:{i}" for i in range(10_000))
     return lambda: next(names)
+
+
+def windows_of(url: str) -> Windows:
+    """Windows placed on the clock of the Redis at `url` (any node of a Cluster)."""
+    client = redis.Redis.from_url(url.replace("redis+cluster://", "redis://"))
+
+    def now_us() -> int:
+        seconds, microseconds = client.time()
+        return seconds * 1_000_000 + microseconds
+
+    return Windows(now_us)
+
+
+@pytest.fixture
+def windows(backend_url: str) -> Windows:
+    """Rate-limit windows placed where a test wants them on the backend's clock."""
+    return windows_of(backend_url)
 
 
 @pytest.fixture

@@ -15,9 +15,11 @@ from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 
 from patterns_server.ratelimit.limiter import Algorithm, Check, Policy, RateLimiter
 from patterns_server.redis import RedisBackend
+from tests.conftest import windows_of
 from tests.processes import PatternsServer, RedisCluster, RedisServer, require_tool
 from tests.rpc import assert_unavailable
 
+HOUR = timedelta(hours=1)
 RULE = pb.Policy(algorithm=pb.ALGORITHM_FIXED_WINDOW, limit=100, period=Duration(seconds=3600))
 
 
@@ -74,7 +76,8 @@ def test_a_dropped_reply_never_runs_a_script_twice(own_redis: RedisServer) -> No
             f"redis://127.0.0.1:{port}", prefix="patterns", timeout=2, batch_wait=0
         )
         limiter = RateLimiter(redis)
-        policy = Policy(Algorithm.FIXED_WINDOW, 10, timedelta(hours=1))
+        period = windows_of(own_redis.url).calm(HOUR).ToTimedelta()  # no window ends meanwhile
+        policy = Policy(Algorithm.FIXED_WINDOW, 10, period)
         await limiter.check(Check("warm-up", policy))
         dropping.set()
         failure = None
@@ -104,12 +107,14 @@ def own_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
 def test_a_dead_cluster_node_fails_only_the_calls_it_serves(own_cluster: RedisCluster) -> None:
     server = PatternsServer(own_cluster.url).start()
     keys = [f"user:{uuid.uuid4()}" for _ in range(60)]
+    period = windows_of(own_cluster.url).calm(HOUR)  # no window ends during the test
+    rule = pb.Policy(algorithm=pb.ALGORITHM_FIXED_WINDOW, limit=100, period=period)
 
     async def check_all(peek: bool = False) -> list[pb.CheckResponse | grpc.RpcError]:
         async with grpc.aio.insecure_channel(server.address) as channel:
             stub = ratelimit_pb2_grpc.RateLimiterStub(channel)
             calls = [
-                stub.Check(pb.CheckRequest(key=key, policy=RULE, peek=peek), timeout=10)
+                stub.Check(pb.CheckRequest(key=key, policy=rule, peek=peek), timeout=10)
                 for key in keys
             ]
             return await asyncio.gather(*calls, return_exceptions=True)
