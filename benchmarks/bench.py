@@ -32,9 +32,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 from benchmarks.load import Window, WorkerResult, run_direct_worker, run_grpc_worker
-from patterns_server.embedded_redis import find_redis_server
-from patterns_server.ratelimit.limiter import CHECK
-from tests.processes import PatternsServer, RedisServer
+from devtools.processes import PatternsServer, RedisServer
+from patterns_server.ratelimit.ratelimit import CHECK
+from patterns_server.runtime.embedded_redis import find_redis_server
 
 RESULTS_PREAMBLE = """Written by `make bench ARGS="--output benchmarks/RESULTS.md"`; see
 `benchmarks/bench.py` for what each scenario does. Figures from a shared, noisy machine:

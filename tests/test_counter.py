@@ -10,7 +10,7 @@ from google.protobuf.duration_pb2 import Duration
 from patterns.counter.v1 import counter_pb2 as pb
 from patterns.counter.v1 import counter_pb2_grpc
 
-from tests.processes import PatternsServer
+from devtools.processes import PatternsServer
 from tests.rpc import assert_invalid
 
 Stub = counter_pb2_grpc.UniqueCounterStub

@@ -5,7 +5,7 @@ import subprocess
 import uuid
 from collections.abc import Mapping
 
-from tests.processes import PatternsServer
+from devtools.processes import PatternsServer
 
 
 def grpcurl(

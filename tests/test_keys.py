@@ -4,7 +4,7 @@ import itertools
 
 from redis.crc import key_slot
 
-from patterns_server.redis import KeySpace
+from patterns_server.storage import KeySpace
 
 
 def test_layout_is_prefix_namespace_pattern_and_hash_tagged_name() -> None:

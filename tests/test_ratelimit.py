@@ -13,8 +13,8 @@ from google.protobuf.duration_pb2 import Duration
 from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 
+from devtools.processes import PatternsServer, RedisServer
 from tests.conftest import windows_of
-from tests.processes import PatternsServer, RedisServer
 from tests.rpc import assert_invalid, assert_unavailable
 from tests.windows import Windows
 

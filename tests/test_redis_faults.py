@@ -13,10 +13,10 @@ from patterns.counter.v1 import counter_pb2, counter_pb2_grpc
 from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 
-from patterns_server.ratelimit.limiter import Algorithm, Check, Policy, RateLimiter
-from patterns_server.redis import RedisBackend
-from tests.conftest import windows_of
-from tests.processes import PatternsServer, RedisCluster, RedisServer, require_tool
+from devtools.processes import PatternsServer, RedisCluster, RedisServer
+from patterns_server.ratelimit.ratelimit import Algorithm, Check, Policy, RateLimiter
+from patterns_server.storage import RedisBackend
+from tests.conftest import require_tool, windows_of
 from tests.rpc import assert_unavailable
 
 HOUR = timedelta(hours=1)

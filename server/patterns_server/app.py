@@ -11,17 +11,22 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
-from patterns_server.config import Settings
 from patterns_server.counter import service as counter_service
-from patterns_server.embedded_redis import EmbeddedRedis
 from patterns_server.ratelimit import service as ratelimit_service
-from patterns_server.redis import RedisBackend
-from patterns_server.reflection import CommentedReflectionServicer
+from patterns_server.runtime.config import Settings
+from patterns_server.runtime.embedded_redis import EmbeddedRedis
+from patterns_server.runtime.guard import OpenStreams
+from patterns_server.runtime.reflection import CommentedReflectionServicer
+from patterns_server.runtime.service import Runtime, Service
+from patterns_server.storage import RedisBackend, packing
 
 logger = logging.getLogger("patterns_server")
 
-Register = Callable[[grpc.aio.Server, RedisBackend, Settings], str]
-SERVICES: tuple[Register, ...] = (ratelimit_service.register, counter_service.register)
+# Every service of the server, in start order (closed in reverse).
+SERVICES: tuple[Callable[[Runtime], Service], ...] = (
+    ratelimit_service.build,
+    counter_service.build,
+)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -39,7 +44,8 @@ class App:
     port: int
     redis: RedisBackend
     health: health.aio.HealthServicer
-    service_names: list[str]
+    services: list[Service]
+    streams: OpenStreams
     settings: Settings
     embedded: EmbeddedRedis | None = None
     _health_task: "asyncio.Task[None] | None" = None
@@ -47,7 +53,7 @@ class App:
 
     async def set_health(self, status: int) -> None:
         """The same status for the server as a whole ("") and for every service."""
-        for name in ("", *self.service_names):
+        for name in ("", *(service.name for service in self.services)):
             await self.health.set(name, status)
 
     def start_health_monitor(self) -> None:
@@ -63,12 +69,12 @@ class App:
             await self._health_task
 
     async def _monitor_redis(self) -> None:
-        """Health follows Redis: NOT_SERVING while it does not answer, SERVING when it does."""
+        """Health follows Redis: NOT_SERVING while it cannot serve, SERVING when it can."""
         status = None
         while not self._stopping.is_set():
             try:
                 async with asyncio.timeout(self.settings.redis_timeout):
-                    await self.redis.ping()
+                    await self.redis.check()
                 new_status = SERVING
             except Exception as error:  # any failure to answer means not serving
                 new_status = NOT_SERVING
@@ -77,7 +83,7 @@ class App:
                 if new_status == SERVING:
                     logger.info("Redis is reachable: serving")
                 else:
-                    logger.warning("Redis is unreachable (%s): not serving", reason)
+                    logger.warning("Redis cannot serve (%s): not serving", reason)
                 await self.set_health(new_status)
                 status = new_status
             with contextlib.suppress(TimeoutError):  # the interval, or until stop
@@ -85,11 +91,16 @@ class App:
                     await self._stopping.wait()
 
     async def stop(self) -> None:
-        """Graceful: health NOT_SERVING, refuse new calls, let in-flight ones finish for the
-        grace period, cancel the rest; then Redis and the embedded server go."""
+        """Graceful: health NOT_SERVING, refuse new calls, end open streams with UNAVAILABLE
+        (their clients reconnect elsewhere), let unary calls in flight finish for the grace
+        period and cancel the rest; then the services, Redis and the embedded server go."""
         await self.health.enter_graceful_shutdown()
         await self.stop_health_monitor()
-        await self.server.stop(self.settings.shutdown_grace)
+        stopped = asyncio.create_task(self.server.stop(self.settings.shutdown_grace))
+        self.streams.end_all()
+        await stopped
+        for service in reversed(self.services):
+            await service.close()
         await self.redis.close()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
@@ -98,6 +109,7 @@ class App:
 
 async def start(settings: Settings) -> App:
     """Connect Redis (embedded unless `settings.redis_url`), then start serving."""
+    packing.install()
     embedded = None
     redis_url = settings.redis_url
     if not redis_url:
@@ -108,6 +120,7 @@ async def start(settings: Settings) -> App:
         prefix=settings.key_prefix,
         timeout=settings.redis_timeout,
         batch_wait=settings.redis_batch_wait_ms / 1000,
+        ping_interval=settings.health_interval,
     )
     try:
         return await _serve(settings, redis, embedded)
@@ -121,10 +134,15 @@ async def start(settings: Settings) -> App:
 async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedis | None) -> App:
     # so_reuseport off: a second server on a busy port fails loudly instead of sharing it.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    service_names = [register(server, redis, settings) for register in SERVICES]
+    streams = OpenStreams()
+    runtime = Runtime(redis, settings, streams)
+    services = [build(runtime) for build in SERVICES]
+    for service in services:
+        service.add_to(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflected = [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    names = [service.name for service in services]
+    reflected = [*names, health.SERVICE_NAME, reflection.SERVICE_NAME]
     reflection_servicer = CommentedReflectionServicer(reflected)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection_servicer, server)
     try:
@@ -133,8 +151,17 @@ async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedi
         raise ListenError(f"cannot listen on {settings.listen}: {error}") from None
     if port == 0:
         raise ListenError(f"cannot listen on {settings.listen}")
-    app = App(server, port, redis, health_servicer, service_names, settings, embedded)
+    app = App(server, port, redis, health_servicer, services, streams, settings, embedded)
     await app.set_health(NOT_SERVING)  # until the first probe says otherwise
+    started: list[Service] = []
+    try:
+        for service in services:
+            await service.start()
+            started.append(service)
+    except BaseException:
+        for service in reversed(started):
+            await service.close()
+        raise
     await server.start()
     app.start_health_monitor()
     host = settings.listen.rsplit(":", 1)[0]

@@ -1,16 +1,12 @@
 """The RateLimiter gRPC servicer: request messages in, RateLimiter calls, responses out."""
 
-import functools
-
 import grpc
 from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 
-from patterns_server.config import Settings
-from patterns_server.proto_types import to_timedelta
-from patterns_server.ratelimit.limiter import Algorithm, Check, Decision, Policy, RateLimiter
-from patterns_server.redis import RedisBackend
-from patterns_server.rpc_errors import guard
+from patterns_server.ratelimit.ratelimit import Algorithm, Check, Decision, Policy, RateLimiter
+from patterns_server.runtime.convert import to_timedelta
+from patterns_server.runtime.service import GuardedService, Runtime, Service
 
 ALGORITHMS: dict[int, Algorithm] = {
     pb.ALGORITHM_FIXED_WINDOW: Algorithm.FIXED_WINDOW,
@@ -21,7 +17,7 @@ ALGORITHMS: dict[int, Algorithm] = {
 }
 
 
-class RateLimiterService(ratelimit_pb2_grpc.RateLimiterServicer):
+class RateLimiterServicer(ratelimit_pb2_grpc.RateLimiterServicer):
     def __init__(self, limiter: RateLimiter) -> None:
         self._limiter = limiter
 
@@ -48,16 +44,14 @@ class RateLimiterService(ratelimit_pb2_grpc.RateLimiterServicer):
 
 
 def _policy(policy: pb.Policy) -> Policy:
+    """An unset period reads as zero (refused by the limiter's checks)."""
     period = policy.period
-    return _cached_policy(
-        policy.algorithm, policy.limit, period.seconds, period.nanos, policy.burst
+    return Policy(
+        ALGORITHMS.get(policy.algorithm),
+        policy.limit,
+        to_timedelta(period.seconds, period.nanos),
+        policy.burst,
     )
-
-
-@functools.lru_cache(maxsize=4096)
-def _cached_policy(algorithm: int, limit: int, seconds: int, nanos: int, burst: int) -> Policy:
-    """Callers reuse a few policies: convert each once. An unset period reads as zero."""
-    return Policy(ALGORITHMS.get(algorithm), limit, to_timedelta(seconds, nanos), burst)
 
 
 def _check(request: pb.CheckRequest) -> Check:
@@ -76,10 +70,8 @@ def _response(decision: Decision) -> pb.CheckResponse:
     return response
 
 
-def register(server: grpc.aio.Server, redis: RedisBackend, settings: Settings) -> str:
-    """Serve RateLimiter on `server`; returns the service's full name."""
-    service = pb.DESCRIPTOR.services_by_name["RateLimiter"]
-    limiter = RateLimiter(redis, fail_open=settings.ratelimit_failure_mode == "open")
-    servicer = guard(RateLimiterService(limiter), service)
-    ratelimit_pb2_grpc.add_RateLimiterServicer_to_server(servicer, server)
-    return str(service.full_name)
+def build(runtime: Runtime) -> Service:
+    """RateLimiter, failing open or closed as configured."""
+    fail_open = runtime.settings.ratelimit_failure_mode == "open"
+    servicer = RateLimiterServicer(RateLimiter(runtime.redis, fail_open=fail_open))
+    return GuardedService(servicer, pb.DESCRIPTOR.services_by_name["RateLimiter"], runtime)

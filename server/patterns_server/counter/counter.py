@@ -11,17 +11,17 @@ the merge; a concurrent Add to a remote source may or may not be included.
 from collections.abc import Sequence
 from datetime import timedelta
 
-from patterns_server.redis import Command, LuaScript, RedisBackend
-from patterns_server.validation import check_count, check_name, optional_ttl_ms
+from patterns_server.runtime.validation import check_count, check_name, optional_ttl_ms
+from patterns_server.storage import Command, LuaScript, RedisBackend
 
 MAX_ITEMS_PER_ADD = 10_000
 MAX_ITEM_BYTES = 1_024
 MAX_KEYS = 100
 MAX_TTL = timedelta(days=3_650)
 
-ADD = LuaScript.beside(__file__, "add.lua")
-MERGE = LuaScript.beside(__file__, "merge.lua")
-COUNT_UNION = LuaScript.beside(__file__, "count_union.lua")
+ADD = LuaScript.beside(__file__, "lua/add.lua")
+MERGE = LuaScript.beside(__file__, "lua/copy.lua", "lua/merge.lua")
+COUNT_UNION = LuaScript.beside(__file__, "lua/copy.lua", "lua/count_union.lua")
 
 
 class UniqueCounter:
@@ -83,7 +83,4 @@ class UniqueCounter:
         if not keys:
             return []
         replies = await self._redis.run(*(Command(("GET", key)) for key in keys))
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
         return [reply for reply in replies if reply is not None]

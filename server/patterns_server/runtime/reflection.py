@@ -13,7 +13,7 @@ from google.protobuf.descriptor import FileDescriptor
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
-CONTRACT = Path(__file__).with_name("contract.binpb")
+CONTRACT = Path(__file__).parents[1] / "contract.binpb"  # written by `make protos`
 
 
 class CommentedReflectionServicer(ReflectionServicer):  # type: ignore[misc]

@@ -7,15 +7,19 @@ a flag wins over the variable, the variable over the default.
 import argparse
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, get_origin
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 FailureMode = Literal["closed", "open"]
+T = TypeVar("T")
 
 
-def _setting(default: Any, help: str, **argparse_options: Any) -> Any:
+def _setting(default: T, help: str, **argparse_options: Any) -> T:
+    """A field of Settings: its default (whose type must match the field's: mypy checks)
+    and its help; `argparse_options` go to its flag (choices, ...)."""
     return field(default=default, metadata={"help": help, **argparse_options})
 
 
@@ -62,6 +66,26 @@ class Settings:
             raise ValueError("redis_batch_wait_ms and shutdown_grace must not be negative")
 
 
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r} (use true or false)")
+
+
+def _parser_for(kind: Any) -> Callable[[str], Any]:
+    """How a flag's text becomes a value of the setting's declared type."""
+    if kind is bool:
+        return _parse_bool
+    if kind in (int, float, str):
+        return kind  # type: ignore[no-any-return]
+    if get_origin(kind) is Literal:  # the choices are checked by argparse
+        return str
+    raise TypeError(f"settings of type {kind} have no parser: add one to _parser_for")
+
+
 def _env_name(field_name: str) -> str:
     return "PATTERNS_" + field_name.upper()
 
@@ -76,12 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve Redis patterns (rate limiting, unique counting, ...) over gRPC.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    types = typing.get_type_hints(Settings)
     for setting in dataclasses.fields(Settings):
         options = dict(setting.metadata)
         env = _env_name(setting.name)
         options["help"] = f"{options['help']} [env {env}]"
-        kind = float if setting.type is float else str
-        parser.add_argument(_flag_name(setting.name), type=kind, default=setting.default, **options)
+        parser.add_argument(
+            _flag_name(setting.name),
+            type=_parser_for(types[setting.name]),
+            default=setting.default,
+            **options,
+        )
     return parser
 
 

@@ -7,10 +7,7 @@
 -- ARGV[1..] raw values of sources in other slots
 -- Returns the estimated cardinality of the union.
 redis.call('PFMERGE', KEYS[1], unpack(KEYS, 3))
-for i = 1, #ARGV do
-  redis.call('SET', KEYS[2], ARGV[i])
-  redis.call('PFMERGE', KEYS[1], KEYS[2])
-end
+merge_values(KEYS[1], KEYS[2], ARGV, 1)
 local count = redis.call('PFCOUNT', KEYS[1])
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1])
 return count

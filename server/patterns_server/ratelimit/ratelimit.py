@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import NamedTuple
 
-from patterns_server.errors import InvalidArgument
-from patterns_server.redis import Command, LuaScript, RedisBackend, is_unavailable
-from patterns_server.validation import check_count, check_name
+from patterns_server.runtime.errors import InvalidArgument, Unavailable
+from patterns_server.runtime.validation import check_count, check_name
+from patterns_server.storage import Command, LuaScript, RedisBackend
 
 logger = logging.getLogger(__name__)
 
@@ -125,9 +125,6 @@ class RateLimiter:
         mode = "1" if all_or_nothing else "0"
         try:
             replies = await self._redis.run(*(_command(mode, group) for group in groups))
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
         except Exception as error:
             return self._failed(error, plans)
         decided: dict[int, Decision] = {}
@@ -174,7 +171,7 @@ class RateLimiter:
 
     def _failed(self, error: Exception, plans: list[_Plan]) -> list[Decision]:
         """With the fail-open mode and Redis unavailable: admit all. Otherwise raise."""
-        if not (self._fail_open and is_unavailable(error)):
+        if not (self._fail_open and isinstance(error, Unavailable)):
             raise error
         self._failed_open += len(plans)
         now = time.monotonic()

@@ -1,0 +1,160 @@
+"""The process's Redis: what patterns and the runtime may do with it, and nothing more.
+
+Patterns get a `RedisBackend` and use its small interface: `run` / `call` / `eval` for
+commands (batched with those of concurrent calls, see `batcher.py`), `keys` for key names,
+`slot` for Cluster routing, and `subscribe` for Pub/Sub streams. The redis-py client is
+private to this package: no handler calls it directly (redis-py 8.1 can swallow a task
+cancellation that lands mid-command; the batcher keeps a cancelled caller's commands from
+being sent at all).
+"""
+
+import random
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from patterns_server.storage.batcher import Batcher
+from patterns_server.storage.errors import translated
+from patterns_server.storage.keys import KeySpace
+from patterns_server.storage.pubsub import PubSubHub, Subscription
+from patterns_server.storage.scripts import Command, LuaScript
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+HEALTH_KEY_TTL_MS = 60_000
+
+
+class RedisBackend:
+    """Redis for the whole process: standalone or Cluster, one pool, batched commands, and
+    one Pub/Sub connection shared by every stream."""
+
+    def __init__(
+        self,
+        client: "Redis | RedisCluster",
+        prefix: str,
+        batch_wait: float,
+        timeout: float,
+        ping_interval: float = 1.0,
+    ) -> None:
+        self._client = client
+        self.prefix = prefix
+        self._batcher = Batcher(client, batch_wait)
+        self._pubsub = PubSubHub(self._open_connection, timeout, ping_interval)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str,
+        timeout: float,
+        batch_wait: float,
+        ping_interval: float = 1.0,
+    ) -> "RedisBackend":
+        """A backend for `url`; `redis+cluster://` (or `rediss+cluster://`) means Cluster."""
+        options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            # No retries: redis-py resends a whole pipeline after a connection error, even
+            # when Redis had already run it, and a rate-limit script must never run twice.
+            # The caller gets UNAVAILABLE and decides; a broken connection is replaced.
+            "retry": Retry(NoBackoff(), 0),
+        }
+        parts = urlsplit(url)
+        client: Redis | RedisCluster
+        if parts.scheme in CLUSTER_SCHEMES:
+            plain_url = urlunsplit(parts._replace(scheme=CLUSTER_SCHEMES[parts.scheme]))
+            client = RedisCluster.from_url(plain_url, **options)
+        else:
+            client = Redis.from_url(url, **options)
+        return cls(client, prefix, batch_wait, timeout, ping_interval)
+
+    def keys(self, pattern: str, namespace: str = "default") -> KeySpace:
+        """The key names of `pattern` in `namespace`."""
+        return KeySpace(self.prefix, namespace, pattern)
+
+    def slot(self, key: str) -> int | None:
+        """The Cluster slot of `key`; None on standalone Redis, where every key is local."""
+        if isinstance(self._client, RedisCluster):
+            return self._client.keyslot(key)
+        return None
+
+    async def run(self, *commands: Command) -> list[Any]:
+        """Replies to `commands` in order, sent in one round trip (per Cluster node)
+        together with those of other calls made at the same time. The first command that
+        fails raises its error (`Unavailable` when Redis cannot serve now)."""
+        replies = await self._batcher.run(commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise translated(reply) from reply
+        return replies
+
+    async def call(self, *args: Any) -> Any:
+        """The reply to one command."""
+        (reply,) = await self.run(Command(args))
+        return reply
+
+    async def eval(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """The reply of one Lua script."""
+        (reply,) = await self.run(Command.eval(script, keys, args))
+        return reply
+
+    async def subscribe(
+        self, channels: Sequence[bytes], patterns: Sequence[bytes], capacity: int
+    ) -> Subscription:
+        """A Pub/Sub subscription, live once this returns (see `pubsub.PubSubHub`)."""
+        return await self._pubsub.subscribe(channels, patterns, capacity)
+
+    @property
+    def subscribed(self) -> tuple[int, int]:
+        """How many channels and patterns the process subscribes to in Redis now."""
+        return self._pubsub.subscribed
+
+    async def check(self) -> None:
+        """Raises unless Redis can serve what calls need: a write to the Redis (to every
+        Cluster primary) succeeds, sent through the same path as every call. A Redis that
+        answers PING but refuses writes (out of memory, a read-only replica) fails it."""
+        await self.run(*await self._probes())
+
+    async def close(self) -> None:
+        await self._pubsub.close()
+        await self._batcher.close()
+        await self._client.aclose()
+
+    async def _probes(self) -> list[Command]:
+        """One short-lived write per Redis primary: keys whose slots each primary serves."""
+        key = self.keys("health")
+        if not isinstance(self._client, RedisCluster):
+            return [_probe(key("probe"))]
+        await self._client.initialize()
+        primaries = {node.name for node in self._client.get_primaries()}
+        probes: dict[str, Command] = {}
+        for number in range(10_000):  # a handful suffice: the slots of a node are many
+            name = key(f"probe-{number}")
+            node = self._client.get_node_from_key(name)
+            if node is not None and node.name not in probes:
+                probes[node.name] = _probe(name)
+            if primaries <= probes.keys():
+                break
+        return list(probes.values())
+
+    async def _open_connection(self) -> AbstractConnection:
+        """A new connection of its own, to the Redis (to a random Cluster primary)."""
+        connection: AbstractConnection
+        if isinstance(self._client, RedisCluster):
+            await self._client.initialize()
+            node = random.choice(self._client.get_primaries())
+            connection = node.connection_class(**node.connection_kwargs)
+        else:
+            pool = self._client.connection_pool
+            connection = pool.connection_class(**pool.connection_kwargs)
+        await connection.connect()  # type: ignore[no-untyped-call]
+        return connection
+
+
+def _probe(key: str) -> Command:
+    return Command(("SET", key, "1", "PX", HEALTH_KEY_TTL_MS))

@@ -1,0 +1,176 @@
+"""Sharing Redis round trips between concurrent calls.
+
+A Lua call costs Redis a few microseconds, while a round trip from Python costs far more:
+gathering the commands of concurrent calls into one pipeline is what lets one server
+process keep up with its gRPC traffic.
+"""
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import NoScriptError, ResponseError
+
+from patterns_server.storage.errors import is_outage
+from patterns_server.storage.scripts import Command
+
+MAX_COMMANDS_PER_BATCH = 2_000
+# A batch of several calls that ended less than this many batch waits ago means traffic is
+# still concurrent: gather the next batch too. Older than that, the next call is on its own.
+CONCURRENCY_MEMORY = 5
+
+
+@dataclass
+class _Job:
+    commands: Sequence[Command]
+    future: "asyncio.Future[list[Any]]"
+
+
+class Batcher:
+    """Sends the commands of concurrent callers together, one pipeline in flight at a time.
+
+    While a pipeline is in flight, new calls queue; the next pipeline takes them all. When
+    the last pipeline, just sent, carried more than one call (traffic is concurrent), the
+    next one first waits `batch_wait` seconds so that more calls join: fewer, fuller round
+    trips are what make batching pay (sending at once gives batches of one or two). A lone
+    call never waits. A caller that gives up (deadline, cancellation) before its commands
+    are sent is dropped from the batch: its work never reaches Redis.
+
+    Replies come back in order, a command's error (Redis refused it, or could not be
+    reached) in its place.
+    """
+
+    def __init__(self, client: "Redis | RedisCluster", batch_wait: float) -> None:
+        self._client = client
+        self._batch_wait = batch_wait
+        self._queue: deque[_Job] = deque()
+        self._sender: asyncio.Task[None] | None = None
+        self._last_batch_jobs = 0
+        self._last_batch_end = 0.0
+
+    async def run(self, commands: Sequence[Command]) -> list[Any]:
+        job = _Job(commands, asyncio.get_running_loop().create_future())
+        self._queue.append(job)
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_all())
+        return await job.future
+
+    async def close(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+        for job in self._queue:
+            job.future.cancel()
+
+    async def _send_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                if self._traffic_is_concurrent(loop.time()):
+                    await asyncio.sleep(self._batch_wait)
+                jobs = self._take_batch()
+                if jobs:
+                    await self._send(jobs)
+                self._last_batch_jobs = len(jobs)
+                self._last_batch_end = loop.time()
+        finally:
+            self._sender = None
+
+    def _traffic_is_concurrent(self, now: float) -> bool:
+        recent = now - self._last_batch_end < CONCURRENCY_MEMORY * self._batch_wait
+        return self._batch_wait > 0 and self._last_batch_jobs > 1 and recent
+
+    def _take_batch(self) -> list[_Job]:
+        jobs: list[_Job] = []
+        size = 0
+        while self._queue and size < MAX_COMMANDS_PER_BATCH:
+            job = self._queue.popleft()
+            if not job.future.done():  # not cancelled meanwhile
+                jobs.append(job)
+                size += len(job.commands)
+        return jobs
+
+    async def _send(self, jobs: list[_Job]) -> None:
+        commands = [command for job in jobs for command in job.commands]
+        try:
+            replies = await self._execute(commands)
+        except asyncio.CancelledError:  # shutdown: nobody may wait for ever
+            for job in jobs:
+                job.future.cancel()
+            raise
+        except Exception as error:  # a bug: these callers fail, the queue goes on
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(error)
+            return
+        start = 0
+        for job in jobs:
+            end = start + len(job.commands)
+            if not job.future.done():
+                job.future.set_result(replies[start:end])
+            start = end
+        if isinstance(self._client, Redis) and any(map(is_outage, replies)):
+            # The only node is unreachable or too slow: calls queued meanwhile would wait a
+            # whole timeout each for the same answer. Give it to them now.
+            outage = next(reply for reply in replies if is_outage(reply))
+            while self._queue:
+                job = self._queue.popleft()
+                if not job.future.done():
+                    job.future.set_result([outage] * len(job.commands))
+
+    async def _execute(self, commands: list[Command]) -> list[Any]:
+        """Replies in order. A failure of the connection is the reply of every command
+        that went through it: on Cluster, a node that is down fails only its commands."""
+        if isinstance(self._client, RedisCluster):
+            return await self._execute_per_node(self._client, commands)
+        try:
+            return await _execute_on(self._client, commands)
+        except Exception as error:
+            return [error] * len(commands)
+
+    async def _execute_per_node(self, client: RedisCluster, commands: list[Command]) -> list[Any]:
+        await client.initialize()  # at first use, and after a topology change
+        by_node: dict[str, list[int]] = {}
+        replies: list[Any] = [None] * len(commands)
+        for index, command in enumerate(commands):
+            try:
+                node = client.get_node_from_key(command.routing_key)
+            except Exception as error:  # the slot has no node now
+                replies[index] = error
+                continue
+            by_node.setdefault(node.name if node else "", []).append(index)
+        groups = list(by_node.values())
+        results = await asyncio.gather(
+            *(_execute_on(client, [commands[i] for i in group]) for group in groups),
+            return_exceptions=True,
+        )
+        for group, result in zip(groups, results, strict=True):
+            for position, index in enumerate(group):
+                replies[index] = result if isinstance(result, BaseException) else result[position]
+        return replies
+
+
+async def _execute_on(client: "Redis | RedisCluster", commands: list[Command]) -> list[Any]:
+    replies = await _pipeline(client, [command.args for command in commands])
+    # A node that lacks a script (restart, failover, first use) gets its source once by
+    # EVAL, which also caches it there for the EVALSHAs that follow.
+    missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if missing:
+        retried = await _pipeline(client, [commands[i].as_eval() for i in missing])
+        for i, reply in zip(missing, retried, strict=True):
+            replies[i] = reply
+    return replies
+
+
+async def _pipeline(client: "Redis | RedisCluster", commands: list[tuple[Any, ...]]) -> list[Any]:
+    if len(commands) == 1:  # a pipeline of one costs a lone call 45 µs more than the command
+        try:
+            return [await client.execute_command(*commands[0])]
+        except ResponseError as refused:  # a reply, as in a pipeline
+            return [refused]
+    pipe = client.pipeline(transaction=False)
+    for args in commands:
+        pipe.execute_command(*args)
+    return list(await pipe.execute(raise_on_error=False))

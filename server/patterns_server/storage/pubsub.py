@@ -1,0 +1,309 @@
+"""Redis Pub/Sub for every stream of the process, over one dedicated connection.
+
+A `PubSubHub` holds one Redis connection in subscribed mode, apart from the batcher's, and
+shares it between all subscribers: a channel or pattern is subscribed in Redis when its
+first subscriber arrives and unsubscribed after its last leaves. One reader task reads
+every message as it arrives and copies it into the buffer of each subscriber it concerns;
+it never waits for a subscriber, so a slow one cannot stall the others or make Redis's
+output buffer grow. A subscriber whose buffer is full is ended (`ResourceExhausted`);
+when the connection fails, every subscriber is ended (`Unavailable`) and the next
+subscription opens a new connection. An idle connection is checked with PING.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio.connection import AbstractConnection
+
+from patterns_server.runtime.errors import ResourceExhausted, Unavailable
+from patterns_server.storage.errors import translated
+
+logger = logging.getLogger(__name__)
+
+_SUBSCRIBE = {False: "SUBSCRIBE", True: "PSUBSCRIBE"}
+_UNSUBSCRIBE = {False: "UNSUBSCRIBE", True: "PUNSUBSCRIBE"}
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message as Redis delivered it: the Redis channel, the pattern that matched it
+    (None for a channel subscription), the payload, and when it was read (Unix time)."""
+
+    channel: bytes
+    pattern: bytes | None
+    payload: bytes
+    received_at: float
+
+
+class Subscription:
+    """One subscriber's messages, in the order Redis sent them, through a buffer of
+    `capacity` messages. `async for` reads them; the iteration raises the error that
+    ended the subscription. `close()` (or leaving `async with`) unsubscribes."""
+
+    def __init__(
+        self, hub: "PubSubHub", channels: Sequence[bytes], patterns: Sequence[bytes], capacity: int
+    ) -> None:
+        self.channels = tuple(dict.fromkeys(channels))
+        self.patterns = tuple(dict.fromkeys(patterns))
+        self._hub = hub
+        self._capacity = capacity
+        self._buffer: deque[Message] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._ended: BaseException | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> "Subscription":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __aiter__(self) -> "Subscription":
+        return self
+
+    async def __anext__(self) -> Message:
+        while not self._buffer and self._ended is None:
+            self._wakeup = asyncio.get_running_loop().create_future()
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+        if self._ended is not None:
+            raise self._ended
+        return self._buffer.popleft()
+
+    def names(self) -> tuple[tuple[bool, tuple[bytes, ...]], ...]:
+        """(is_pattern, names): the channels, then the patterns."""
+        return ((False, self.channels), (True, self.patterns))
+
+    async def close(self) -> None:
+        """Leave: unsubscribe in Redis what no other subscriber needs. Never raises."""
+        if not self._closed:
+            self._closed = True
+            self._end(Unavailable("the subscription is closed", "CLOSED"))
+            await self._hub._leave(self)
+
+    def _deliver(self, message: Message) -> bool:
+        """Buffer `message`; False (and the subscription ended) when the buffer is full."""
+        if self._ended is not None:
+            return True
+        if len(self._buffer) >= self._capacity:
+            self._end(
+                ResourceExhausted(
+                    f"the subscriber fell more than {self._capacity:,} messages behind",
+                    "SLOW_CONSUMER",
+                )
+            )
+            return False
+        self._buffer.append(message)
+        self._wake()
+        return True
+
+    def _end(self, error: BaseException) -> None:
+        if self._ended is None:
+            self._ended = error
+            self._buffer.clear()
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+
+class PubSubHub:
+    """Every subscription of the process over one Redis connection (see the module).
+
+    `open_connection` opens a new connection (to any node of a Cluster: classic Pub/Sub
+    messages reach every node); `timeout` bounds a wait for Redis; the connection is
+    PINGed after `ping_interval` seconds without a message.
+    """
+
+    def __init__(
+        self,
+        open_connection: Callable[[], Awaitable[AbstractConnection]],
+        timeout: float,
+        ping_interval: float,
+    ) -> None:
+        self._open_connection = open_connection
+        self._timeout = timeout
+        self._ping_interval = ping_interval
+        self._connection: AbstractConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._connecting = asyncio.Lock()
+        # Subscribers by channel (False) and by pattern (True).
+        self._subscribers: dict[bool, dict[bytes, set[Subscription]]] = {False: {}, True: {}}
+        # Confirmations Redis owes, in the order it will send them, per (is_pattern, name).
+        self._confirmations: dict[tuple[bool, bytes], deque[asyncio.Future[None]]] = {}
+
+    @property
+    def subscribed(self) -> tuple[int, int]:
+        """How many channels and patterns are subscribed in Redis now."""
+        return len(self._subscribers[False]), len(self._subscribers[True])
+
+    async def subscribe(
+        self, channels: Sequence[bytes], patterns: Sequence[bytes], capacity: int
+    ) -> Subscription:
+        """A subscription to `channels` and `patterns`, returned once Redis has confirmed
+        all of them: every message published from then on reaches it."""
+        subscription = Subscription(self, channels, patterns, capacity)
+        try:
+            connection = await self._connected()
+            confirmed: list[asyncio.Future[None]] = []
+            for is_pattern, names in subscription.names():
+                new = self._join(subscription, is_pattern, names, confirmed)
+                if new:
+                    await self._send(connection, _SUBSCRIBE[is_pattern], *new)
+            async with asyncio.timeout(self._timeout):
+                await asyncio.gather(*confirmed)
+        except BaseException as error:
+            await subscription.close()
+            if isinstance(error, Exception):
+                raise translated(error) from error
+            raise
+        return subscription
+
+    async def close(self) -> None:
+        """End every subscription and close the connection."""
+        await self._fail(Unavailable("the server is shutting down", "SHUTTING_DOWN"))
+
+    def _join(
+        self,
+        subscription: Subscription,
+        is_pattern: bool,
+        names: Iterable[bytes],
+        confirmed: list["asyncio.Future[None]"],
+    ) -> list[bytes]:
+        """Add `subscription` to `names`; the names new to Redis, whose confirmations go
+        into `confirmed` (as do those still awaited for names subscribed just before)."""
+        subscribers = self._subscribers[is_pattern]
+        new = []
+        for name in names:
+            waiting = self._confirmations.setdefault((is_pattern, name), deque())
+            if name not in subscribers:
+                subscribers[name] = set()
+                new.append(name)
+                waiting.append(asyncio.get_running_loop().create_future())
+            if waiting:
+                confirmed.append(waiting[-1])
+            subscribers[name].add(subscription)
+        return new
+
+    async def _leave(self, subscription: Subscription) -> None:
+        for is_pattern, names in subscription.names():
+            unused = self._drop(subscription, is_pattern, names)
+            if unused and self._connection is not None:
+                with contextlib.suppress(Exception):  # a failed connection fails everyone
+                    await self._send(self._connection, _UNSUBSCRIBE[is_pattern], *unused)
+
+    def _drop(
+        self, subscription: Subscription, is_pattern: bool, names: Iterable[bytes]
+    ) -> list[bytes]:
+        """Remove `subscription` from `names`; the names no subscriber needs any more."""
+        subscribers = self._subscribers[is_pattern]
+        unused = []
+        for name in names:
+            members = subscribers.get(name)
+            if members is not None and subscription in members:
+                members.discard(subscription)
+                if not members:
+                    del subscribers[name]
+                    unused.append(name)
+        return unused
+
+    async def _connected(self) -> AbstractConnection:
+        async with self._connecting:
+            if self._connection is None:
+                async with asyncio.timeout(self._timeout):
+                    connection = await self._open_connection()
+                self._connection = connection
+                self._reader = asyncio.create_task(self._read(connection))
+            return self._connection
+
+    @staticmethod
+    async def _send(connection: AbstractConnection, *args: Any) -> None:
+        # Shielded: redis-py drops a connection whose write was cancelled, and this one
+        # is everyone's. Writes start in the order they are asked for.
+        await asyncio.shield(connection.send_command(*args, check_health=False))
+
+    async def _read(self, connection: AbstractConnection) -> None:
+        awaiting_pong = False
+        try:
+            while True:
+                wait = self._timeout if awaiting_pong else self._ping_interval
+                reply = await connection.read_response(timeout=wait, disconnect_on_error=False)
+                if reply is None:  # nothing for a while: is Redis still there?
+                    if awaiting_pong:
+                        raise Unavailable("Redis did not answer PING in time", "REDIS_TIMEOUT")
+                    await self._send(connection, "PING")
+                    awaiting_pong = True
+                    continue
+                awaiting_pong = False
+                unused = self._dispatch(reply)
+                for is_pattern, names in unused:
+                    await self._send(connection, _UNSUBSCRIBE[is_pattern], *names)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            logger.warning("Pub/Sub connection lost (%s): ending its subscriptions", error)
+            await self._fail(translated(error), reading=True)
+
+    def _dispatch(self, reply: list[Any]) -> list[tuple[bool, list[bytes]]]:
+        """Hand one reply of Redis to whom it concerns; the names that lost their last
+        subscriber meanwhile (a full buffer ends a subscriber)."""
+        kind = reply[0]
+        if kind == b"message" or kind == b"pmessage":
+            is_pattern = kind == b"pmessage"
+            name = reply[1]
+            message = Message(
+                channel=reply[2] if is_pattern else name,
+                pattern=name if is_pattern else None,
+                payload=reply[-1],
+                received_at=time.time(),
+            )
+            overflowing = [
+                subscription
+                for subscription in self._subscribers[is_pattern].get(name, ())
+                if not subscription._deliver(message)
+            ]
+            unused: list[tuple[bool, list[bytes]]] = []
+            for subscription in overflowing:
+                for pattern_side, names in subscription.names():
+                    dropped = self._drop(subscription, pattern_side, names)
+                    if dropped:
+                        unused.append((pattern_side, dropped))
+            return unused
+        if kind == b"subscribe" or kind == b"psubscribe":
+            waiting = self._confirmations.get((kind == b"psubscribe", reply[1]))
+            if waiting:
+                confirmation = waiting.popleft()
+                if not confirmation.done():
+                    confirmation.set_result(None)
+                if not waiting:
+                    del self._confirmations[(kind == b"psubscribe", reply[1])]
+        return []  # unsubscribe confirmations and PONGs need nothing
+
+    async def _fail(self, error: BaseException, reading: bool = False) -> None:
+        """End every subscription with `error` and drop the connection."""
+        for subscribers in self._subscribers.values():
+            for members in subscribers.values():
+                for subscription in members:
+                    subscription._end(error)
+            subscribers.clear()
+        for waiting in self._confirmations.values():
+            for confirmation in waiting:
+                if not confirmation.done():
+                    confirmation.set_exception(error)
+                    confirmation.exception()  # retrieved: its subscriber may be gone
+        self._confirmations.clear()
+        if self._reader is not None and not reading:
+            self._reader.cancel()
+        self._reader = None
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.disconnect(nowait=True)
