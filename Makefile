@@ -12,7 +12,16 @@ CONTRACT := server/patterns_server/contract.binpb
 GEN    := $(BIN)/python -m grpc_tools.protoc -I protos --python_out=$$out --grpc_python_out=$$out \
 	--pyi_out=$$out --include_source_info --descriptor_set_out=$$out/contract.binpb $(PROTOS)
 
-.PHONY: run test lint protos protos-check bench clean
+# What `buf breaking` compares the contract with: the main branch, as committed.
+BREAKING_AGAINST ?= .git\#branch=main,subdir=protos
+
+.PHONY: help run test lint protos protos-check bench clean
+.DEFAULT_GOAL := help
+
+## help: list these targets
+help:
+	@awk '/^## [a-z-]+:/ { sub(/^## /, ""); split($$0, part, ": "); \
+		printf "  %-13s %s\n", part[1], substr($$0, length(part[1]) + 3) }' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -31,9 +40,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest $(ARGS)
 
-## lint: buf lint on the contract, ruff and mypy on the Python
+## lint: buf lint, format and breaking (against main) on the contract; ruff and mypy on the Python
 lint: $(STAMP)
-	cd protos && $(BUF) lint
+	cd protos && $(BUF) lint && $(BUF) format --diff --exit-code
+	$(BUF) breaking protos --against '$(BREAKING_AGAINST)'
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -55,5 +65,6 @@ protos-check: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench $(ARGS)
 
+## clean: remove the virtualenv and tool caches
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -3,9 +3,12 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import require_tool
 
 
+@pytest.mark.slow
 def test_bench_runs_every_scenario_briefly() -> None:
     require_tool("redis-server")
     result = subprocess.run(

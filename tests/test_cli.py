@@ -12,7 +12,7 @@ from patterns.counter.v1 import counter_pb2 as pb
 from patterns.counter.v1 import counter_pb2_grpc
 
 from devtools.processes import PatternsServer
-from patterns_server.runtime.config import Settings, load_settings
+from patterns_server.runtime.config import LogLevel, Settings, _parser_for, load_settings
 from tests.conftest import require_tool
 
 
@@ -39,6 +39,20 @@ def test_flags_win_over_environment_over_defaults() -> None:
     from_env = load_settings([], environ)
     assert (from_env.listen, from_env.redis_timeout) == ("0.0.0.0:7000", 2.5)
     assert load_settings(["--listen", "127.0.0.1:1"], environ).listen == "127.0.0.1:1"
+
+
+def test_settings_are_parsed_by_their_declared_type() -> None:
+    assert _parser_for(int)("12") == 12
+    assert _parser_for(float)("2.5") == 2.5
+    assert [_parser_for(bool)(text) for text in ["true", "0", "Yes", "off"]] == [
+        True,
+        False,
+        True,
+        False,
+    ]
+    assert _parser_for(LogLevel)("debug") == "debug"
+    with pytest.raises(TypeError):
+        _parser_for(list)
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,7 @@ def own_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
     cluster.stop()
 
 
+@pytest.mark.slow
 def test_a_dead_cluster_node_fails_only_the_calls_it_serves(own_cluster: RedisCluster) -> None:
     server = PatternsServer(own_cluster.url).start()
     keys = [f"user:{uuid.uuid4()}" for _ in range(60)]

@@ -37,4 +37,5 @@ class UniqueCounterServicer(counter_pb2_grpc.UniqueCounterServicer):
 
 def build(runtime: Runtime) -> Service:
     servicer = UniqueCounterServicer(UniqueCounter(runtime.redis))
-    return GuardedService(servicer, pb.DESCRIPTOR.services_by_name["UniqueCounter"], runtime)
+    descriptor = pb.DESCRIPTOR.services_by_name["UniqueCounter"]
+    return GuardedService(servicer, descriptor, runtime.streams)

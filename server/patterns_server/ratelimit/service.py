@@ -74,4 +74,5 @@ def build(runtime: Runtime) -> Service:
     """RateLimiter, failing open or closed as configured."""
     fail_open = runtime.settings.ratelimit_failure_mode == "open"
     servicer = RateLimiterServicer(RateLimiter(runtime.redis, fail_open=fail_open))
-    return GuardedService(servicer, pb.DESCRIPTOR.services_by_name["RateLimiter"], runtime)
+    descriptor = pb.DESCRIPTOR.services_by_name["RateLimiter"]
+    return GuardedService(servicer, descriptor, runtime.streams)

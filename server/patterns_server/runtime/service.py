@@ -53,10 +53,12 @@ class GuardedService:
     unary or server-streaming, with its errors mapped and its calls logged. Start and
     close do nothing; a service with work of its own overrides them."""
 
-    def __init__(self, servicer: object, descriptor: ServiceDescriptor, runtime: Runtime) -> None:
+    def __init__(
+        self, servicer: object, descriptor: ServiceDescriptor, streams: OpenStreams
+    ) -> None:
         self._servicer = servicer
         self._descriptor = descriptor
-        self._streams = runtime.streams
+        self._streams = streams
 
     @property
     def name(self) -> str:

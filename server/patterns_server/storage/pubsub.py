@@ -236,7 +236,10 @@ class PubSubHub:
         try:
             while True:
                 wait = self._timeout if awaiting_pong else self._ping_interval
-                reply = await connection.read_response(timeout=wait, disconnect_on_error=False)
+                # push_request: in RESP3 (redis-py's default) messages arrive as pushes.
+                reply = await connection.read_response(
+                    timeout=wait, disconnect_on_error=False, push_request=True
+                )
                 if reply is None:  # nothing for a while: is Redis still there?
                     if awaiting_pong:
                         raise Unavailable("Redis did not answer PING in time", "REDIS_TIMEOUT")
@@ -253,9 +256,11 @@ class PubSubHub:
             logger.warning("Pub/Sub connection lost (%s): ending its subscriptions", error)
             await self._fail(translated(error), reading=True)
 
-    def _dispatch(self, reply: list[Any]) -> list[tuple[bool, list[bytes]]]:
+    def _dispatch(self, reply: Any) -> list[tuple[bool, list[bytes]]]:
         """Hand one reply of Redis to whom it concerns; the names that lost their last
         subscriber meanwhile (a full buffer ends a subscriber)."""
+        if not isinstance(reply, list) or not reply:  # PONG, in RESP3
+            return []
         kind = reply[0]
         if kind == b"message" or kind == b"pmessage":
             is_pattern = kind == b"pmessage"

@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!patterns/counter/v1/counter.proto\x12\x13patterns.counter.v1\x1a\x1egoogle/protobuf/duration.proto\"P\n\nAddRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05items\x18\x02 \x03(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x1e\n\x0b\x41\x64\x64Response\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\"\x1c\n\x0c\x43ountRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\"\x1e\n\rCountResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\"\\\n\x0cMergeRequest\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x0f\n\x07sources\x18\x02 \x03(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x1e\n\rMergeResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x32\xf9\x01\n\rUniqueCounter\x12H\n\x03\x41\x64\x64\x12\x1f.patterns.counter.v1.AddRequest\x1a .patterns.counter.v1.AddResponse\x12N\n\x05\x43ount\x12!.patterns.counter.v1.CountRequest\x1a\".patterns.counter.v1.CountResponse\x12N\n\x05Merge\x12!.patterns.counter.v1.MergeRequest\x1a\".patterns.counter.v1.MergeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!patterns/counter/v1/counter.proto\x12\x13patterns.counter.v1\x1a\x1egoogle/protobuf/duration.proto\"P\n\nAddRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05items\x18\x02 \x03(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x1e\n\x0b\x41\x64\x64Response\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x08\"\x1c\n\x0c\x43ountRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\"\x1e\n\rCountResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\"\\\n\x0cMergeRequest\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x0f\n\x07sources\x18\x02 \x03(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x1e\n\rMergeResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x32\xf9\x01\n\rUniqueCounter\x12H\n\x03\x41\x64\x64\x12\x1f.patterns.counter.v1.AddRequest\x1a .patterns.counter.v1.AddResponse\x12N\n\x05\x43ount\x12!.patterns.counter.v1.CountRequest\x1a\".patterns.counter.v1.CountResponse\x12N\n\x05Merge\x12!.patterns.counter.v1.MergeRequest\x1a\".patterns.counter.v1.MergeResponseB}\n\x16io.patterns.counter.v1B\x0c\x43ounterProtoP\x01ZSgithub.com/patterns-server/patterns-server/clients/go/patterns/counter/v1;counterv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'patterns.counter.v1.counter_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\026io.patterns.counter.v1B\014CounterProtoP\001ZSgithub.com/patterns-server/patterns-server/clients/go/patterns/counter/v1;counterv1'
   _globals['_ADDREQUEST']._serialized_start=90
   _globals['_ADDREQUEST']._serialized_end=170
   _globals['_ADDRESPONSE']._serialized_start=172

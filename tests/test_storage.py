@@ -1,0 +1,297 @@
+"""The storage package against real Redis: the command packer, the Pub/Sub hub, the health
+probe. No gRPC here: what streams and health are built on, tested on its own."""
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import pytest
+import redis
+from redis.asyncio.connection import AbstractConnection, Connection
+
+from devtools.processes import RedisCluster, RedisServer
+from patterns_server.counter.counter import UniqueCounter
+from patterns_server.ratelimit.ratelimit import Algorithm, Check, Policy, RateLimiter
+from patterns_server.runtime.errors import ResourceExhausted, Unavailable
+from patterns_server.storage import RedisBackend, Subscription, packing
+
+T = TypeVar("T")
+
+
+@asynccontextmanager
+async def backend_for(url: str, **options: Any) -> AsyncIterator[RedisBackend]:
+    """A backend of its own on `url` (Redis timeout 2 s unless `options` say otherwise)."""
+    options = {"timeout": 2.0, **options}
+    backend = RedisBackend.from_url(url, prefix="storage-test", batch_wait=0, **options)
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+def run(scenario: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(scenario())  # type: ignore[arg-type]
+
+
+# The command packer
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("EVALSHA", "a" * 40, 2, "k1", "k2", "0", "gcra", 10, 1_000_000, 10, 1, 0),
+        ("EVAL", "return 1\r\n-- é", 0),
+        ("SET", "patterns:default:health:{probe}", "1", "PX", 60_000),
+        ("GET", "é:ü 🙂"),
+        ("DEL", "k", ""),
+        ("SET", "k", b"\x00\r\n\xff" * 100, "PX", -1),
+        ("SET", "k", 2**63 - 1),
+        ("SET", "k", 1.5),
+        ("SET", "k", memoryview(b"view")),
+        ("SUBSCRIBE", b"patterns:default:events:{a}", b"b"),
+        ("CONFIG GET", "maxmemory"),
+        ("PING",),
+    ],
+)
+def test_the_hiredis_packer_writes_what_redis_py_writes(args: tuple[Any, ...]) -> None:
+    connection = Connection()
+    ours = b"".join(packing.pack_command(connection, *args))
+    theirs = b"".join(bytes(part) for part in packing._original_pack_command(connection, *args))
+    assert ours == theirs
+
+
+def test_every_command_the_patterns_send_packs_alike(redis7: RedisServer) -> None:
+    """Every command a rate-limit check, a counter call, a subscription and a health probe
+    send, packed by both packers: the bytes are the same."""
+    seen: list[tuple[Any, ...]] = []
+    differ: list[tuple[Any, ...]] = []
+
+    def spy(self: AbstractConnection, *args: Any) -> list[bytes]:
+        ours = b"".join(packing.pack_command(self, *args))
+        theirs = b"".join(bytes(p) for p in packing._original_pack_command(self, *args))
+        seen.append(args)
+        if ours != theirs:
+            differ.append(args)
+        return [theirs]
+
+    async def scenario() -> None:
+        async with backend_for(redis7.url) as backend:
+            limiter = RateLimiter(backend)
+            for algorithm in Algorithm:
+                policy = Policy(algorithm, 5, timedelta(seconds=10))
+                await limiter.check(Check("user:é", policy, cost=2))
+                await limiter.check_many([Check("a", policy), Check("b", policy)], False)
+                await limiter.reset("user:é", policy)
+            counter = UniqueCounter(backend)
+            await counter.add("visitors", ["alice", "bob"], timedelta(hours=1))
+            await counter.count(["visitors", "other"])
+            await counter.merge("all", ["visitors"], timedelta(hours=1))
+            await backend.check()
+            async with await backend.subscribe([b"chan"], [b"pat*"], 10):
+                pass
+
+    original = AbstractConnection.pack_command
+    AbstractConnection.pack_command = spy  # type: ignore[method-assign]
+    try:
+        run(scenario)
+    finally:
+        AbstractConnection.pack_command = original  # type: ignore[method-assign]
+    assert {args[0] for args in seen} >= {"EVALSHA", "DEL", "PFCOUNT", "SET", "SUBSCRIBE"}
+    assert differ == []
+
+
+def test_the_packer_is_installed_only_for_the_redis_py_it_was_checked_against(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    packing.uninstall()  # whatever an in-process server of another test installed
+    try:
+        monkeypatch.setattr(redis, "__version__", "99.0.0")
+        assert packing.install() is False
+        assert AbstractConnection.pack_command is packing._original_pack_command
+        monkeypatch.setattr(redis, "__version__", "8.1.0")
+        assert packing.install() is True
+        assert AbstractConnection.pack_command is packing.pack_command
+    finally:
+        packing.uninstall()
+
+
+# The Pub/Sub hub
+
+
+def publish(url: str, channel: bytes, payload: bytes) -> int:
+    client = redis.Redis.from_url(url.replace("redis+cluster://", "redis://"))
+    return int(client.publish(channel, payload))
+
+
+def pubsub_connections(server: RedisServer) -> int:
+    return len(server.client().client_list(_type="pubsub"))
+
+
+async def next_message(subscription: Subscription, within: float = 5.0) -> Any:
+    async with asyncio.timeout(within):
+        return await anext(subscription)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition did not hold within 5 s")
+
+
+def test_a_subscription_is_live_when_it_returns(redis7: RedisServer) -> None:
+    async def scenario() -> None:
+        async with (
+            backend_for(redis7.url) as backend,
+            await backend.subscribe([b"news"], [b"sport.*"], 10) as subscription,
+        ):
+            # Published right after subscribe() returned: nothing may be missed.
+            assert publish(redis7.url, b"news", b"first") == 1
+            assert publish(redis7.url, b"sport.tennis", b"second") == 1
+            first = await next_message(subscription)
+            second = await next_message(subscription)
+            assert (first.channel, first.pattern, first.payload) == (b"news", None, b"first")
+            assert (second.channel, second.pattern, second.payload) == (
+                b"sport.tennis",
+                b"sport.*",
+                b"second",
+            )
+            assert abs(second.received_at - time.time()) < 5
+
+    run(scenario)
+
+
+def test_channels_are_shared_and_counted(redis7: RedisServer) -> None:
+    """1,000 subscriptions over 10 channels: one Redis connection; a channel is
+    unsubscribed in Redis after its last subscriber leaves, not before."""
+
+    async def scenario() -> None:
+        client = redis7.client()
+        async with backend_for(redis7.url) as backend:
+            subscriptions = await asyncio.gather(
+                *(backend.subscribe([f"ch{i % 10}".encode()], [], 10) for i in range(1_000))
+            )
+            assert pubsub_connections(redis7) == 1
+            assert backend.subscribed == (10, 0)
+            assert client.pubsub_numsub("ch3") == [(b"ch3", 1)]
+            assert publish(redis7.url, b"ch3", b"x") == 1
+            receivers = [s for i, s in enumerate(subscriptions) if i % 10 == 3]
+            for subscription in receivers:
+                assert (await next_message(subscription)).payload == b"x"
+            for subscription in receivers[:-1]:
+                await subscription.close()
+            assert client.pubsub_numsub("ch3") == [(b"ch3", 1)]
+            await receivers[-1].close()
+            await until(lambda: client.pubsub_numsub("ch3") == [(b"ch3", 0)])
+            assert backend.subscribed == (9, 0)
+            for subscription in subscriptions:
+                await subscription.close()
+            assert backend.subscribed == (0, 0)
+
+    run(scenario)
+
+
+def test_a_slow_subscriber_is_ended_and_the_others_are_not(redis7: RedisServer) -> None:
+    async def scenario() -> None:
+        async with backend_for(redis7.url) as backend:
+            slow = await backend.subscribe([b"busy"], [], 5)
+            reader = await backend.subscribe([b"busy"], [], 5)
+            for n in range(8):
+                publish(redis7.url, b"busy", str(n).encode())
+                assert (await next_message(reader)).payload == str(n).encode()
+            with pytest.raises(ResourceExhausted) as ended:
+                await next_message(slow)
+            assert ended.value.reason == "SLOW_CONSUMER"
+            publish(redis7.url, b"busy", b"after")
+            assert (await next_message(reader)).payload == b"after"
+            await slow.close()
+            await reader.close()
+
+    run(scenario)
+
+
+def test_a_lost_connection_ends_every_subscription_then_recovers(own_redis: RedisServer) -> None:
+    async def scenario() -> None:
+        async with backend_for(own_redis.url) as backend:
+            first = await backend.subscribe([b"a"], [], 10)
+            second = await backend.subscribe([], [b"b*"], 10)
+            own_redis.stop()
+            for subscription in (first, second):
+                with pytest.raises(Unavailable):
+                    await next_message(subscription, within=3)
+            with pytest.raises(Unavailable):
+                await backend.subscribe([b"a"], [], 10)
+            own_redis.start()
+            again = await backend.subscribe([b"a"], [], 10)
+            publish(own_redis.url, b"a", b"back")
+            assert (await next_message(again)).payload == b"back"
+            await again.close()
+
+    run(scenario)
+
+
+def test_a_hung_redis_ends_subscriptions_after_an_unanswered_ping(
+    own_redis: RedisServer,
+) -> None:
+    async def scenario() -> float:
+        async with backend_for(own_redis.url, timeout=0.3, ping_interval=0.2) as backend:
+            subscription = await backend.subscribe([b"a"], [], 10)
+            assert own_redis.process is not None
+            own_redis.process.send_signal(signal.SIGSTOP)
+            started = time.monotonic()
+            try:
+                with pytest.raises(Unavailable) as ended:
+                    await next_message(subscription, within=5)
+            finally:
+                own_redis.process.send_signal(signal.SIGCONT)
+            assert ended.value.reason == "REDIS_TIMEOUT"
+            return time.monotonic() - started
+
+    assert run(scenario) < 2
+
+
+def test_cluster_messages_reach_a_subscriber_on_another_node(redis_cluster: RedisCluster) -> None:
+    async def scenario() -> None:
+        async with (
+            backend_for(redis_cluster.url) as backend,
+            await backend.subscribe([b"fleet"], [], 10) as subscription,
+        ):
+            for node in redis_cluster.nodes:  # one of them holds the subscriber's connection
+                node.client().publish("fleet", f"via {node.port}")
+            payloads = {(await next_message(subscription)).payload for _ in redis_cluster.nodes}
+            assert payloads == {f"via {node.port}".encode() for node in redis_cluster.nodes}
+
+    run(scenario)
+
+
+# The health probe
+
+
+def test_the_health_probe_needs_writes_to_succeed(own_redis: RedisServer) -> None:
+    async def scenario() -> None:
+        async with backend_for(own_redis.url) as backend:
+            await backend.check()
+            own_redis.client().config_set("maxmemory", 1)  # noeviction: every write refused
+            with pytest.raises(Unavailable):
+                await backend.check()
+            own_redis.client().config_set("maxmemory", 0)
+            await backend.check()
+
+    run(scenario)
+
+
+def test_the_health_probe_writes_to_every_cluster_primary(redis_cluster: RedisCluster) -> None:
+    async def scenario() -> None:
+        async with backend_for(redis_cluster.url) as backend:
+            await backend.check()
+        for node in redis_cluster.nodes:
+            probes = list(node.client().scan_iter(match="storage-test:default:health:*"))
+            assert len(probes) == 1, node.port
+            assert 0 < node.client().pttl(probes[0]) <= 60_000
+
+    run(scenario)
