@@ -181,6 +181,54 @@ def test_sigterm_drains_in_flight_calls_then_exits(
         }
 
 
+class RecordingService:
+    """A service that records its lifecycle, and checks Redis is still open when closing."""
+
+    def __init__(self, name: str, runtime: Runtime, events: list[str]) -> None:
+        self.name = name
+        self._redis = runtime.redis
+        self._events = events
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        self._events.append(f"add {self.name}")
+
+    async def start(self) -> None:
+        self._events.append(f"start {self.name}")
+
+    async def close(self) -> None:
+        await self._redis.call("PING")  # Redis closes after the services
+        self._events.append(f"close {self.name}")
+
+
+def test_services_start_in_order_and_close_in_reverse(
+    own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    monkeypatch.setattr(
+        "patterns_server.app.SERVICES",
+        tuple(
+            lambda runtime, name=name: RecordingService(name, runtime, events)
+            for name in ("first", "second")
+        ),
+    )
+
+    async def scenario() -> None:
+        app = await start(Settings(listen="127.0.0.1:0", redis_url=own_redis.url))
+        events.append("serving")
+        await app.stop()
+
+    asyncio.run(scenario())
+    assert events == [
+        "add first",
+        "add second",
+        "start first",
+        "start second",
+        "serving",
+        "close second",
+        "close first",
+    ]
+
+
 def test_the_health_monitor_always_stops_when_asked(own_redis: RedisServer) -> None:
     """Shutdown stops the Redis health monitor whatever it is doing at that moment (a
     cancelled redis-py command can swallow its cancellation: stopping must not rely on it)."""
