@@ -1,22 +1,26 @@
 """Key names: `<prefix>:<namespace>:<pattern>:{<name>}[:<part>...]`, built only here."""
 
-import hashlib
+# Redis ends a hash tag at the first `}`: inside the braces a name is written with `}` and
+# `#` escaped (`#` first, so that the escaping is reversible: two names never share a key).
+_ESCAPES = str.maketrans({"#": "#h", "}": "#c"})
 
 
 class KeySpace:
     """Names the keys of one pattern: `<prefix>:<namespace>:<pattern>:{<name>}[:<part>...]`.
 
     The braces are a Redis Cluster hash tag: every key derived from one name lands in one
-    slot, so one script can touch them all. Redis ends a tag at the first `}`, so a name
-    that holds one is replaced in the tag by `#` and its SHA-1: the keys of such a name
-    still share a slot (a name starting with `}` would otherwise give an empty tag, which
-    Redis ignores). Parts never contain braces, so distinct names never share a key.
+    slot, so one script can touch them all. Inside them the name is escaped (`#` as `#h`,
+    `}` as `#c`), so the tag always ends where the name does and is never empty, and the
+    escaping can be undone: distinct names (and parts, which never hold braces) give
+    distinct keys.
     """
 
     def __init__(self, prefix: str, namespace: str, pattern: str) -> None:
+        if any(brace in prefix + namespace + pattern for brace in "{}"):
+            raise ValueError("a key's prefix, namespace and pattern hold no braces")
         self._base = f"{prefix}:{namespace}:{pattern}:"
 
     def __call__(self, name: str, *parts: str) -> str:
-        if "}" in name:
-            name = "#" + hashlib.sha1(name.encode()).hexdigest()
+        if "#" in name or "}" in name:
+            name = name.translate(_ESCAPES)
         return "".join((self._base, "{", name, "}", *(":" + part for part in parts)))
