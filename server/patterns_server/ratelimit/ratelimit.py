@@ -6,27 +6,34 @@ state of a key lives under a name that includes the policy, so two policies on o
 never collide, and it expires as soon as it carries no information.
 """
 
+import asyncio
 import enum
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import timedelta
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from patterns_server.runtime.errors import InvalidArgument, Unavailable
-from patterns_server.runtime.validation import check_count, check_name
+from patterns_server.runtime.validation import check_name
 from patterns_server.storage import Command, LuaScript, RedisBackend
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_LIMIT = 1_000_000_000_000
 MIN_PERIOD = timedelta(milliseconds=1)
 MAX_PERIOD = timedelta(days=366)
 MAX_PERIOD_US = MAX_PERIOD // timedelta(microseconds=1)
+# The sliding log keeps an entry per admission for a period: its limit bounds its memory.
+MAX_LOG_LIMIT = 100_000
 MAX_CHECKS = 1_000
-# Independent checks decided by one script run; a run of 100 takes Redis well under 1 ms.
-CHECKS_PER_SCRIPT = 100
+# Checks decided by one script run: its worst case (every check a long sliding log that
+# refuses, ~70 µs each) stays within a few milliseconds, during which Redis serves no one.
+CHECKS_PER_SCRIPT = 50
+# All or nothing decides every check in one script run: at most one run's worth.
+MAX_CHECKS_ALL_OR_NOTHING = CHECKS_PER_SCRIPT
 FAIL_OPEN_REPORT_SECONDS = 10.0
 
 CHECK = LuaScript.beside(
@@ -43,7 +50,7 @@ CHECK = LuaScript.beside(
 
 class Algorithm(enum.Enum):
     FIXED_WINDOW = "fixed_window"
-    SLIDING_WINDOW_LOG = "sliding_window_log"
+    SLIDING_WINDOW_LOG = "sliding_log"  # the name of its state's format (see the .lua)
     SLIDING_WINDOW_COUNTER = "sliding_window_counter"
     TOKEN_BUCKET = "token_bucket"
     GCRA = "gcra"
@@ -95,11 +102,14 @@ class _Plan(NamedTuple):
 
     capacity: int
     cost: int
-    keys: list[str]
+    key: str
     args: list[str | int]
 
 
 class RateLimiter:
+    """Decisions over Redis. With `fail_open`, a check that Redis cannot decide (down,
+    or slower than the `within` seconds the caller can wait) is admitted."""
+
     def __init__(self, redis: RedisBackend, fail_open: bool = False) -> None:
         self._redis = redis
         self._key = redis.keys("ratelimit")
@@ -107,24 +117,30 @@ class RateLimiter:
         self._failed_open = 0
         self._failed_open_reported = 0.0
 
-    async def check(self, check: Check) -> Decision:
+    async def check(self, check: Check, within: float | None = None) -> Decision:
         plan = self._plan(check)
         try:
-            reply = await self._redis.eval(CHECK, plan.keys, ["0", *plan.args])
+            reply = await self._decided_within(
+                within, self._redis.eval(CHECK, [plan.key], ["0", *plan.args])
+            )
         except Exception as error:
             return self._failed(error, [plan])[0]
         return _decisions([plan], reply)[0]
 
-    async def check_many(self, checks: Sequence[Check], all_or_nothing: bool) -> list[Decision]:
+    async def check_many(
+        self, checks: Sequence[Check], all_or_nothing: bool, within: float | None = None
+    ) -> list[Decision]:
         """Decide `checks` in one round trip (per Cluster node); in order."""
-        check_count("checks", checks, 1, MAX_CHECKS)
+        check_many_count(len(checks), all_or_nothing)
         plans = [self._plan(check, f"checks[{i}]") for i, check in enumerate(checks)]
         if all_or_nothing:
             _check_one_group(checks, plans)
         groups = [plans] if all_or_nothing else self._script_groups(plans)
         mode = "1" if all_or_nothing else "0"
         try:
-            replies = await self._redis.run(*(_command(mode, group) for group in groups))
+            replies = await self._decided_within(
+                within, self._redis.run(*(_command(mode, group) for group in groups))
+            )
         except Exception as error:
             return self._failed(error, plans)
         decided: dict[int, Decision] = {}
@@ -138,7 +154,7 @@ class RateLimiter:
         that no run blocks Redis for long."""
         by_slot: dict[int | None, list[_Plan]] = {}
         for plan in plans:
-            by_slot.setdefault(self._redis.slot(plan.keys[0]), []).append(plan)
+            by_slot.setdefault(self._redis.slot(plan.key), []).append(plan)
         return [
             group[start : start + CHECKS_PER_SCRIPT]
             for group in by_slot.values()
@@ -148,7 +164,7 @@ class RateLimiter:
     async def reset(self, key: str, policy: Policy) -> None:
         """Forget what `key` consumed under `policy`."""
         plan = self._plan(Check(key, policy))
-        await self._redis.call("DEL", *plan.keys)
+        await self._redis.call("DEL", plan.key)
 
     def _plan(self, check: Check, parent: str = "") -> _Plan:
         try:
@@ -164,10 +180,21 @@ class RateLimiter:
             raise InvalidArgument(
                 "cost", f"exceeds what the policy can ever admit ({terms.capacity:,})"
             )
-        keys = [self._key(check.key, *terms.key_parts)]
-        if check.policy.algorithm is Algorithm.SLIDING_WINDOW_LOG:
-            keys.append(self._key(check.key, *terms.key_parts, "meta"))
-        return _Plan(terms.capacity, cost, keys, [*terms.args, cost, int(check.peek)])
+        key = self._key(check.key, *terms.key_parts)
+        return _Plan(terms.capacity, cost, key, [*terms.args, cost, int(check.peek)])
+
+    async def _decided_within(self, within: float | None, decision: Awaitable[T]) -> T:
+        """`decision`, which in the fail-open mode may take `within` seconds at most: an
+        answer the caller gets after its deadline would be no answer at all."""
+        if not self._fail_open or within is None:
+            return await decision
+        try:
+            async with asyncio.timeout(within):
+                return await decision
+        except TimeoutError:
+            raise Unavailable(
+                "Redis did not decide within the call's deadline", "REDIS_TIMEOUT"
+            ) from None
 
     def _failed(self, error: Exception, plans: list[_Plan]) -> list[Decision]:
         """With the fail-open mode and Redis unavailable: admit all. Otherwise raise."""
@@ -194,6 +221,12 @@ def _terms(policy: Policy) -> _Terms:
         raise InvalidArgument("policy.algorithm", f"must be one of {names}")
     if not 1 <= policy.limit <= MAX_LIMIT:
         raise InvalidArgument("policy.limit", f"must be 1 to {MAX_LIMIT:,}")
+    if algorithm is Algorithm.SLIDING_WINDOW_LOG and policy.limit > MAX_LOG_LIMIT:
+        raise InvalidArgument(
+            "policy.limit",
+            f"must be at most {MAX_LOG_LIMIT:,} for SLIDING_WINDOW_LOG, which keeps an entry "
+            "per admission (SLIDING_WINDOW_COUNTER approximates it in constant memory)",
+        )
     if not MIN_PERIOD <= policy.period <= MAX_PERIOD:
         raise InvalidArgument("policy.period", "must be 1 ms to 366 days")
     period_us = policy.period // timedelta(microseconds=1)
@@ -223,7 +256,7 @@ def _check_one_group(checks: Sequence[Check], plans: list[_Plan]) -> None:
             raise InvalidArgument(
                 f"checks[{index}].key", "must equal checks[0].key when all_or_nothing is set"
             )
-        state = plan.keys[0]
+        state = plan.key
         if state in seen:
             raise InvalidArgument(
                 f"checks[{index}].policy", f"repeats checks[{seen[state]}].policy"
@@ -231,8 +264,17 @@ def _check_one_group(checks: Sequence[Check], plans: list[_Plan]) -> None:
         seen[state] = index
 
 
+def check_many_count(count: int, all_or_nothing: bool) -> None:
+    """A CheckMany's number of checks is within its limits (checked before anything else:
+    an oversized request must cost nothing but its refusal)."""
+    most = MAX_CHECKS_ALL_OR_NOTHING if all_or_nothing else MAX_CHECKS
+    if not 1 <= count <= most:
+        mode = " with all_or_nothing" if all_or_nothing else ""
+        raise InvalidArgument("checks", f"must hold 1 to {most:,} entries{mode}, got {count:,}")
+
+
 def _command(mode: str, plans: list[_Plan]) -> Command:
-    keys = [key for plan in plans for key in plan.keys]
+    keys = [plan.key for plan in plans]
     args = [arg for plan in plans for arg in plan.args]
     return Command.eval(CHECK, keys, [mode, *args])
 

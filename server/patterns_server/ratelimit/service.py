@@ -4,8 +4,15 @@ import grpc
 from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 
-from patterns_server.ratelimit.ratelimit import Algorithm, Check, Decision, Policy, RateLimiter
-from patterns_server.runtime.convert import to_timedelta
+from patterns_server.ratelimit.ratelimit import (
+    Algorithm,
+    Check,
+    Decision,
+    Policy,
+    RateLimiter,
+    check_many_count,
+)
+from patterns_server.runtime.convert import time_left, to_timedelta
 from patterns_server.runtime.service import GuardedService, Runtime, Service
 
 ALGORITHMS: dict[int, Algorithm] = {
@@ -24,13 +31,16 @@ class RateLimiterServicer(ratelimit_pb2_grpc.RateLimiterServicer):
     async def Check(
         self, request: pb.CheckRequest, context: grpc.aio.ServicerContext
     ) -> pb.CheckResponse:
-        return _response(await self._limiter.check(_check(request)))
+        return _response(await self._limiter.check(_check(request), time_left(context)))
 
     async def CheckMany(
         self, request: pb.CheckManyRequest, context: grpc.aio.ServicerContext
     ) -> pb.CheckManyResponse:
-        checks = [_check(check) for check in request.checks]
-        decisions = await self._limiter.check_many(checks, request.all_or_nothing)
+        check_many_count(len(request.checks), request.all_or_nothing)
+        checks = [_check(check, f"checks[{i}].") for i, check in enumerate(request.checks)]
+        decisions = await self._limiter.check_many(
+            checks, request.all_or_nothing, time_left(context)
+        )
         return pb.CheckManyResponse(
             results=[_response(decision) for decision in decisions],
             allowed=all(decision.allowed for decision in decisions),
@@ -43,19 +53,20 @@ class RateLimiterServicer(ratelimit_pb2_grpc.RateLimiterServicer):
         return pb.ResetResponse()
 
 
-def _policy(policy: pb.Policy) -> Policy:
+def _policy(policy: pb.Policy, path: str = "") -> Policy:
     """An unset period reads as zero (refused by the limiter's checks)."""
     period = policy.period
     return Policy(
         ALGORITHMS.get(policy.algorithm),
         policy.limit,
-        to_timedelta(period.seconds, period.nanos),
+        to_timedelta(period.seconds, period.nanos, f"{path}policy.period"),
         policy.burst,
     )
 
 
-def _check(request: pb.CheckRequest) -> Check:
-    return Check(request.key, _policy(request.policy), request.cost, request.peek)
+def _check(request: pb.CheckRequest, path: str = "") -> Check:
+    """`path` is where the check sits in the request (`checks[3].`), for errors."""
+    return Check(request.key, _policy(request.policy, path), request.cost, request.peek)
 
 
 def _response(decision: Decision) -> pb.CheckResponse:
@@ -75,4 +86,4 @@ def build(runtime: Runtime) -> Service:
     fail_open = runtime.settings.ratelimit_failure_mode == "open"
     servicer = RateLimiterServicer(RateLimiter(runtime.redis, fail_open=fail_open))
     descriptor = pb.DESCRIPTOR.services_by_name["RateLimiter"]
-    return GuardedService(servicer, descriptor, runtime.streams)
+    return GuardedService(servicer, descriptor, runtime.calls)

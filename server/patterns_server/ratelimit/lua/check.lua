@@ -1,5 +1,5 @@
 -- Decides rate-limit checks; the main body of the script (see common.lua).
--- KEYS     the state keys of each check in order: as many per check as its algorithm needs
+-- KEYS     the state key of each check, in order
 -- ARGV[1]  "1": all or nothing (consume only if every check admits); "0": each on its own
 -- ARGV[2..] six values per check: algorithm name, limit, period (µs), burst (capacity for
 --          the buckets), cost, peek ("1" reports without consuming)
@@ -27,17 +27,12 @@ end
 
 local decisions = {}
 local all_allowed = true
-local next_key = 1
 for arg = 2, #ARGV, 6 do
-  local algorithm = ALGORITHMS[ARGV[arg]]
-  local keys = {}
-  for i = 1, algorithm.keys do
-    keys[i] = KEYS[next_key]
-    next_key = next_key + 1
-  end
+  local decide = ALGORITHMS[ARGV[arg]]
+  local key = KEYS[(arg - 2) / 6 + 1]
   local policy = {limit = tonumber(ARGV[arg + 1]), period = tonumber(ARGV[arg + 2]),
                   burst = tonumber(ARGV[arg + 3])}
-  local decision = algorithm.decide(keys, now, policy, tonumber(ARGV[arg + 4]))
+  local decision = decide(key, now, policy, tonumber(ARGV[arg + 4]))
   decision.peek = ARGV[arg + 5] == '1'
   if all_or_nothing then
     decisions[#decisions + 1] = decision

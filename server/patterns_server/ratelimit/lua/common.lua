@@ -1,8 +1,8 @@
 -- Shared by every rate-limit algorithm; the files of this folder are joined into one script
 -- in this order: common.lua, the algorithms, check.lua.
 --
--- Every algorithm registers ALGORITHMS.<name> = {keys = <state keys it needs>, decide = fn}.
--- decide(keys, now, policy, cost) reads the state and returns, without writing anything
+-- Every algorithm registers ALGORITHMS.<name> = decide, its state being one key.
+-- decide(key, now, policy, cost) reads the state and returns, without writing anything
 -- that changes a decision:
 --   allowed      whether `cost` units are admitted now
 --   retry_after  0 when allowed, else microseconds until they would be

@@ -7,10 +7,10 @@
 -- fraction of a microsecond: times within SLACK of each other count as equal (TIME itself
 -- has whole microseconds), or a fresh key would show one unit fewer than its burst.
 local SLACK = 0.5
-ALGORITHMS.gcra = {keys = 1, decide = function(keys, now, policy, cost)
+ALGORITHMS.gcra = function(key, now, policy, cost)
   local interval = policy.period / policy.limit
   local tolerance = interval * policy.burst
-  local tat = math.max(tonumber(redis.call('GET', keys[1])) or now, now)
+  local tat = math.max(tonumber(redis.call('GET', key)) or now, now)
   local new_tat = tat + cost * interval
   local allow_at = new_tat - tolerance
   local allowed = allow_at <= now + SLACK
@@ -23,7 +23,7 @@ ALGORITHMS.gcra = {keys = 1, decide = function(keys, now, policy, cost)
     before = {remaining = units_left(tat), reset_after = math.ceil(tat - now)},
     after = {remaining = units_left(new_tat), reset_after = math.ceil(new_tat - now)},
     commit = function()
-      redis.call('SET', keys[1], real(new_tat), 'PX', ms_ceil(new_tat - now))
+      redis.call('SET', key, real(new_tat), 'PX', ms_ceil(new_tat - now))
     end,
   }
-end}
+end

@@ -3,10 +3,10 @@
 --   estimate = previous * (period - elapsed) / period + current
 -- State, one HASH: w = start of the current window (µs), cur and prev = units admitted in
 -- it and in the window before.
-ALGORITHMS.sliding_window_counter = {keys = 1, decide = function(keys, now, policy, cost)
+ALGORITHMS.sliding_window_counter = function(key, now, policy, cost)
   local period, limit = policy.period, policy.limit
   local start = now - now % period
-  local state = redis.call('HMGET', keys[1], 'w', 'cur', 'prev')
+  local state = redis.call('HMGET', key, 'w', 'cur', 'prev')
   local counted_start = tonumber(state[1])
   local current, previous = 0, 0
   if counted_start == start then
@@ -46,9 +46,9 @@ ALGORITHMS.sliding_window_counter = {keys = 1, decide = function(keys, now, poli
     before = {remaining = whole(limit - estimate), reset_after = reset_after(current)},
     after = {remaining = whole(limit - estimate - cost), reset_after = reset_after(current + cost)},
     commit = function()
-      redis.call('HSET', keys[1], 'w', int(start), 'cur', int(current + cost),
+      redis.call('HSET', key, 'w', int(start), 'cur', int(current + cost),
         'prev', int(previous))
-      redis.call('PEXPIRE', keys[1], ms_ceil(until_end + period))
+      redis.call('PEXPIRE', key, ms_ceil(until_end + period))
     end,
   }
-end}
+end

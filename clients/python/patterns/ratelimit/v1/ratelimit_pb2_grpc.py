@@ -31,7 +31,9 @@ class RateLimiterStub:
     Being refused is an answer (allowed = false), not an error. Errors: INVALID_ARGUMENT
     (with a google.rpc.BadRequest naming the field) for input outside the limits below;
     UNAVAILABLE (with google.rpc.RetryInfo) while Redis is unreachable, unless the server runs
-    with --ratelimit-failure-mode=open, which then admits every check.
+    with --ratelimit-failure-mode=open, which then admits every check (and answers before
+    the call's deadline even when Redis hangs). A call that fails UNAVAILABLE or
+    DEADLINE_EXCEEDED may still have been charged: retrying it can charge twice.
     """
 
     def __init__(self, channel):
@@ -63,7 +65,9 @@ class RateLimiterServicer:
     Being refused is an answer (allowed = false), not an error. Errors: INVALID_ARGUMENT
     (with a google.rpc.BadRequest naming the field) for input outside the limits below;
     UNAVAILABLE (with google.rpc.RetryInfo) while Redis is unreachable, unless the server runs
-    with --ratelimit-failure-mode=open, which then admits every check.
+    with --ratelimit-failure-mode=open, which then admits every check (and answers before
+    the call's deadline even when Redis hangs). A call that fails UNAVAILABLE or
+    DEADLINE_EXCEEDED may still have been charged: retrying it can charge twice.
     """
 
     def Check(self, request, context):
@@ -75,8 +79,9 @@ class RateLimiterServicer:
 
     def CheckMany(self, request, context):
         """CheckMany decides up to 1,000 checks in one call (one Redis round trip per node).
-        With all_or_nothing, every check must share one key, and nothing is consumed unless
-        every check admits (for example 10 per second and 1,000 per day on one user).
+        With all_or_nothing (up to 50 checks), every check must share one key, and nothing is
+        consumed unless every check admits (for example 10 per second and 1,000 per day on one
+        user).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -121,7 +126,9 @@ class RateLimiter:
     Being refused is an answer (allowed = false), not an error. Errors: INVALID_ARGUMENT
     (with a google.rpc.BadRequest naming the field) for input outside the limits below;
     UNAVAILABLE (with google.rpc.RetryInfo) while Redis is unreachable, unless the server runs
-    with --ratelimit-failure-mode=open, which then admits every check.
+    with --ratelimit-failure-mode=open, which then admits every check (and answers before
+    the call's deadline even when Redis hangs). A call that fails UNAVAILABLE or
+    DEADLINE_EXCEEDED may still have been charged: retrying it can charge twice.
     """
 
     @staticmethod
