@@ -34,6 +34,17 @@ def details(error: grpc.RpcError) -> dict[str, Any]:
     return found
 
 
+def retry_delay(error: grpc.RpcError) -> float | None:
+    """Seconds the error's RetryInfo asks the client to wait; None without one."""
+    status = rpc_status.from_call(error)
+    for packed in status.details if status is not None else ():
+        if packed.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            packed.Unpack(info)
+            return float(info.retry_delay.ToTimedelta().total_seconds())
+    return None
+
+
 def assert_invalid(call: Callable[[], Any], field: str) -> None:
     """`call()` fails INVALID_ARGUMENT with a BadRequest naming exactly `field`."""
     error = rpc_error(call)

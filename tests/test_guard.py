@@ -15,8 +15,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from patterns_server.runtime.calls import Calls
 from patterns_server.runtime.errors import InvalidArgument, ResourceExhausted
-from patterns_server.runtime.guard import OpenStreams
 from patterns_server.runtime.service import GuardedService
 from tests.rpc import details
 
@@ -65,8 +65,8 @@ class SteeredServicer:
 @contextlib.asynccontextmanager
 async def serving(
     servicer: SteeredServicer,
-) -> AsyncIterator[tuple[health_pb2_grpc.HealthStub, OpenStreams]]:
-    streams = OpenStreams()
+) -> AsyncIterator[tuple[health_pb2_grpc.HealthStub, Calls]]:
+    streams = Calls()
     server = grpc.aio.server()
     GuardedService(servicer, HEALTH, streams).add_to(server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -108,7 +108,7 @@ def test_a_stream_that_ends_well(request_log: pytest.LogCaptureFixture) -> None:
         servicer = SteeredServicer()
         async with serving(servicer) as (stub, streams):
             outcome = await read_all(stub.Watch(watch("count:3"), timeout=10))
-            assert servicer.cleaned_up.is_set() and len(streams) == 0
+            assert servicer.cleaned_up.is_set() and streams.streams == 0
             return outcome
 
     assert asyncio.run(scenario()) == (3, None)
@@ -151,7 +151,7 @@ def test_a_cancelled_stream_cleans_up_at_once(request_log: pytest.LogCaptureFixt
             await servicer.waiting.wait()
             call.cancel()
             await asyncio.wait_for(servicer.cleaned_up.wait(), 5)
-            await _until(lambda: len(streams) == 0)
+            await _until(lambda: streams.streams == 0)
 
     asyncio.run(scenario())
     (line,) = stream_lines(request_log)
@@ -181,7 +181,7 @@ def test_shutdown_ends_open_streams_with_unavailable(request_log: pytest.LogCapt
             open_call = stub.Watch(watch("forever:1"), timeout=30)
             await open_call.read()
             await servicer.waiting.wait()
-            streams.end_all()
+            streams.end_streams()
             ended = await read_all(open_call)
             assert servicer.cleaned_up.is_set()
             # A stream that arrives once shutdown began ends at once too.
@@ -220,7 +220,7 @@ def test_a_servicer_that_breaks_the_contract_is_refused_at_start() -> None:
             return None
 
     async def scenario() -> None:
-        GuardedService(Unary(), HEALTH, OpenStreams()).add_to(grpc.aio.server())
+        GuardedService(Unary(), HEALTH, Calls()).add_to(grpc.aio.server())
 
     with pytest.raises(TypeError, match="Watch"):
         asyncio.run(scenario())

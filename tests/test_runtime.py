@@ -19,8 +19,8 @@ from patterns.counter.v1 import counter_pb2_grpc
 
 from devtools.processes import PatternsServer, RedisServer
 from patterns_server.app import SERVICES, start
+from patterns_server.runtime.calls import Calls
 from patterns_server.runtime.config import Settings
-from patterns_server.runtime.guard import OpenStreams
 from patterns_server.runtime.service import Runtime
 from patterns_server.storage import RedisBackend
 from tests.rpc import assert_unavailable, details, rpc_error
@@ -32,7 +32,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 def served_names() -> set[str]:
     """The names of the services in app.SERVICES (building one connects nothing)."""
     redis = RedisBackend.from_url("redis://127.0.0.1:1", prefix="p", timeout=1, batch_wait=0)
-    runtime = Runtime(redis, Settings(), OpenStreams())
+    runtime = Runtime(redis, Settings(), Calls())
     return {build(runtime).name for build in SERVICES}
 
 

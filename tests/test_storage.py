@@ -295,3 +295,38 @@ def test_the_health_probe_writes_to_every_cluster_primary(redis_cluster: RedisCl
             assert 0 < node.client().pttl(probes[0]) <= 60_000
 
     run(scenario)
+
+
+# The batcher
+
+
+def test_a_batch_is_capped_by_bytes_as_well_as_by_commands(redis7: RedisServer) -> None:
+    """40 concurrent writes of 300 KB share round trips of about 1 MiB at most (a single
+    pipeline of them all, 12 MB under one socket timeout, once timed out calls that Redis
+    itself answered in time)."""
+    sent: list[int] = []
+
+    async def scenario() -> list[Any]:
+        async with backend_for(redis7.url) as backend:
+            client = backend._client
+            real_pipeline = client.pipeline
+
+            def recording_pipeline(*args: Any, **kwargs: Any) -> Any:
+                pipe: Any = real_pipeline(*args, **kwargs)
+                real_execute = pipe.execute
+
+                async def execute(*a: Any, **k: Any) -> Any:
+                    sent.append(sum(len(args[2]) for args, _ in pipe.command_stack))
+                    return await real_execute(*a, **k)
+
+                pipe.execute = execute
+                return pipe
+
+            client.pipeline = recording_pipeline  # type: ignore[method-assign]
+            value = b"v" * 300_000
+            return await asyncio.gather(
+                *(backend.call("SET", f"big:{n}", value, "PX", 60_000) for n in range(40))
+            )
+
+    assert all(reply is True for reply in run(scenario))
+    assert sent and max(sent) <= (1 << 20) + 300_000

@@ -13,9 +13,9 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from patterns_server.counter import service as counter_service
 from patterns_server.ratelimit import service as ratelimit_service
+from patterns_server.runtime.calls import Calls
 from patterns_server.runtime.config import Settings
 from patterns_server.runtime.embedded_redis import EmbeddedRedis
-from patterns_server.runtime.guard import OpenStreams
 from patterns_server.runtime.reflection import CommentedReflectionServicer
 from patterns_server.runtime.service import Runtime, Service
 from patterns_server.storage import RedisBackend, packing
@@ -27,6 +27,9 @@ SERVICES: tuple[Callable[[Runtime], Service], ...] = (
     ratelimit_service.build,
     counter_service.build,
 )
+
+# Calls that gRPC may hold before the server has picked them up (see _grpc_options).
+PENDING_CALLS = 20_000
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -45,7 +48,7 @@ class App:
     redis: RedisBackend
     health: health.aio.HealthServicer
     services: list[Service]
-    streams: OpenStreams
+    calls: Calls
     settings: Settings
     embedded: EmbeddedRedis | None = None
     _health_task: "asyncio.Task[None] | None" = None
@@ -91,14 +94,16 @@ class App:
                     await self._stopping.wait()
 
     async def stop(self) -> None:
-        """Graceful: health NOT_SERVING, refuse new calls, end open streams with UNAVAILABLE
-        (their clients reconnect elsewhere), let unary calls in flight finish for the grace
-        period and cancel the rest; then the services, Redis and the embedded server go."""
+        """Graceful: health NOT_SERVING; new calls answered UNAVAILABLE and open streams
+        ended so (their clients reconnect elsewhere); unary calls in flight get the grace
+        period to finish, the rest are cancelled; then the services, Redis and the embedded
+        server go."""
         await self.health.enter_graceful_shutdown()
         await self.stop_health_monitor()
-        stopped = asyncio.create_task(self.server.stop(self.settings.shutdown_grace))
-        self.streams.end_all()
-        await stopped
+        started = asyncio.get_running_loop().time()
+        await self.calls.shut(self.settings.shutdown_grace)
+        spent = asyncio.get_running_loop().time() - started
+        await self.server.stop(max(0.0, self.settings.shutdown_grace - spent))
         for service in reversed(self.services):
             await service.close()
         await self.redis.close()
@@ -132,10 +137,9 @@ async def start(settings: Settings) -> App:
 
 
 async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedis | None) -> App:
-    # so_reuseport off: a second server on a busy port fails loudly instead of sharing it.
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    streams = OpenStreams()
-    runtime = Runtime(redis, settings, streams)
+    server = grpc.aio.server(options=_grpc_options(settings))
+    calls = Calls(settings.max_concurrent_rpcs, settings.max_inflight_bytes)
+    runtime = Runtime(redis, settings, calls)
     services = [build(runtime) for build in SERVICES]
     for service in services:
         service.add_to(server)
@@ -151,7 +155,7 @@ async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedi
         raise ListenError(f"cannot listen on {settings.listen}: {error}") from None
     if port == 0:
         raise ListenError(f"cannot listen on {settings.listen}")
-    app = App(server, port, redis, health_servicer, services, streams, settings, embedded)
+    app = App(server, port, redis, health_servicer, services, calls, settings, embedded)
     await app.set_health(NOT_SERVING)  # until the first probe says otherwise
     started: list[Service] = []
     try:
@@ -172,6 +176,20 @@ async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedi
         "embedded" if embedded else _redacted(settings.redis_url),
     )
     return app
+
+
+def _grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    # Calls gRPC has accepted but the server not yet picked up: gRPC cancels them beyond
+    # its own limit (1,000 by default), silently. Far more room than is ever admitted lets
+    # the server answer overload itself, with RESOURCE_EXHAUSTED (see runtime/calls.py).
+    pending = max(PENDING_CALLS, 10 * settings.max_concurrent_rpcs)
+    return [
+        # Off: a second server on a busy port fails loudly instead of sharing it.
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_receive_message_length", settings.max_request_bytes),
+        ("grpc.server.max_pending_requests", pending),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * pending),
+    ]
 
 
 def _redacted(url: str) -> str:

@@ -38,4 +38,4 @@ class UniqueCounterServicer(counter_pb2_grpc.UniqueCounterServicer):
 def build(runtime: Runtime) -> Service:
     servicer = UniqueCounterServicer(UniqueCounter(runtime.redis))
     descriptor = pb.DESCRIPTOR.services_by_name["UniqueCounter"]
-    return GuardedService(servicer, descriptor, runtime.streams)
+    return GuardedService(servicer, descriptor, runtime.calls)

@@ -51,6 +51,21 @@ class Settings:
         "UNAVAILABLE; open admits every check (and logs how many)",
         choices=["closed", "open"],
     )
+    max_concurrent_rpcs: int = _setting(
+        1_000,
+        "unary calls handled at once; beyond, a call is refused at once with "
+        "RESOURCE_EXHAUSTED (reason OVERLOADED, with a RetryInfo)",
+    )
+    max_inflight_bytes: int = _setting(
+        64 << 20,
+        "bytes of requests of unary calls in progress; beyond, a call is refused as above "
+        "(at least --max-request-bytes)",
+    )
+    max_request_bytes: int = _setting(
+        16 << 20,
+        "the largest request accepted, in bytes (every documented maximum request fits "
+        "within the default)",
+    )
     health_interval: float = _setting(1.0, "seconds between Redis health probes")
     shutdown_grace: float = _setting(
         10.0, "seconds in-flight calls get to finish after SIGTERM/SIGINT"
@@ -64,6 +79,11 @@ class Settings:
                 raise ValueError(f"{name} must be positive")
         if self.redis_batch_wait_ms < 0 or self.shutdown_grace < 0:
             raise ValueError("redis_batch_wait_ms and shutdown_grace must not be negative")
+        for name in ("max_concurrent_rpcs", "max_request_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_inflight_bytes < self.max_request_bytes:
+            raise ValueError("max_inflight_bytes must be at least max_request_bytes")
 
 
 def _parse_bool(text: str) -> bool:

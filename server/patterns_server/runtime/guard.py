@@ -5,9 +5,11 @@
   carrying its reason, a `BadRequest` naming the field for `InvalidArgument`, and a
   `RetryInfo` when it says when to retry;
 - anything else becomes INTERNAL, logged with an id that the status message repeats;
+- a malformed request is INVALID_ARGUMENT (reason MALFORMED_REQUEST), and a unary call
+  beyond the server's limits RESOURCE_EXHAUSTED (reason OVERLOADED): see `calls.py`;
 - a cancelled call (deadline passed, client gone) is left to gRPC: its task is cancelled,
   which also drops its Redis commands that are not yet sent;
-- a stream still open at shutdown is ended with UNAVAILABLE (`OpenStreams.end_all`), so
+- a stream still open at shutdown is ended with UNAVAILABLE (`Calls.end_streams`), so
   its client reconnects elsewhere instead of waiting out the grace period.
 Each call leaves one debug line in the request log: method, outcome, duration, and for a
 stream the number of messages sent.
@@ -19,7 +21,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -27,7 +28,8 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from patterns_server.runtime.errors import Category, InvalidArgument, PatternError, Unavailable
+from patterns_server.runtime.calls import SHUTTING_DOWN, Calls, Malformed, request_size
+from patterns_server.runtime.errors import Category, InvalidArgument, PatternError
 
 logger = logging.getLogger(__name__)
 request_logger = logging.getLogger("patterns_server.requests")
@@ -48,53 +50,21 @@ UnaryBehaviour = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 StreamBehaviour = Callable[[Any, grpc.aio.ServicerContext], AsyncGenerator[Any, None]]
 
 
-@dataclass(eq=False)
-class _Stream:
-    task: "asyncio.Task[Any] | None"
-    inside: bool = False  # suspended in the servicer's code (not in gRPC's write)
-    ending: bool = False
-
-
-class OpenStreams:
-    """The server-streaming calls in progress, so that shutdown can end them."""
-
-    def __init__(self) -> None:
-        self._streams: set[_Stream] = set()
-        self._ending = False
-
-    def __len__(self) -> int:
-        return len(self._streams)
-
-    def end_all(self) -> None:
-        """End every open stream (and any opened from now on) with UNAVAILABLE: at once
-        where the servicer waits (by cancelling it), else as soon as gRPC has written the
-        message in hand."""
-        self._ending = True
-        for stream in self._streams:
-            stream.ending = True
-            if stream.inside and stream.task is not None:
-                stream.task.cancel()
-
-    def _open(self) -> _Stream:
-        stream = _Stream(asyncio.current_task(), ending=self._ending)
-        self._streams.add(stream)
-        return stream
-
-    def _close(self, stream: _Stream) -> None:
-        self._streams.discard(stream)
-
-
-SHUTTING_DOWN = Unavailable("the server is shutting down: reconnect", "SHUTTING_DOWN")
-
-
-def guard_unary(behaviour: UnaryBehaviour, method: str) -> UnaryBehaviour:
-    """`behaviour` (one request, one response) with errors mapped and the call logged."""
+def guard_unary(behaviour: UnaryBehaviour, method: str, calls: Calls) -> UnaryBehaviour:
+    """`behaviour` (one request, one response) with errors mapped, admitted within the
+    server's limits, and the call logged."""
 
     @functools.wraps(behaviour)
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
         outcome = "OK"
+        size = request_size()
+        refusal = calls.admit(size)  # refused, the request may be NOT_READ
         try:
+            if refusal is not None:
+                raise refusal
+            if request.__class__ is Malformed:
+                raise request.error
             return await behaviour(request, context)
         except asyncio.CancelledError:
             outcome = _cancelled_outcome(context)
@@ -104,6 +74,8 @@ def guard_unary(behaviour: UnaryBehaviour, method: str) -> UnaryBehaviour:
             outcome = _CODE_NAMES[status.code]
             await context.abort_with_status(rpc_status.to_status(status))
         finally:
+            if refusal is None:
+                calls.release(size)
             if request_logger.isEnabledFor(logging.DEBUG):
                 request_logger.debug(
                     "%s %s %.2fms", method, outcome, (time.perf_counter() - started) * 1000
@@ -112,19 +84,21 @@ def guard_unary(behaviour: UnaryBehaviour, method: str) -> UnaryBehaviour:
     return guarded
 
 
-def guard_stream(behaviour: StreamBehaviour, method: str, streams: OpenStreams) -> StreamBehaviour:
+def guard_stream(behaviour: StreamBehaviour, method: str, calls: Calls) -> StreamBehaviour:
     """`behaviour` (one request, a stream of responses) with errors mapped, the stream
-    logged once at its end, and ended with UNAVAILABLE by `streams.end_all()`."""
+    logged once at its end, and ended with UNAVAILABLE by `calls.end_streams()`."""
 
     @functools.wraps(behaviour)
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncGenerator[Any, None]:
         started = time.perf_counter()
         outcome, sent = "OK", 0
-        stream = streams._open()
+        stream = calls.open_stream()
         messages = behaviour(request, context)
         failure: Exception | None = None
         try:
             try:
+                if request.__class__ is Malformed:
+                    raise request.error
                 while not stream.ending:
                     stream.inside = True
                     try:
@@ -151,7 +125,7 @@ def guard_stream(behaviour: StreamBehaviour, method: str, streams: OpenStreams) 
             except Exception as error:
                 failure = error
             finally:
-                streams._close(stream)
+                calls.close_stream(stream)
                 await messages.aclose()  # the servicer's own clean-up runs now
             if failure is not None:
                 status = status_for(failure, method)
@@ -183,7 +157,7 @@ def status_for(error: Exception, method: str) -> status_pb2.Status:
         message = f"internal error (incident {incident})"
         return _status(code_pb2.INTERNAL, message, _error_info("INTERNAL"))
     details: list[Any] = []
-    if isinstance(error, InvalidArgument):
+    if isinstance(error, InvalidArgument) and error.field:
         violation = error_details_pb2.BadRequest.FieldViolation(
             field=error.field, description=error.description
         )

@@ -13,8 +13,9 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 
+from patterns_server.runtime.calls import Calls, deserializer
 from patterns_server.runtime.config import Settings
-from patterns_server.runtime.guard import OpenStreams, guard_stream, guard_unary
+from patterns_server.runtime.guard import guard_stream, guard_unary
 from patterns_server.storage import RedisBackend
 
 
@@ -24,7 +25,7 @@ class Runtime:
 
     redis: RedisBackend
     settings: Settings
-    streams: OpenStreams
+    calls: Calls
 
 
 class Service(Protocol):
@@ -53,12 +54,10 @@ class GuardedService:
     unary or server-streaming, with its errors mapped and its calls logged. Start and
     close do nothing; a service with work of its own overrides them."""
 
-    def __init__(
-        self, servicer: object, descriptor: ServiceDescriptor, streams: OpenStreams
-    ) -> None:
+    def __init__(self, servicer: object, descriptor: ServiceDescriptor, calls: Calls) -> None:
         self._servicer = servicer
         self._descriptor = descriptor
-        self._streams = streams
+        self._calls = calls
 
     @property
     def name(self) -> str:
@@ -90,12 +89,12 @@ class GuardedService:
         response = message_factory.GetMessageClass(method.output_type)
         if method.server_streaming:
             return grpc.unary_stream_rpc_method_handler(
-                guard_stream(behaviour, path, self._streams),
-                request_deserializer=request.FromString,
+                guard_stream(behaviour, path, self._calls),
+                request_deserializer=deserializer(request, None),
                 response_serializer=response.SerializeToString,
             )
         return grpc.unary_unary_rpc_method_handler(
-            guard_unary(behaviour, path),
-            request_deserializer=request.FromString,
+            guard_unary(behaviour, path, self._calls),
+            request_deserializer=deserializer(request, self._calls),
             response_serializer=response.SerializeToString,
         )

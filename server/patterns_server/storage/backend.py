@@ -19,6 +19,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from patterns_server.storage.batcher import Batcher
+from patterns_server.storage.connections import replacing_closed
 from patterns_server.storage.errors import translated
 from patterns_server.storage.keys import KeySpace
 from patterns_server.storage.pubsub import PubSubHub, Subscription
@@ -42,6 +43,7 @@ class RedisBackend:
     ) -> None:
         self._client = client
         self.prefix = prefix
+        self._plain_connection_class = _replace_closed_connections(client)
         self._batcher = Batcher(client, batch_wait)
         self._pubsub = PubSubHub(self._open_connection, timeout, ping_interval)
 
@@ -144,17 +146,33 @@ class RedisBackend:
 
     async def _open_connection(self) -> AbstractConnection:
         """A new connection of its own, to the Redis (to a random Cluster primary)."""
+        # The plain class: a subscribed connection has unread messages by design.
         connection: AbstractConnection
         if isinstance(self._client, RedisCluster):
             await self._client.initialize()
             node = random.choice(self._client.get_primaries())
-            connection = node.connection_class(**node.connection_kwargs)
+            connection = self._plain_connection_class(**node.connection_kwargs)
         else:
             pool = self._client.connection_pool
-            connection = pool.connection_class(**pool.connection_kwargs)
+            connection = self._plain_connection_class(**pool.connection_kwargs)
         await connection.connect()  # type: ignore[no-untyped-call]
         return connection
 
 
 def _probe(key: str) -> Command:
     return Command(("SET", key, "1", "PX", HEALTH_KEY_TTL_MS))
+
+
+def _replace_closed_connections(client: "Redis | RedisCluster") -> type[AbstractConnection]:
+    """Make every connection of `client` check, before it carries a command, that Redis
+    has not closed it (see `connections.py`); the connection class it used before."""
+    if isinstance(client, RedisCluster):
+        # Nodes are made from these options, at start-up and as the topology changes.
+        plain: type[AbstractConnection] = client.connection_kwargs["connection_class"]
+        client.connection_kwargs["connection_class"] = replacing_closed(plain)
+        for node in client.startup_nodes:
+            node.connection_class = client.connection_kwargs["connection_class"]
+        return plain
+    plain = client.connection_pool.connection_class
+    client.connection_pool.connection_class = replacing_closed(plain)
+    return plain

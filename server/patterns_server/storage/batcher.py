@@ -18,6 +18,9 @@ from patterns_server.storage.errors import is_outage
 from patterns_server.storage.scripts import Command
 
 MAX_COMMANDS_PER_BATCH = 2_000
+# A batch also stops growing at about this many bytes (a larger call goes on its own): a
+# pipeline is one write, and Redis's answer to it must come within the socket timeout.
+MAX_BYTES_PER_BATCH = 1 << 20
 # A batch of several calls that ended less than this many batch waits ago means traffic is
 # still concurrent: gather the next batch too. Older than that, the next call is on its own.
 CONCURRENCY_MEMORY = 5
@@ -84,12 +87,20 @@ class Batcher:
 
     def _take_batch(self) -> list[_Job]:
         jobs: list[_Job] = []
-        size = 0
-        while self._queue and size < MAX_COMMANDS_PER_BATCH:
-            job = self._queue.popleft()
-            if not job.future.done():  # not cancelled meanwhile
-                jobs.append(job)
-                size += len(job.commands)
+        commands = size = 0
+        while self._queue and commands < MAX_COMMANDS_PER_BATCH:
+            job = self._queue[0]
+            if job.future.done():  # cancelled meanwhile
+                self._queue.popleft()
+                continue
+            if jobs or len(self._queue) > 1:  # sizes matter only to calls that share
+                job_size = sum(command.size for command in job.commands)
+                if jobs and size + job_size > MAX_BYTES_PER_BATCH:
+                    break
+                size += job_size
+            self._queue.popleft()
+            jobs.append(job)
+            commands += len(job.commands)
         return jobs
 
     async def _send(self, jobs: list[_Job]) -> None:

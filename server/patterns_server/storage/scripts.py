@@ -41,6 +41,11 @@ class Command:
         return cls(("EVALSHA", script.sha, len(keys), *keys, *args), script)
 
     @property
+    def size(self) -> int:
+        """About how many bytes the command takes on the wire."""
+        return sum(len(arg) if isinstance(arg, str | bytes) else 20 for arg in self.args)
+
+    @property
     def routing_key(self) -> Any:
         """The key that picks a Cluster node: after the script and key count for EVALSHA."""
         return self.args[3] if self.args[0] in ("EVALSHA", "EVAL") else self.args[1]

@@ -1,0 +1,189 @@
+"""The calls in progress: what is admitted, what is refused, and what shutdown must end.
+
+- Requests are read by `deserializer`, which never raises: bytes that are not a valid
+  message become a `Malformed` request, which `guard` answers INVALID_ARGUMENT (gRPC's own
+  answer would be UNKNOWN with a traceback in the log, a log-flooding lever).
+- Unary calls are admitted up to `max_calls` at once and `max_bytes` of requests in
+  progress; beyond either, `admit` refuses with RESOURCE_EXHAUSTED (reason OVERLOADED,
+  with a RetryInfo), counted in a log line at most every 10 seconds. The explicit cap keeps
+  memory flat and answers overload plainly, where gRPC's own queue would cancel calls.
+- Server-streaming calls are tracked so that shutdown can end them (`end_streams`).
+"""
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from google.protobuf.message import DecodeError, Message
+
+from patterns_server.runtime.errors import (
+    InvalidArgument,
+    PatternError,
+    ResourceExhausted,
+    Unavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+OVERLOAD_RETRY = timedelta(milliseconds=250)
+SHUTTING_DOWN = Unavailable("the server is shutting down: reconnect", "SHUTTING_DOWN")
+OVERLOAD_REPORT_SECONDS = 10.0
+SHUTDOWN_QUIET_SECONDS = 0.1
+
+# The size of the request the current call's task read (set by `deserializer`, which
+# gRPC runs in the task that then runs the handler).
+_request_size: contextvars.ContextVar[int] = contextvars.ContextVar("request_size", default=0)
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A request whose bytes are not a valid message of its type."""
+
+    error: InvalidArgument
+
+
+# What a request is read as when its call will be refused anyway (see `deserializer`).
+NOT_READ = object()
+
+
+def deserializer(message_class: type[Message], calls: "Calls | None") -> Callable[[bytes], Any]:
+    """Reads requests of `message_class`; a `Malformed` for bytes that are not one. With
+    `calls` (unary methods), a request whose call `calls` will refuse is not even parsed
+    (`NOT_READ`): overload must not cost the memory of the requests it refuses. (gRPC runs
+    this in the call's task, then the handler, with nothing in between: the guard's
+    admission sees the numbers this saw.)"""
+    name = message_class.DESCRIPTOR.full_name
+    malformed = Malformed(
+        InvalidArgument(
+            "",
+            f"the request is not a valid {name} (is every string field UTF-8?)",
+            "MALFORMED_REQUEST",
+        )
+    )
+    parse = message_class.FromString
+
+    def deserialize(data: bytes) -> Any:
+        _request_size.set(len(data))
+        if calls is not None and not calls.has_room(len(data)):
+            return NOT_READ
+        try:
+            return parse(data)
+        except DecodeError:
+            return malformed
+
+    return deserialize
+
+
+def request_size() -> int:
+    """The size in bytes of the current call's request."""
+    return _request_size.get()
+
+
+@dataclass(eq=False)
+class Stream:
+    """An open server-streaming call."""
+
+    task: "asyncio.Task[Any] | None"
+    inside: bool = False  # suspended in the servicer's code (not in gRPC's write)
+    ending: bool = False
+
+
+@dataclass
+class Calls:
+    """The calls in progress (see the module)."""
+
+    max_calls: int = 1_000
+    max_bytes: int = 64 << 20
+    calls: int = 0
+    bytes: int = 0
+    _streams: set[Stream] = field(default_factory=set)
+    _shutting_down: bool = False
+    _last_refused_at: float = 0.0
+    _refused: int = 0
+    _refused_reported: float = 0.0
+
+    def has_room(self, size: int) -> bool:
+        """Whether a unary call of `size` request bytes would be admitted now."""
+        return (
+            not self._shutting_down
+            and self.calls < self.max_calls
+            and self.bytes + size <= self.max_bytes
+        )
+
+    def admit(self, size: int) -> PatternError | None:
+        """Count a unary call of `size` request bytes in, or the error that refuses it;
+        an admitted call is `release`d when it ends."""
+        if self.has_room(size):
+            self.calls += 1
+            self.bytes += size
+            return None
+        if self._shutting_down:
+            self._last_refused_at = time.monotonic()
+            return SHUTTING_DOWN
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refused_reported >= OVERLOAD_REPORT_SECONDS:
+            logger.warning(
+                "overloaded: refused %d calls so far (%d calls and %d bytes of requests in "
+                "progress; limits %d calls, %d bytes)",
+                self._refused,
+                self.calls,
+                self.bytes,
+                self.max_calls,
+                self.max_bytes,
+            )
+            self._refused_reported = now
+        return ResourceExhausted(
+            "the server is at its limit of calls in progress: retry shortly",
+            "OVERLOADED",
+            OVERLOAD_RETRY,
+        )
+
+    def release(self, size: int) -> None:
+        self.calls -= 1
+        self.bytes -= size
+
+    async def shut(self, grace: float) -> None:
+        """Answer every new call, unary or stream, with UNAVAILABLE (reason SHUTTING_DOWN,
+        retry in a second: elsewhere), end the open streams, and wait up to `grace` seconds
+        until the unary calls in progress are done and no call has come for a moment.
+
+        The moment matters: gRPC cancels the calls it holds but has not handed over yet when
+        the server stops, and clients keep sending until they hear that it is going. Told
+        UNAVAILABLE with a RetryInfo, they back off (or go elsewhere) before it stops."""
+        self._shutting_down = True
+        self.end_streams()
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            quiet = time.monotonic() - self._last_refused_at >= SHUTDOWN_QUIET_SECONDS
+            if not self.calls and quiet:
+                return
+            await asyncio.sleep(SHUTDOWN_QUIET_SECONDS / 5)
+
+    @property
+    def streams(self) -> int:
+        """How many streams are open."""
+        return len(self._streams)
+
+    def end_streams(self) -> None:
+        """End every open stream (and any opened from now on) with UNAVAILABLE: at once
+        where the servicer waits (by cancelling it), else as soon as gRPC has written the
+        message in hand (a cancellation inside gRPC's write would lose the status)."""
+        self._shutting_down = True
+        for stream in self._streams:
+            stream.ending = True
+            if stream.inside and stream.task is not None:
+                stream.task.cancel()
+
+    def open_stream(self) -> Stream:
+        stream = Stream(asyncio.current_task(), ending=self._shutting_down)
+        self._streams.add(stream)
+        return stream
+
+    def close_stream(self, stream: Stream) -> None:
+        self._streams.discard(stream)
