@@ -91,7 +91,7 @@ def test_every_command_the_patterns_send_packs_alike(redis7: RedisServer) -> Non
             await counter.count(["visitors", "other"])
             await counter.merge("all", ["visitors"], timedelta(hours=1))
             await backend.check()
-            async with await backend.subscribe([b"chan"], [b"pat*"], 10):
+            async with await backend.subscribe([b"chan"], [b"pat*"], 10, 1 << 20):
                 pass
 
     original = AbstractConnection.pack_command
@@ -148,7 +148,7 @@ def test_a_subscription_is_live_when_it_returns(redis7: RedisServer) -> None:
     async def scenario() -> None:
         async with (
             backend_for(redis7.url) as backend,
-            await backend.subscribe([b"news"], [b"sport.*"], 10) as subscription,
+            await backend.subscribe([b"news"], [b"sport.*"], 10, 1 << 20) as subscription,
         ):
             # Published right after subscribe() returned: nothing may be missed.
             assert publish(redis7.url, b"news", b"first") == 1
@@ -174,7 +174,10 @@ def test_channels_are_shared_and_counted(redis7: RedisServer) -> None:
         client = redis7.client()
         async with backend_for(redis7.url) as backend:
             subscriptions = await asyncio.gather(
-                *(backend.subscribe([f"ch{i % 10}".encode()], [], 10) for i in range(1_000))
+                *(
+                    backend.subscribe([f"ch{i % 10}".encode()], [], 10, 1 << 20)
+                    for i in range(1_000)
+                )
             )
             assert pubsub_connections(redis7) == 1
             assert backend.subscribed == (10, 0)
@@ -199,8 +202,8 @@ def test_channels_are_shared_and_counted(redis7: RedisServer) -> None:
 def test_a_slow_subscriber_is_ended_and_the_others_are_not(redis7: RedisServer) -> None:
     async def scenario() -> None:
         async with backend_for(redis7.url) as backend:
-            slow = await backend.subscribe([b"busy"], [], 5)
-            reader = await backend.subscribe([b"busy"], [], 5)
+            slow = await backend.subscribe([b"busy"], [], 5, 1 << 20)
+            reader = await backend.subscribe([b"busy"], [], 5, 1 << 20)
             for n in range(8):
                 publish(redis7.url, b"busy", str(n).encode())
                 assert (await next_message(reader)).payload == str(n).encode()
@@ -218,16 +221,16 @@ def test_a_slow_subscriber_is_ended_and_the_others_are_not(redis7: RedisServer) 
 def test_a_lost_connection_ends_every_subscription_then_recovers(own_redis: RedisServer) -> None:
     async def scenario() -> None:
         async with backend_for(own_redis.url) as backend:
-            first = await backend.subscribe([b"a"], [], 10)
-            second = await backend.subscribe([], [b"b*"], 10)
+            first = await backend.subscribe([b"a"], [], 10, 1 << 20)
+            second = await backend.subscribe([], [b"b*"], 10, 1 << 20)
             own_redis.stop()
             for subscription in (first, second):
                 with pytest.raises(Unavailable):
                     await next_message(subscription, within=3)
             with pytest.raises(Unavailable):
-                await backend.subscribe([b"a"], [], 10)
+                await backend.subscribe([b"a"], [], 10, 1 << 20)
             own_redis.start()
-            again = await backend.subscribe([b"a"], [], 10)
+            again = await backend.subscribe([b"a"], [], 10, 1 << 20)
             publish(own_redis.url, b"a", b"back")
             assert (await next_message(again)).payload == b"back"
             await again.close()
@@ -240,7 +243,7 @@ def test_a_hung_redis_ends_subscriptions_after_an_unanswered_ping(
 ) -> None:
     async def scenario() -> float:
         async with backend_for(own_redis.url, timeout=0.3, ping_interval=0.2) as backend:
-            subscription = await backend.subscribe([b"a"], [], 10)
+            subscription = await backend.subscribe([b"a"], [], 10, 1 << 20)
             assert own_redis.process is not None
             own_redis.process.send_signal(signal.SIGSTOP)
             started = time.monotonic()
@@ -259,7 +262,7 @@ def test_cluster_messages_reach_a_subscriber_on_another_node(redis_cluster: Redi
     async def scenario() -> None:
         async with (
             backend_for(redis_cluster.url) as backend,
-            await backend.subscribe([b"fleet"], [], 10) as subscription,
+            await backend.subscribe([b"fleet"], [], 10, 1 << 20) as subscription,
         ):
             for node in redis_cluster.nodes:  # one of them holds the subscriber's connection
                 node.client().publish("fleet", f"via {node.port}")

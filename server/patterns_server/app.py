@@ -12,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from patterns_server.counter import service as counter_service
+from patterns_server.events import service as events_service
 from patterns_server.ratelimit import service as ratelimit_service
 from patterns_server.runtime.calls import Calls
 from patterns_server.runtime.config import Settings
@@ -26,6 +27,7 @@ logger = logging.getLogger("patterns_server")
 SERVICES: tuple[Callable[[Runtime], Service], ...] = (
     ratelimit_service.build,
     counter_service.build,
+    events_service.build,
 )
 
 # Calls that gRPC may hold before the server has picked them up (see _grpc_options).
@@ -138,7 +140,7 @@ async def start(settings: Settings) -> App:
 
 async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedis | None) -> App:
     server = grpc.aio.server(options=_grpc_options(settings))
-    calls = Calls(settings.max_concurrent_rpcs, settings.max_inflight_bytes)
+    calls = Calls(settings.max_concurrent_rpcs, settings.max_inflight_bytes, settings.max_streams)
     runtime = Runtime(redis, settings, calls)
     services = [build(runtime) for build in SERVICES]
     for service in services:

@@ -99,6 +99,7 @@ class Calls:
 
     max_calls: int = 1_000
     max_bytes: int = 64 << 20
+    max_streams: int = 10_000
     calls: int = 0
     bytes: int = 0
     _streams: set[Stream] = field(default_factory=set)
@@ -125,17 +126,22 @@ class Calls:
         if self._shutting_down:
             self._last_refused_at = time.monotonic()
             return SHUTTING_DOWN
+        return self._overloaded()
+
+    def _overloaded(self) -> ResourceExhausted:
         self._refused += 1
         now = time.monotonic()
         if now - self._refused_reported >= OVERLOAD_REPORT_SECONDS:
             logger.warning(
-                "overloaded: refused %d calls so far (%d calls and %d bytes of requests in "
-                "progress; limits %d calls, %d bytes)",
+                "overloaded: refused %d calls so far (%d calls, %d bytes of requests and %d "
+                "streams in progress; limits %d calls, %d bytes, %d streams)",
                 self._refused,
                 self.calls,
                 self.bytes,
+                len(self._streams),
                 self.max_calls,
                 self.max_bytes,
+                self.max_streams,
             )
             self._refused_reported = now
         return ResourceExhausted(
@@ -180,8 +186,13 @@ class Calls:
             if stream.inside and stream.task is not None:
                 stream.task.cancel()
 
-    def open_stream(self) -> Stream:
-        stream = Stream(asyncio.current_task(), ending=self._shutting_down)
+    def open_stream(self) -> Stream | PatternError:
+        """Count a stream in, or the error that refuses it (shutdown, too many streams)."""
+        if self._shutting_down:
+            return SHUTTING_DOWN
+        if len(self._streams) >= self.max_streams:
+            return self._overloaded()
+        stream = Stream(asyncio.current_task())
         self._streams.add(stream)
         return stream
 

@@ -66,6 +66,19 @@ class Settings:
         "the largest request accepted, in bytes (every documented maximum request fits "
         "within the default)",
     )
+    max_streams: int = _setting(
+        10_000,
+        "server-streaming calls open at once (Events subscriptions, ...); beyond, a new one "
+        "is refused with RESOURCE_EXHAUSTED (reason OVERLOADED)",
+    )
+    events_buffer: int = _setting(
+        1_000,
+        "messages an Events subscriber may fall behind before its stream is ended with "
+        "RESOURCE_EXHAUSTED (reason SLOW_CONSUMER); 16 MiB of payload at most, whatever this",
+    )
+    events_max_payload_bytes: int = _setting(
+        1 << 20, "the largest payload Events.Publish takes, in bytes"
+    )
     health_interval: float = _setting(1.0, "seconds between Redis health probes")
     shutdown_grace: float = _setting(
         10.0, "seconds in-flight calls get to finish after SIGTERM/SIGINT"
@@ -79,11 +92,19 @@ class Settings:
                 raise ValueError(f"{name} must be positive")
         if self.redis_batch_wait_ms < 0 or self.shutdown_grace < 0:
             raise ValueError("redis_batch_wait_ms and shutdown_grace must not be negative")
-        for name in ("max_concurrent_rpcs", "max_request_bytes"):
+        for name in (
+            "max_concurrent_rpcs",
+            "max_request_bytes",
+            "max_streams",
+            "events_buffer",
+            "events_max_payload_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_inflight_bytes < self.max_request_bytes:
             raise ValueError("max_inflight_bytes must be at least max_request_bytes")
+        if self.events_max_payload_bytes > self.max_request_bytes - 1024:
+            raise ValueError("events_max_payload_bytes must leave room within max_request_bytes")
 
 
 def _parse_bool(text: str) -> bool:

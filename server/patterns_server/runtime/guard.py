@@ -97,6 +97,8 @@ def guard_stream(behaviour: StreamBehaviour, method: str, calls: Calls) -> Strea
         failure: Exception | None = None
         try:
             try:
+                if isinstance(stream, PatternError):
+                    raise stream
                 if request.__class__ is Malformed:
                     raise request.error
                 while not stream.ending:
@@ -112,7 +114,7 @@ def guard_stream(behaviour: StreamBehaviour, method: str, calls: Calls) -> Strea
                 if stream.ending:
                     failure = SHUTTING_DOWN
             except asyncio.CancelledError:
-                if not stream.ending:
+                if isinstance(stream, PatternError) or not stream.ending:
                     outcome = _cancelled_outcome(context)
                     raise
                 task = asyncio.current_task()
@@ -125,7 +127,8 @@ def guard_stream(behaviour: StreamBehaviour, method: str, calls: Calls) -> Strea
             except Exception as error:
                 failure = error
             finally:
-                calls.close_stream(stream)
+                if not isinstance(stream, PatternError):
+                    calls.close_stream(stream)
                 await messages.aclose()  # the servicer's own clean-up runs now
             if failure is not None:
                 status = status_for(failure, method)

@@ -8,7 +8,6 @@ cancellation that lands mid-command; the batcher keeps a cancelled caller's comm
 being sent at all).
 """
 
-import random
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -18,6 +17,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from patterns_server.runtime.errors import Unavailable
 from patterns_server.storage.batcher import Batcher
 from patterns_server.storage.connections import replacing_closed
 from patterns_server.storage.errors import translated
@@ -46,6 +46,10 @@ class RedisBackend:
         self._plain_connection_class = _replace_closed_connections(client)
         self._batcher = Batcher(client, batch_wait)
         self._pubsub = PubSubHub(self._open_connection, timeout, ping_interval)
+        # On a Cluster, the Pub/Sub connection and every PUBLISH go to the node that owns
+        # this key's slot (the same node for every server process): Redis then orders
+        # messages and the hub's markers exactly, and counts every process's subscriber.
+        self._pubsub_route = self.keys("pubsub")("hub")
 
     @classmethod
     def from_url(
@@ -105,11 +109,19 @@ class RedisBackend:
         (reply,) = await self.run(Command.eval(script, keys, args))
         return reply
 
+    async def publish(self, channel: bytes, payload: bytes) -> int:
+        """PUBLISH `payload` on `channel`; how many Redis subscriber connections took it."""
+        (receivers,) = await self.run(
+            Command(("PUBLISH", channel, payload), route=self._pubsub_route)
+        )
+        return int(receivers)
+
     async def subscribe(
-        self, channels: Sequence[bytes], patterns: Sequence[bytes], capacity: int
+        self, channels: Sequence[bytes], patterns: Sequence[bytes], capacity: int, max_bytes: int
     ) -> Subscription:
-        """A Pub/Sub subscription, live once this returns (see `pubsub.PubSubHub`)."""
-        return await self._pubsub.subscribe(channels, patterns, capacity)
+        """A Pub/Sub subscription, live once this returns, buffering at most `capacity`
+        messages and `max_bytes` bytes of payload (see `pubsub.PubSubHub`)."""
+        return await self._pubsub.subscribe(channels, patterns, capacity, max_bytes)
 
     @property
     def subscribed(self) -> tuple[int, int]:
@@ -145,12 +157,14 @@ class RedisBackend:
         return list(probes.values())
 
     async def _open_connection(self) -> AbstractConnection:
-        """A new connection of its own, to the Redis (to a random Cluster primary)."""
+        """A new connection of its own, to the Redis (to the Cluster node of Pub/Sub)."""
         # The plain class: a subscribed connection has unread messages by design.
         connection: AbstractConnection
         if isinstance(self._client, RedisCluster):
             await self._client.initialize()
-            node = random.choice(self._client.get_primaries())
+            node = self._client.get_node_from_key(self._pubsub_route)
+            if node is None:
+                raise Unavailable("no Redis Cluster node serves Pub/Sub now")
             connection = self._plain_connection_class(**node.connection_kwargs)
         else:
             pool = self._client.connection_pool

@@ -144,6 +144,7 @@ class Batcher:
     async def _execute_per_node(self, client: RedisCluster, commands: list[Command]) -> list[Any]:
         await client.initialize()  # at first use, and after a topology change
         by_node: dict[str, list[int]] = {}
+        routed: list[tuple[int, Any]] = []  # (index, node) of commands with their own route
         replies: list[Any] = [None] * len(commands)
         for index, command in enumerate(commands):
             try:
@@ -151,15 +152,23 @@ class Batcher:
             except Exception as error:  # the slot has no node now
                 replies[index] = error
                 continue
-            by_node.setdefault(node.name if node else "", []).append(index)
+            if command.route is not None:
+                routed.append((index, node))
+            else:
+                by_node.setdefault(node.name if node else "", []).append(index)
         groups = list(by_node.values())
         results = await asyncio.gather(
             *(_execute_on(client, [commands[i] for i in group]) for group in groups),
+            # redis-py routes a pipeline's commands by their own keys: a command sent to a
+            # node of the caller's choice goes alone.
+            *(client.execute_command(*commands[i].args, target_nodes=node) for i, node in routed),
             return_exceptions=True,
         )
-        for group, result in zip(groups, results, strict=True):
+        for group, result in zip(groups, results, strict=False):
             for position, index in enumerate(group):
                 replies[index] = result if isinstance(result, BaseException) else result[position]
+        for (index, _), result in zip(routed, results[len(groups) :], strict=True):
+            replies[index] = result
         return replies
 
 

@@ -1,8 +1,11 @@
-"""Key names: `<prefix>:<namespace>:<pattern>:{<name>}[:<part>...]`, built only here."""
+"""Key and channel names: `<prefix>:<namespace>:<pattern>:{<name>}[:<part>...]` for keys,
+`<prefix>:<namespace>:<pattern>:<name>` for Pub/Sub channels, built only here."""
 
 # Redis ends a hash tag at the first `}`: inside the braces a name is written with `}` and
 # `#` escaped (`#` first, so that the escaping is reversible: two names never share a key).
 _ESCAPES = str.maketrans({"#": "#h", "}": "#c"})
+# Characters special in Redis glob patterns (PSUBSCRIBE), escaped where meant literally.
+_GLOB_ESCAPES = str.maketrans({char: "\\" + char for char in "*?[]\\"})
 
 
 class KeySpace:
@@ -24,3 +27,20 @@ class KeySpace:
         if "#" in name or "}" in name:
             name = name.translate(_ESCAPES)
         return "".join((self._base, "{", name, "}", *(":" + part for part in parts)))
+
+    # Pub/Sub channels are not keys: no hash tag (classic Pub/Sub reaches every Cluster
+    # node), so the caller's name follows the namespace as it is, and the caller's glob
+    # patterns keep their meaning.
+
+    def channel(self, name: str) -> bytes:
+        """The Redis channel of `name`."""
+        return (self._base + name).encode()
+
+    def channel_pattern(self, pattern: str) -> bytes:
+        """The Redis pattern of the caller's glob `pattern`: it matches the channels of
+        this namespace whose names `pattern` matches, and no others."""
+        return (self._base.translate(_GLOB_ESCAPES) + pattern).encode()
+
+    def channel_name(self, channel: bytes) -> str:
+        """The caller's name of the Redis channel `channel` (made by `channel`)."""
+        return channel.decode()[len(self._base) :]

@@ -8,10 +8,17 @@ it never waits for a subscriber, so a slow one cannot stall the others or make R
 output buffer grow. A subscriber whose buffer is full is ended (`ResourceExhausted`);
 when the connection fails, every subscriber is ended (`Unavailable`) and the next
 subscription opens a new connection. An idle connection is checked with PING.
+
+When a subscription starts is exact: after its SUBSCRIBE commands (for names new to
+Redis), the hub sends a PING carrying a token of the subscription's own. Redis answers in
+order, so messages that reach the connection before that answer were published before
+the subscription began and are not given to it (the channel may have been subscribed for
+someone else); every message after the answer is. `subscribe()` returns at the answer.
 """
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
@@ -28,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 _SUBSCRIBE = {False: "SUBSCRIBE", True: "PSUBSCRIBE"}
 _UNSUBSCRIBE = {False: "UNSUBSCRIBE", True: "PUNSUBSCRIBE"}
+_MARKER = b"patterns-subscribed:"
 
 
 @dataclass(frozen=True)
@@ -42,18 +50,29 @@ class Message:
 
 
 class Subscription:
-    """One subscriber's messages, in the order Redis sent them, through a buffer of
-    `capacity` messages. `async for` reads them; the iteration raises the error that
-    ended the subscription. `close()` (or leaving `async with`) unsubscribes."""
+    """One subscriber's messages, in the order Redis sent them, through a buffer of at most
+    `capacity` messages and `max_bytes` bytes of payload. `async for` reads them; the
+    iteration raises the error that ended the subscription. `close()` (or leaving
+    `async with`) unsubscribes."""
 
     def __init__(
-        self, hub: "PubSubHub", channels: Sequence[bytes], patterns: Sequence[bytes], capacity: int
+        self,
+        hub: "PubSubHub",
+        channels: Sequence[bytes],
+        patterns: Sequence[bytes],
+        capacity: int,
+        max_bytes: int,
     ) -> None:
         self.channels = tuple(dict.fromkeys(channels))
         self.patterns = tuple(dict.fromkeys(patterns))
         self._hub = hub
         self._capacity = capacity
+        self._max_bytes = max_bytes
         self._buffer: deque[Message] = deque()
+        self._buffered_bytes = 0
+        self._live = False  # before its marker came back, messages are not its own
+        self._token = b""
+        self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._wakeup: asyncio.Future[None] | None = None
         self._ended: BaseException | None = None
         self._closed = False
@@ -76,7 +95,9 @@ class Subscription:
                 self._wakeup = None
         if self._ended is not None:
             raise self._ended
-        return self._buffer.popleft()
+        message = self._buffer.popleft()
+        self._buffered_bytes -= len(message.payload)
+        return message
 
     def names(self) -> tuple[tuple[bool, tuple[bytes, ...]], ...]:
         """(is_pattern, names): the channels, then the patterns."""
@@ -91,25 +112,37 @@ class Subscription:
 
     def _deliver(self, message: Message) -> bool:
         """Buffer `message`; False (and the subscription ended) when the buffer is full."""
-        if self._ended is not None:
+        if self._ended is not None or not self._live:
             return True
-        if len(self._buffer) >= self._capacity:
+        size = len(message.payload)
+        if len(self._buffer) >= self._capacity or self._buffered_bytes + size > self._max_bytes:
             self._end(
                 ResourceExhausted(
-                    f"the subscriber fell more than {self._capacity:,} messages behind",
+                    f"the subscriber fell more than {len(self._buffer):,} messages "
+                    f"({self._buffered_bytes:,} bytes) behind",
                     "SLOW_CONSUMER",
                 )
             )
             return False
         self._buffer.append(message)
+        self._buffered_bytes += size
         self._wake()
         return True
+
+    def _start(self) -> None:
+        self._live = True
+        if not self._started.done():
+            self._started.set_result(None)
 
     def _end(self, error: BaseException) -> None:
         if self._ended is None:
             self._ended = error
             self._buffer.clear()
+            self._buffered_bytes = 0
             self._wake()
+        if not self._started.done():
+            self._started.set_exception(error)
+            self._started.exception()  # retrieved: whoever waited is told by subscribe()
 
     def _wake(self) -> None:
         if self._wakeup is not None and not self._wakeup.done():
@@ -138,8 +171,9 @@ class PubSubHub:
         self._connecting = asyncio.Lock()
         # Subscribers by channel (False) and by pattern (True).
         self._subscribers: dict[bool, dict[bytes, set[Subscription]]] = {False: {}, True: {}}
-        # Confirmations Redis owes, in the order it will send them, per (is_pattern, name).
-        self._confirmations: dict[tuple[bool, bytes], deque[asyncio.Future[None]]] = {}
+        # Subscriptions waiting for their marker PING's answer, by token.
+        self._starting: dict[bytes, Subscription] = {}
+        self._tokens = itertools.count()
 
     @property
     def subscribed(self) -> tuple[int, int]:
@@ -147,20 +181,22 @@ class PubSubHub:
         return len(self._subscribers[False]), len(self._subscribers[True])
 
     async def subscribe(
-        self, channels: Sequence[bytes], patterns: Sequence[bytes], capacity: int
+        self, channels: Sequence[bytes], patterns: Sequence[bytes], capacity: int, max_bytes: int
     ) -> Subscription:
-        """A subscription to `channels` and `patterns`, returned once Redis has confirmed
-        all of them: every message published from then on reaches it."""
-        subscription = Subscription(self, channels, patterns, capacity)
+        """A subscription to `channels` and `patterns`, returned once it is live: every
+        message published from then on reaches it, and none published before."""
+        subscription = Subscription(self, channels, patterns, capacity, max_bytes)
         try:
             connection = await self._connected()
-            confirmed: list[asyncio.Future[None]] = []
             for is_pattern, names in subscription.names():
-                new = self._join(subscription, is_pattern, names, confirmed)
+                new = self._join(subscription, is_pattern, names)
                 if new:
                     await self._send(connection, _SUBSCRIBE[is_pattern], *new)
+            subscription._token = _MARKER + str(next(self._tokens)).encode()
+            self._starting[subscription._token] = subscription
+            await self._send(connection, "PING", subscription._token)
             async with asyncio.timeout(self._timeout):
-                await asyncio.gather(*confirmed)
+                await asyncio.shield(subscription._started)
         except BaseException as error:
             await subscription.close()
             if isinstance(error, Exception):
@@ -173,28 +209,20 @@ class PubSubHub:
         await self._fail(Unavailable("the server is shutting down", "SHUTTING_DOWN"))
 
     def _join(
-        self,
-        subscription: Subscription,
-        is_pattern: bool,
-        names: Iterable[bytes],
-        confirmed: list["asyncio.Future[None]"],
+        self, subscription: Subscription, is_pattern: bool, names: Iterable[bytes]
     ) -> list[bytes]:
-        """Add `subscription` to `names`; the names new to Redis, whose confirmations go
-        into `confirmed` (as do those still awaited for names subscribed just before)."""
+        """Add `subscription` to `names`; the names new to Redis."""
         subscribers = self._subscribers[is_pattern]
         new = []
         for name in names:
-            waiting = self._confirmations.setdefault((is_pattern, name), deque())
             if name not in subscribers:
                 subscribers[name] = set()
                 new.append(name)
-                waiting.append(asyncio.get_running_loop().create_future())
-            if waiting:
-                confirmed.append(waiting[-1])
             subscribers[name].add(subscription)
         return new
 
     async def _leave(self, subscription: Subscription) -> None:
+        self._starting.pop(subscription._token, None)
         for is_pattern, names in subscription.names():
             unused = self._drop(subscription, is_pattern, names)
             if unused and self._connection is not None:
@@ -247,8 +275,7 @@ class PubSubHub:
                     awaiting_pong = True
                     continue
                 awaiting_pong = False
-                unused = self._dispatch(reply)
-                for is_pattern, names in unused:
+                for is_pattern, names in self._dispatch(reply):
                     await self._send(connection, _UNSUBSCRIBE[is_pattern], *names)
         except asyncio.CancelledError:
             raise
@@ -259,39 +286,41 @@ class PubSubHub:
     def _dispatch(self, reply: Any) -> list[tuple[bool, list[bytes]]]:
         """Hand one reply of Redis to whom it concerns; the names that lost their last
         subscriber meanwhile (a full buffer ends a subscriber)."""
-        if not isinstance(reply, list) or not reply:  # PONG, in RESP3
+        if not isinstance(reply, list):  # RESP3 answers PING <token> with the token
+            self._pong(reply)
             return []
         kind = reply[0]
         if kind == b"message" or kind == b"pmessage":
-            is_pattern = kind == b"pmessage"
-            name = reply[1]
-            message = Message(
-                channel=reply[2] if is_pattern else name,
-                pattern=name if is_pattern else None,
-                payload=reply[-1],
-                received_at=time.time(),
-            )
-            overflowing = [
-                subscription
-                for subscription in self._subscribers[is_pattern].get(name, ())
-                if not subscription._deliver(message)
-            ]
-            unused: list[tuple[bool, list[bytes]]] = []
-            for subscription in overflowing:
-                for pattern_side, names in subscription.names():
-                    dropped = self._drop(subscription, pattern_side, names)
-                    if dropped:
-                        unused.append((pattern_side, dropped))
-            return unused
-        if kind == b"subscribe" or kind == b"psubscribe":
-            waiting = self._confirmations.get((kind == b"psubscribe", reply[1]))
-            if waiting:
-                confirmation = waiting.popleft()
-                if not confirmation.done():
-                    confirmation.set_result(None)
-                if not waiting:
-                    del self._confirmations[(kind == b"psubscribe", reply[1])]
-        return []  # unsubscribe confirmations and PONGs need nothing
+            return self._deliver(kind == b"pmessage", reply)
+        if kind == b"pong":  # RESP2 answers PING <token> with ["pong", token]
+            self._pong(reply[1])
+        return []  # (un)subscribe confirmations: the marker PING tells what matters
+
+    def _pong(self, token: Any) -> None:
+        subscription = self._starting.pop(token, None) if isinstance(token, bytes) else None
+        if subscription is not None:
+            subscription._start()
+
+    def _deliver(self, is_pattern: bool, reply: list[Any]) -> list[tuple[bool, list[bytes]]]:
+        name = reply[1]
+        message = Message(
+            channel=reply[2] if is_pattern else name,
+            pattern=name if is_pattern else None,
+            payload=reply[-1],
+            received_at=time.time(),
+        )
+        overflowing = [
+            subscription
+            for subscription in self._subscribers[is_pattern].get(name, ())
+            if not subscription._deliver(message)
+        ]
+        unused: list[tuple[bool, list[bytes]]] = []
+        for subscription in overflowing:
+            for pattern_side, names in subscription.names():
+                dropped = self._drop(subscription, pattern_side, names)
+                if dropped:
+                    unused.append((pattern_side, dropped))
+        return unused
 
     async def _fail(self, error: BaseException, reading: bool = False) -> None:
         """End every subscription with `error` and drop the connection."""
@@ -300,12 +329,9 @@ class PubSubHub:
                 for subscription in members:
                     subscription._end(error)
             subscribers.clear()
-        for waiting in self._confirmations.values():
-            for confirmation in waiting:
-                if not confirmation.done():
-                    confirmation.set_exception(error)
-                    confirmation.exception()  # retrieved: its subscriber may be gone
-        self._confirmations.clear()
+        for subscription in self._starting.values():
+            subscription._end(error)
+        self._starting.clear()
         if self._reader is not None and not reading:
             self._reader.cancel()
         self._reader = None

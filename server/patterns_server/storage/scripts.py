@@ -31,10 +31,12 @@ class LuaScript:
 
 @dataclass(frozen=True)
 class Command:
-    """One Redis command; `script` is set for EVALSHA so a NOSCRIPT reply can be retried."""
+    """One Redis command; `script` is set for EVALSHA so a NOSCRIPT reply can be retried;
+    `route`, when set, is the key whose Cluster node takes the command (else its own)."""
 
     args: tuple[Any, ...]
     script: LuaScript | None = None
+    route: str | None = None
 
     @classmethod
     def eval(cls, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> "Command":
@@ -48,6 +50,8 @@ class Command:
     @property
     def routing_key(self) -> Any:
         """The key that picks a Cluster node: after the script and key count for EVALSHA."""
+        if self.route is not None:
+            return self.route
         return self.args[3] if self.args[0] in ("EVALSHA", "EVAL") else self.args[1]
 
     def as_eval(self) -> tuple[Any, ...]:

@@ -1,0 +1,1 @@
+"""Events: publish, and server-streaming subscribe over Redis Pub/Sub."""

@@ -1,0 +1,432 @@
+"""Events contract: Publish and the Subscribe stream, on every backend (standalone 7, 6.2,
+Cluster), and what streams do when clients, Redis or the server go away."""
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+import redis
+from patterns.events.v1 import events_pb2 as pb
+from patterns.events.v1 import events_pb2_grpc
+
+from devtools.processes import PatternsServer, RedisServer
+from patterns_server.app import start
+from patterns_server.runtime.config import Settings
+from tests.rpc import assert_invalid, details
+
+Stub = events_pb2_grpc.EventsStub
+T = TypeVar("T")
+
+
+def run(scenario: Callable[[], Any]) -> Any:
+    return asyncio.run(scenario())
+
+
+@asynccontextmanager
+async def stub_for(address: str) -> AsyncIterator[Stub]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        yield Stub(channel)
+
+
+async def subscribed(
+    stub: Stub, channels: Sequence[str] = (), patterns: Sequence[str] = ()
+) -> grpc.aio.UnaryStreamCall:
+    """A Subscribe call (30 s deadline) whose `subscribed` message has arrived."""
+    request = pb.SubscribeRequest(channels=channels, patterns=patterns)
+    call = stub.Subscribe(request, timeout=30)
+    first = await call.read()
+    assert first.WhichOneof("kind") == "subscribed", first
+    return call
+
+
+async def next_event(call: grpc.aio.UnaryStreamCall, within: float = 10) -> pb.Event:
+    async with asyncio.timeout(within):
+        response = await call.read()
+    assert response is not grpc.aio.EOF and response.WhichOneof("kind") == "event", response
+    return response.event
+
+
+def name(new_key: Callable[[], str]) -> str:
+    return new_key().replace(":", ".")
+
+
+# The contract
+
+
+def test_subscribed_comes_first_then_events_in_order(
+    server: PatternsServer, new_key: Callable[[], str]
+) -> None:
+    channel = name(new_key)
+
+    async def scenario() -> list[bytes]:
+        async with stub_for(server.address) as stub:
+            call = stub.Subscribe(pb.SubscribeRequest(channels=[channel, channel]), timeout=30)
+            first = await call.read()
+            assert list(first.subscribed.channels) == [channel]  # without duplicates
+            for n in range(200):
+                await stub.Publish(pb.PublishRequest(channel=channel, payload=b"%d" % n))
+            events = [await next_event(call) for _ in range(200)]
+            call.cancel()
+        assert {e.channel for e in events} == {channel} and {e.pattern for e in events} == {""}
+        assert all(abs(e.received_at.ToSeconds() - time.time()) < 60 for e in events)
+        return [e.payload for e in events]
+
+    assert run(scenario) == [b"%d" % n for n in range(200)]
+
+
+def test_patterns_match_and_say_which(server: PatternsServer, new_key: Callable[[], str]) -> None:
+    base = name(new_key)
+
+    async def scenario() -> list[tuple[str, str]]:
+        async with stub_for(server.address) as stub:
+            call = await subscribed(stub, channels=[f"{base}.eu"], patterns=[f"{base}.*"])
+            await stub.Publish(pb.PublishRequest(channel=f"{base}.eu", payload=b"a"))
+            await stub.Publish(pb.PublishRequest(channel=f"{base}.us", payload=b"b"))
+            await stub.Publish(pb.PublishRequest(channel=f"{base}eu", payload=b"not matched"))
+            events = [await next_event(call) for _ in range(3)]
+            call.cancel()
+        return sorted((e.channel, e.pattern) for e in events)
+
+    base_eu, base_us, pattern = f"{base}.eu", f"{base}.us", f"{base}.*"
+    # A channel subscription and a pattern that matches it: the message comes once for each.
+    assert run(scenario) == sorted([(base_eu, ""), (base_eu, pattern), (base_us, pattern)])
+
+
+def test_a_subscription_starts_exactly_at_subscribed(
+    server: PatternsServer, new_key: Callable[[], str]
+) -> None:
+    """Never a message published before Subscribe was called (even when another stream
+    of the server already listened to the channel); always one published after
+    `subscribed` arrived."""
+    channel = name(new_key)
+
+    async def scenario() -> None:
+        async with stub_for(server.address) as stub:
+            earlier = await subscribed(stub, channels=[channel])  # the channel is live
+            for n in range(50):
+                await stub.Publish(pb.PublishRequest(channel=channel, payload=b"before-%d" % n))
+            later = await subscribed(stub, channels=[channel])
+            await stub.Publish(pb.PublishRequest(channel=channel, payload=b"after"))
+            assert (await next_event(later)).payload == b"after"
+            seen = [(await next_event(earlier)).payload for _ in range(51)]
+            assert seen[-1] == b"after"
+            earlier.cancel()
+            later.cancel()
+
+    for _ in range(5):
+        run(scenario)
+
+
+def test_receivers_counts_server_processes(
+    server: PatternsServer, backend_url: str, new_key: Callable[[], str]
+) -> None:
+    channel = name(new_key)
+
+    async def scenario() -> list[int]:
+        async with stub_for(server.address) as stub:
+            counts = [(await stub.Publish(pb.PublishRequest(channel=channel))).receivers]
+            calls = [await subscribed(stub, channels=[channel]) for _ in range(3)]
+            counts.append((await stub.Publish(pb.PublishRequest(channel=channel))).receivers)
+            for call in calls:
+                call.cancel()
+            return counts
+
+    counts = run(scenario)
+    assert counts[0] == 0
+    # Three streams, one server process: one Redis subscriber (on a Cluster too: every
+    # process's Pub/Sub connection and every PUBLISH go to one node).
+    assert counts[1] == 1
+
+
+def test_namespaces_and_prefixes_keep_channels_apart(
+    server: PatternsServer, backend_url: str, new_key: Callable[[], str]
+) -> None:
+    """A pattern only ever matches channels of its own namespace: `*` does not see the
+    channels other servers (or anything else) publish on the same Redis."""
+    channel = name(new_key)
+
+    async def scenario() -> None:
+        async with stub_for(server.address) as stub:
+            call = await subscribed(stub, patterns=["*"])
+            other = redis.Redis.from_url(backend_url.replace("redis+cluster", "redis"))
+            other.publish(f"elsewhere:{channel}", b"outside")
+            other.publish(f"patterns:other-tenant:events:{channel}", b"other namespace")
+            await stub.Publish(pb.PublishRequest(channel=channel, payload=b"inside"))
+            while (event := await next_event(call)).channel != channel:
+                pass  # other tests of this session may publish meanwhile
+            assert event.payload == b"inside" and event.pattern == "*"
+            call.cancel()
+
+    run(scenario)
+
+
+def test_hostile_names_are_taken_literally(
+    server: PatternsServer, new_key: Callable[[], str]
+) -> None:
+    base = name(new_key)
+    names = [f"{base}#h", f"{base}}}", f"{base}{{x}}", f"{base}é 🙂", f"{base}[ab]"]
+
+    async def scenario() -> None:
+        async with stub_for(server.address) as stub:
+            call = await subscribed(stub, channels=names, patterns=[rf"{base}\[ab\]"])
+            for channel in names:
+                await stub.Publish(pb.PublishRequest(channel=channel, payload=channel.encode()))
+            events = [await next_event(call) for _ in range(len(names) + 1)]
+            call.cancel()
+        assert sorted(e.channel for e in events if not e.pattern) == sorted(names)
+        assert [e.channel for e in events if e.pattern] == [f"{base}[ab]"]
+        assert all(e.payload == e.channel.encode() for e in events)
+
+    run(scenario)
+
+
+def test_the_largest_payload_is_published(
+    server: PatternsServer, new_key: Callable[[], str]
+) -> None:
+    channel = name(new_key)
+
+    async def scenario() -> bytes:
+        async with stub_for(server.address) as stub:
+            call = await subscribed(stub, channels=[channel])
+            payload = bytes(range(256)) * 4096  # 1 MiB
+            await stub.Publish(pb.PublishRequest(channel=channel, payload=payload))
+            event = await next_event(call)
+            call.cancel()
+            return event.payload
+
+    assert run(scenario) == bytes(range(256)) * 4096
+
+
+def bad_publishes() -> list[tuple[pb.PublishRequest, str]]:
+    return [
+        (pb.PublishRequest(channel=""), "channel"),
+        (pb.PublishRequest(channel="c" * 513), "channel"),
+        (pb.PublishRequest(channel="c", payload=b"x" * ((1 << 20) + 1)), "payload"),
+    ]
+
+
+@pytest.mark.parametrize(("request_", "field"), bad_publishes())
+def test_publish_rejects_bad_input(
+    channel: grpc.Channel, request_: pb.PublishRequest, field: str
+) -> None:
+    assert_invalid(lambda: Stub(channel).Publish(request_), field)
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (pb.SubscribeRequest(), "channels"),
+        (pb.SubscribeRequest(channels=["a"] * 60, patterns=["b"] * 41), "channels"),
+        (pb.SubscribeRequest(channels=["a", ""]), "channels[1]"),
+        (pb.SubscribeRequest(channels=["a"], patterns=["p" * 513]), "patterns[0]"),
+    ],
+)
+def test_subscribe_rejects_bad_input(
+    channel: grpc.Channel, request_: pb.SubscribeRequest, field: str
+) -> None:
+    assert_invalid(lambda: list(Stub(channel).Subscribe(request_, timeout=10)), field)
+
+
+# Streams that end
+
+
+def pubsub_numbers(url: str, channel: str) -> tuple[int, int]:
+    """(subscribers of `channel`, patterns) in Redis, across every node of a Cluster."""
+    client = redis.Redis.from_url(url.replace("redis+cluster", "redis"))
+    channel_name = f"patterns:default:events:{channel}"
+    if url.startswith("redis+cluster"):
+        ports = [int(address.rsplit(":", 1)[1]) for address in client.cluster("NODES")]
+        nodes = [redis.Redis(port=port) for port in ports]
+    else:
+        nodes = [client]
+    channels = sum(node.pubsub_numsub(channel_name)[0][1] for node in nodes)
+    return channels, sum(int(node.pubsub_numpat()) for node in nodes)
+
+
+def test_cancelled_streams_leave_no_subscription(
+    server: PatternsServer, backend_url: str, new_key: Callable[[], str]
+) -> None:
+    """1,000 subscribe/cancel cycles: nothing subscribed in Redis afterwards."""
+    channel = name(new_key)
+    _, patterns_before = pubsub_numbers(backend_url, channel)
+
+    async def scenario() -> None:
+        async with stub_for(server.address) as stub:
+            for _ in range(20):
+                calls = await asyncio.gather(
+                    *(
+                        subscribed(stub, channels=[channel], patterns=[f"{channel}.{n}.*"])
+                        for n in range(50)
+                    )
+                )
+                for call in calls:
+                    call.cancel()
+
+    run(scenario)
+    deadline = time.monotonic() + 10
+    while pubsub_numbers(backend_url, channel) != (0, patterns_before):
+        assert time.monotonic() < deadline, pubsub_numbers(backend_url, channel)
+        time.sleep(0.05)
+
+
+def test_a_slow_subscriber_is_ended_alone(own_redis: RedisServer) -> None:
+    server = PatternsServer(own_redis.url, "--events-buffer", "20").start()
+
+    async def scenario() -> None:
+        async with stub_for(server.address) as stub:
+            slow = await subscribed(stub, channels=["busy"])
+            reader = await subscribed(stub, channels=["busy"])
+            # Enough that gRPC's own flow-control window (which holds what was written to
+            # a stream and not yet read) fills, and then the server's buffer of 20.
+            for n in range(500):
+                payload = b"%05d" % n + bytes(32_768)
+                await stub.Publish(pb.PublishRequest(channel="busy", payload=payload))
+                assert (await next_event(reader)).payload == payload
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                while True:
+                    await next_event(slow)
+            assert ended.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert details(ended.value)["ErrorInfo"].reason == "SLOW_CONSUMER"
+            await stub.Publish(pb.PublishRequest(channel="busy", payload=b"still"))
+            assert (await next_event(reader)).payload == b"still"
+            reader.cancel()
+
+    try:
+        run(scenario)
+    finally:
+        server.stop()
+
+
+def test_losing_redis_ends_streams_then_subscriptions_work_again(own_redis: RedisServer) -> None:
+    server = PatternsServer(own_redis.url, "--redis-timeout", "1").start()
+
+    async def scenario() -> None:
+        async with stub_for(server.address) as stub:
+            call = await subscribed(stub, channels=["news"])
+            own_redis.stop()
+            started = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await call.read()
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert time.monotonic() - started < 3
+            own_redis.start()
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    again = await subscribed(stub, channels=["news"])
+                    break
+                except grpc.aio.AioRpcError as error:
+                    assert error.code() == grpc.StatusCode.UNAVAILABLE
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.1)
+            await stub.Publish(pb.PublishRequest(channel="news", payload=b"back"))
+            assert (await next_event(again)).payload == b"back"
+            again.cancel()
+
+    try:
+        run(scenario)
+    finally:
+        server.stop()
+
+
+def test_shutdown_ends_streams_with_unavailable(own_redis: RedisServer) -> None:
+    server = PatternsServer(own_redis.url, "--shutdown-grace", "5").start()
+
+    async def scenario() -> list[grpc.StatusCode]:
+        async with stub_for(server.address) as stub:
+            calls = [await subscribed(stub, channels=[f"c{n}"]) for n in range(20)]
+            assert server.process is not None
+            started = time.monotonic()
+            server.process.terminate()
+            codes = []
+            for call in calls:
+                with pytest.raises(grpc.aio.AioRpcError) as ended:
+                    await call.read()
+                codes.append(ended.value.code())
+                assert details(ended.value)["ErrorInfo"].reason == "SHUTTING_DOWN"
+            assert time.monotonic() - started < 4  # not held for the grace period
+            return codes
+
+    assert set(run(scenario)) == {grpc.StatusCode.UNAVAILABLE}
+    assert server.wait() == 0
+
+
+def test_a_thousand_streams_share_one_redis_connection_and_leave_nothing(
+    own_redis: RedisServer,
+) -> None:
+    """In one process with the server, to count its tasks: 1,000 streams, one Pub/Sub
+    connection in Redis; all cancelled, the server is back to the tasks it had."""
+
+    async def scenario() -> tuple[int, int, int]:
+        app = await start(Settings(listen="127.0.0.1:0", redis_url=own_redis.url))
+        try:
+            async with stub_for(f"127.0.0.1:{app.port}") as stub:
+                await subscribed(stub, channels=["warm-up"])  # the hub's reader exists
+                baseline = len(asyncio.all_tasks())
+                calls = await asyncio.gather(
+                    *(subscribed(stub, channels=[f"c{n % 10}"]) for n in range(1_000))
+                )
+                connections = len(own_redis.client().client_list(_type="pubsub"))
+                await stub.Publish(pb.PublishRequest(channel="c3", payload=b"x"))
+                assert all([(await next_event(c)).payload == b"x" for c in calls[3::10]])
+                for call in calls:
+                    call.cancel()
+                for _ in range(200):
+                    await asyncio.sleep(0.05)
+                    if len(asyncio.all_tasks()) <= baseline and app.calls.streams == 1:
+                        break
+                return connections, len(asyncio.all_tasks()) - baseline, app.calls.streams
+        finally:
+            await app.stop()
+
+    connections, extra_tasks, streams = run(scenario)
+    assert connections == 1
+    assert extra_tasks <= 0 and streams == 1
+
+
+# grpcurl
+
+
+def test_grpcurl_subscribes_and_receives(
+    grpcurl_path: str, server: PatternsServer, new_key: Callable[[], str]
+) -> None:
+    channel = name(new_key)
+    process = subprocess.Popen(
+        [
+            grpcurl_path,
+            "-plaintext",
+            "-max-time",
+            "10",
+            "-d",
+            json.dumps({"channels": [channel]}),
+            server.address,
+            "patterns.events.v1.Events/Subscribe",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:  # wait for `subscribed` before publishing
+        lines.append(line)
+        if line.startswith("}"):
+            break
+    with grpc.insecure_channel(server.address) as opened:
+        Stub(opened).Publish(pb.PublishRequest(channel=channel, payload=b"hello"), timeout=10)
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("}"):
+            break
+    process.kill()
+    process.wait()
+    messages = "".join(lines).replace("}\n{", "}\n\n{").split("\n\n")
+    first, second = (json.loads(message) for message in messages)
+    assert first == {"subscribed": {"channels": [channel]}}
+    assert second["event"]["channel"] == channel and second["event"]["payload"] == "aGVsbG8="
+    assert "receivedAt" in second["event"]
