@@ -12,6 +12,11 @@ processes (pinned to the other cores, beside Redis):
   direct       no server: the same Lua decision made with redis-py asyncio from one
                Python process (pinned to core 0 like the server), one EVALSHA per decision
 
+then, once after the rounds, the Events fan-out (`benchmarks/fanout.py`): --fanout-streams
+subscriber streams on one channel, from client processes, and one publisher at each of
+--fanout-rates messages/s: deliveries/s, publish-to-receive latency, server CPU per
+delivery, and server memory per idle stream.
+
 and prints throughput, latency percentiles, the server's CPU time per call, and the ratios
 the targets are stated in. --output writes the same as Markdown (benchmarks/RESULTS.md).
 """
@@ -31,6 +36,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from benchmarks.fanout import FanoutResult, run_fanout
 from benchmarks.load import Window, WorkerResult, run_direct_worker, run_grpc_worker
 from devtools.processes import PatternsServer, RedisServer
 from patterns_server.ratelimit.ratelimit import CHECK
@@ -268,6 +274,44 @@ def report(rounds: list[dict[str, Figures]], header: list[str], command: str) ->
     return "\n".join(lines)
 
 
+FANOUT_LATENCY_TARGET_MS = 50.0
+
+
+def fanout_report(results: list[FanoutResult]) -> list[str]:
+    if not results:
+        return []
+    lines = [
+        "",
+        f"Events fan-out: {results[0].streams:,} subscriber streams on one channel, one "
+        f"publisher, {results[0].seconds:g} s per rate:",
+        "",
+        "| messages/s | deliveries/s | delivered | p50 ms | p99 ms | server CPU µs/delivery |",
+        "|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        cpu = result.server_cpu_seconds / result.delivered * 1e6 if result.delivered else 0
+        lines.append(
+            f"| {result.rate:,} | {result.deliveries_per_second:,.0f} | "
+            f"{result.delivered_share:.1%} | {percentile(result.latencies_ns, 0.5):.1f} | "
+            f"{percentile(result.latencies_ns, 0.99):.1f} | {cpu:.0f} |"
+        )
+    lines.append("")
+    per_stream = statistics.median(r.memory_per_stream for r in results)
+    lines.append(f"- server memory per idle stream: **{per_stream / 1024:.1f} KiB**")
+    kept_up = [
+        r
+        for r in results
+        if r.delivered_share >= 0.999
+        and percentile(r.latencies_ns, 0.99) <= FANOUT_LATENCY_TARGET_MS
+    ]
+    best = max((r.deliveries_per_second for r in kept_up), default=0.0)
+    lines.append(
+        f"- highest rate with every message delivered and p99 ≤ {FANOUT_LATENCY_TARGET_MS:g} ms "
+        f"(goal ≥ 20,000 deliveries/s): **{best:,.0f} deliveries/s**"
+    )
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -283,6 +327,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--in-flight", type=int, default=64, help="concurrent calls")
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--server-args", default="", help="extra patterns-server flags")
+    parser.add_argument("--fanout-streams", type=int, default=1_000, help="subscriber streams")
+    parser.add_argument(
+        "--fanout-rates",
+        default="10,20,40",
+        help="messages/s to publish, comma-separated; '' skips",
+    )
+    parser.add_argument("--fanout-seconds", type=float, default=5.0, help="measured per rate")
     parser.add_argument("--output", type=Path, help="also write the report as Markdown")
     args = parser.parse_args(argv)
     scenarios = [s for s in args.scenarios.split(",") if s]
@@ -312,6 +363,24 @@ def main(argv: Sequence[str] | None = None) -> None:
                     file=sys.stderr,
                 )
             rounds.append(figures)
+        fanout = []
+        for rate in (int(r) for r in args.fanout_rates.split(",") if r):
+            fanout.append(
+                run_fanout(
+                    processes.server.address,
+                    processes.server_pid,
+                    args.fanout_streams,
+                    rate,
+                    args.fanout_seconds,
+                    args.client_processes,
+                    client_cores,
+                )
+            )
+            print(
+                f"fan-out at {rate} messages/s: "
+                f"{fanout[-1].deliveries_per_second:,.0f} deliveries/s",
+                file=sys.stderr,
+            )
         given = list(argv if argv is not None else sys.argv[1:])
         command = "make bench" + (f' ARGS="{" ".join(given)}"' if given else "")
         header = describe_machine(processes)
@@ -321,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             if server_cores
             else "layout: not pinned (one core)"
         )
-        text = report(rounds, header, command)
+        text = "\n".join([report(rounds, header, command), *fanout_report(fanout)])
     finally:
         processes.close()
     print(text)

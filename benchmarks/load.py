@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import uvloop
@@ -20,6 +20,7 @@ from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 USERS = 10_000
 # A policy that admits most traffic spread over USERS keys: the work of a decision, not
 # of refusals, is what is measured.
+T = TypeVar("T")
 POLICY = pb.Policy(algorithm=pb.ALGORITHM_GCRA, limit=1_000, period=Duration(seconds=1))
 BATCH = 100
 
@@ -36,7 +37,7 @@ class WorkerResult:
     decisions_per_call: int
 
 
-def _run(main: Coroutine[Any, Any, list[int]]) -> list[int]:
+def run_on_uvloop(main: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop, as the server does: clients as cheap as Python clients get."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
@@ -94,7 +95,7 @@ def run_grpc_worker(
             await asyncio.gather(*(client(n * step) for n in range(in_flight)))
         return latencies
 
-    return WorkerResult(_run(main()), decisions)
+    return WorkerResult(run_on_uvloop(main()), decisions)
 
 
 def run_direct_worker(
@@ -128,4 +129,4 @@ def run_direct_worker(
         await client.aclose()
         return latencies
 
-    return WorkerResult(_run(main()), 1)
+    return WorkerResult(run_on_uvloop(main()), 1)

@@ -9,7 +9,8 @@ that exist when it is published, in the order one publisher sent it.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from patterns_server.runtime.errors import InvalidArgument
 from patterns_server.runtime.validation import check_name
@@ -24,12 +25,15 @@ BUFFER_BYTES = 16 << 20
 @dataclass(frozen=True)
 class Event:
     """A published message: its channel, the subscribed pattern that matched it ("" for a
-    channel subscription), its payload, and when the server read it (Unix time)."""
+    channel subscription), its payload, and when the server read it (Unix time). Every
+    stream a message reaches gets the same Event; `memo` keeps what they make of it alike
+    (the serialized response), made once."""
 
     channel: str
     pattern: str
     payload: bytes
     received_at: float
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 class EventStream:
@@ -61,13 +65,16 @@ class EventStream:
 
     async def __anext__(self) -> Event:
         message = await anext(self._subscription)
-        pattern = message.pattern
-        return Event(
-            self._events.channel_name(message.channel),
-            self._pattern_names[pattern] if pattern is not None else "",
-            message.payload,
-            message.received_at,
-        )
+        event: Event | None = message.memo.get(Event)
+        if event is None:
+            pattern = message.pattern
+            event = message.memo[Event] = Event(
+                self._events.channel_name(message.channel),
+                self._pattern_names[pattern] if pattern is not None else "",
+                message.payload,
+                message.received_at,
+            )
+        return event
 
     async def close(self) -> None:
         await self._subscription.close()
@@ -102,9 +109,9 @@ class Events:
                 "channels",
                 f"channels and patterns together must be 1 to {MAX_NAMES}, got {count:,}",
             )
-        for field, names in (("channels", channels), ("patterns", patterns)):
+        for kind, names in (("channels", channels), ("patterns", patterns)):
             for index, name in enumerate(names):
-                check_name(f"{field}[{index}]", name)
+                check_name(f"{kind}[{index}]", name)
         unique_channels = tuple(dict.fromkeys(channels))
         pattern_names = {self._space.channel_pattern(p): p for p in dict.fromkeys(patterns)}
         subscription = await self._redis.subscribe(

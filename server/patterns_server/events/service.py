@@ -22,15 +22,17 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
 
     async def Subscribe(
         self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.SubscribeResponse]:
+    ) -> AsyncIterator[pb.SubscribeResponse | bytes]:
         async with await self._events.subscribe(request.channels, request.patterns) as stream:
             subscribed = pb.Subscribed(channels=stream.channels, patterns=stream.patterns)
             yield pb.SubscribeResponse(subscribed=subscribed)
             async for event in stream:
-                yield _response(event)
+                yield event.memo.get("response") or _serialized(event)
 
 
-def _response(event: Event) -> pb.SubscribeResponse:
+def _serialized(event: Event) -> bytes:
+    """The event's SubscribeResponse, serialized once for every stream it reaches (the
+    runtime passes bytes through as they are)."""
     response = pb.SubscribeResponse()
     message = response.event
     message.channel = event.channel
@@ -39,7 +41,9 @@ def _response(event: Event) -> pb.SubscribeResponse:
     seconds = int(event.received_at)
     message.received_at.seconds = seconds
     message.received_at.nanos = int((event.received_at - seconds) * 1e9)
-    return response
+    data: bytes = response.SerializeToString()
+    event.memo["response"] = data
+    return data
 
 
 def build(runtime: Runtime) -> Service:

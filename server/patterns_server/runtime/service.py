@@ -6,12 +6,14 @@ serving, and closes them in reverse order at shutdown, before Redis closes.
 """
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
 
 from patterns_server.runtime.calls import Calls, deserializer
 from patterns_server.runtime.config import Settings
@@ -91,10 +93,21 @@ class GuardedService:
             return grpc.unary_stream_rpc_method_handler(
                 guard_stream(behaviour, path, self._calls),
                 request_deserializer=deserializer(request, None),
-                response_serializer=response.SerializeToString,
+                response_serializer=_serializer(response),
             )
         return grpc.unary_unary_rpc_method_handler(
             guard_unary(behaviour, path, self._calls),
             request_deserializer=deserializer(request, self._calls),
             response_serializer=response.SerializeToString,
         )
+
+
+def _serializer(message_class: type[Message]) -> Callable[[Any], bytes]:
+    """Serializes a stream's messages; bytes pass as they are, so that a stream sending one
+    message to many clients can serialize it once for all of them."""
+    serialize = message_class.SerializeToString
+
+    def serialized(message: Any) -> bytes:
+        return message if message.__class__ is bytes else serialize(message)
+
+    return serialized

@@ -23,7 +23,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
@@ -41,12 +41,15 @@ _MARKER = b"patterns-subscribed:"
 @dataclass(frozen=True)
 class Message:
     """A message as Redis delivered it: the Redis channel, the pattern that matched it
-    (None for a channel subscription), the payload, and when it was read (Unix time)."""
+    (None for a channel subscription), the payload, and when it was read (Unix time).
+    Every subscriber it concerns gets this one object; `memo` keeps what they derive
+    from it alike, computed once for all of them."""
 
     channel: bytes
     pattern: bytes | None
     payload: bytes
     received_at: float
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 class Subscription:

@@ -1,0 +1,159 @@
+"""The Events fan-out scenario: one publisher, many subscriber streams on one server.
+
+Subscribers run in processes of their own (beside Redis, on the client cores); each opens
+its share of the streams on one channel, says when all are subscribed, and records the
+publish-to-receive latency of every message published inside the measured window (the
+publisher writes its clock into the payload: all processes share the machine's clock).
+The publisher, in the calling process, publishes at a fixed rate.
+"""
+
+import asyncio
+import multiprocessing
+import struct
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from patterns.events.v1 import events_pb2 as pb
+from patterns.events.v1 import events_pb2_grpc
+
+from benchmarks.load import pin, run_on_uvloop
+
+CHANNEL = "fanout"
+PADDING = bytes(92)  # payloads of 100 bytes: a timestamp and padding
+SETTLE_SECONDS = 1.0  # after the window, for the last messages to arrive
+
+
+@dataclass
+class FanoutResult:
+    rate: int
+    streams: int
+    published: int
+    delivered: int
+    seconds: float
+    latencies_ns: list[int]
+    server_cpu_seconds: float
+    memory_per_stream: float  # bytes of server RSS per idle stream
+
+    @property
+    def deliveries_per_second(self) -> float:
+        return self.delivered / self.seconds
+
+    @property
+    def delivered_share(self) -> float:
+        expected = self.published * self.streams
+        return self.delivered / expected if expected else 0.0
+
+
+def run_subscribers(
+    address: str, streams: int, ready: Any, window: tuple[float, float], cores: set[int] | None
+) -> tuple[int, list[int]]:
+    """Open `streams` streams, report ready, then count the messages sent inside `window`
+    (time.time() bounds) and their latencies, until the window is over."""
+    pin(cores)
+    start, end = window
+
+    async def main() -> tuple[int, list[int]]:
+        latencies: list[int] = []
+        delivered = 0
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = events_pb2_grpc.EventsStub(channel)
+            request = pb.SubscribeRequest(channels=[CHANNEL])
+            calls = [stub.Subscribe(request) for _ in range(streams)]
+            for call in calls:
+                await call.read()  # subscribed
+            ready.put(streams)
+
+            async def read(call: grpc.aio.UnaryStreamCall) -> None:
+                nonlocal delivered
+                while (response := await call.read()) is not grpc.aio.EOF:
+                    received = time.time()
+                    (sent,) = struct.unpack_from("d", response.event.payload)
+                    if start <= sent <= end:
+                        delivered += 1
+                        latencies.append(int((received - sent) * 1e9))
+
+            readers = [asyncio.create_task(read(call)) for call in calls]
+            await asyncio.sleep(max(0.0, end + SETTLE_SECONDS - time.time()))
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+        return delivered, latencies
+
+    return run_on_uvloop(main())
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100  # SC_CLK_TCK is 100 on Linux
+
+
+def run_fanout(
+    address: str,
+    server_pid: int,
+    streams: int,
+    rate: int,
+    seconds: float,
+    client_processes: int,
+    client_cores: set[int] | None,
+) -> FanoutResult:
+    """`streams` subscribers, one publisher at `rate` messages/s for `seconds`."""
+    context = multiprocessing.get_context("spawn")
+    per_process = max(1, streams // client_processes)
+    streams = per_process * client_processes
+    with (
+        context.Manager() as manager,
+        ProcessPoolExecutor(client_processes, mp_context=context) as pool,
+    ):
+        ready = manager.Queue()
+        memory_before = rss_bytes(server_pid)
+        # The window opens once every stream is subscribed (10 s at most to get there).
+        start = time.time() + 10.0
+        window = (start, start + seconds)
+        futures = [
+            pool.submit(run_subscribers, address, per_process, ready, window, client_cores)
+            for _ in range(client_processes)
+        ]
+        opened = sum(ready.get(timeout=60) for _ in range(client_processes))
+        assert opened == streams
+        memory_per_stream = (rss_bytes(server_pid) - memory_before) / streams
+        time.sleep(max(0.0, start - time.time()))
+        cpu_before = cpu_seconds(server_pid)
+        published = run_on_uvloop(_publish(address, rate, window))
+        time.sleep(max(0.0, window[1] + SETTLE_SECONDS - time.time()))  # the last deliveries
+        cpu_used = cpu_seconds(server_pid) - cpu_before
+        results = [future.result() for future in futures]
+    return FanoutResult(
+        rate,
+        streams,
+        published,
+        sum(delivered for delivered, _ in results),
+        seconds,
+        sorted(ns for _, latencies in results for ns in latencies),
+        cpu_used,
+        memory_per_stream,
+    )
+
+
+async def _publish(address: str, rate: int, window: tuple[float, float]) -> int:
+    """Publish `rate` messages a second, on schedule, through the window; how many."""
+    start, end = window
+    published = 0
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = events_pb2_grpc.EventsStub(channel)
+        while (due := start + published / rate) < end:
+            await asyncio.sleep(max(0.0, due - time.time()))
+            payload = struct.pack("d", time.time()) + PADDING
+            await stub.Publish(pb.PublishRequest(channel=CHANNEL, payload=payload))
+            published += 1
+    return published
