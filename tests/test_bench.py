@@ -24,6 +24,12 @@ def test_bench_runs_every_scenario_briefly() -> None:
             "0.2",
             "--in-flight",
             "4",
+            "--fanout-streams",
+            "20",
+            "--fanout-rates",
+            "5",
+            "--fanout-seconds",
+            "0.5",
         ],
         capture_output=True,
         text=True,
@@ -34,3 +40,5 @@ def test_bench_runs_every_scenario_briefly() -> None:
         assert f"| {scenario} |" in result.stdout
     assert "Check calls/s ÷ no-op RPC calls/s" in result.stdout
     assert "CheckMany(100) decisions/s ÷ direct redis-py decisions/s" in result.stdout
+    assert "Events fan-out: 20 subscriber streams" in result.stdout
+    assert "server memory per idle stream" in result.stdout

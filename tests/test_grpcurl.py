@@ -30,6 +30,7 @@ def test_list_shows_every_service(grpcurl_path: str, server: PatternsServer) -> 
     listed = grpcurl(grpcurl_path, server, "list").split()
     assert "patterns.counter.v1.UniqueCounter" in listed
     assert "patterns.ratelimit.v1.RateLimiter" in listed
+    assert "patterns.events.v1.Events" in listed
     assert "grpc.health.v1.Health" in listed
 
 
