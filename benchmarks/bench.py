@@ -298,16 +298,14 @@ def fanout_report(results: list[FanoutResult]) -> list[str]:
     lines.append("")
     per_stream = statistics.median(r.memory_per_stream for r in results)
     lines.append(f"- server memory per idle stream: **{per_stream / 1024:.1f} KiB**")
-    kept_up = [
-        r
-        for r in results
-        if r.delivered_share >= 0.999
-        and percentile(r.latencies_ns, 0.99) <= FANOUT_LATENCY_TARGET_MS
-    ]
-    best = max((r.deliveries_per_second for r in kept_up), default=0.0)
+    delivered = [r for r in results if r.delivered_share >= 0.999]
+    on_time = [r for r in delivered if percentile(r.latencies_ns, 0.99) <= FANOUT_LATENCY_TARGET_MS]
     lines.append(
-        f"- highest rate with every message delivered and p99 ≤ {FANOUT_LATENCY_TARGET_MS:g} ms "
-        f"(goal ≥ 20,000 deliveries/s): **{best:,.0f} deliveries/s**"
+        "- highest rate with every message delivered (goal ≥ 20,000 deliveries/s): "
+        f"**{max((r.deliveries_per_second for r in delivered), default=0.0):,.0f} "
+        "deliveries/s**; with p99 ≤ "
+        f"{FANOUT_LATENCY_TARGET_MS:g} ms as well: "
+        f"**{max((r.deliveries_per_second for r in on_time), default=0.0):,.0f} deliveries/s**"
     )
     return lines
 
