@@ -12,7 +12,10 @@ processes (pinned to the other cores, beside Redis):
   direct       no server: the same Lua decision made with redis-py asyncio from one
                Python process (pinned to core 0 like the server), one EVALSHA per decision
 
-then, once after the rounds, the Events fan-out (`benchmarks/fanout.py`): --fanout-streams
+then, once after the rounds, the Locker (`benchmarks/lock.py`): uncontended Acquire+Release
+pairs per second with --in-flight clients, and the hand-off latency (one holder's Release
+sent to the next holder's Acquire returned) with --lock-contenders waiting for one lock;
+and the Events fan-out (`benchmarks/fanout.py`): --fanout-streams
 subscriber streams on one channel, from client processes, and one publisher at each of
 --fanout-rates messages/s: deliveries/s, publish-to-receive latency, server CPU per
 delivery, and server memory per idle stream.
@@ -38,6 +41,7 @@ from pathlib import Path
 
 from benchmarks.fanout import FanoutResult, run_fanout
 from benchmarks.load import Window, WorkerResult, run_direct_worker, run_grpc_worker
+from benchmarks.lock import LockResult, run_locks
 from devtools.processes import PatternsServer, RedisServer
 from patterns_server.ratelimit.ratelimit import CHECK
 from patterns_server.runtime.embedded_redis import find_redis_server
@@ -277,6 +281,25 @@ def report(rounds: list[dict[str, Figures]], header: list[str], command: str) ->
 FANOUT_LATENCY_TARGET_MS = 50.0
 
 
+HANDOFF_TARGET_MS = 5.0
+
+
+def lock_report(result: LockResult | None, in_flight: int, contenders: int) -> list[str]:
+    if result is None:
+        return []
+    p99 = percentile(result.handoffs_ns, 0.99)
+    return [
+        "",
+        f"Locker ({result.seconds:g} s each):",
+        "",
+        f"- uncontended Acquire+Release pairs, {in_flight} clients: "
+        f"**{result.pairs / result.seconds:,.0f} pairs/s**",
+        f"- hand-off, {contenders} contenders for one lock ({len(result.handoffs_ns):,} "
+        f"hand-offs): p50 {percentile(result.handoffs_ns, 0.5):.2f} ms, "
+        f"**p99 {p99:.2f} ms** (target ≤ {HANDOFF_TARGET_MS:g} ms)",
+    ]
+
+
 def fanout_report(results: list[FanoutResult]) -> list[str]:
     if not results:
         return []
@@ -325,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--in-flight", type=int, default=64, help="concurrent calls")
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--server-args", default="", help="extra patterns-server flags")
+    parser.add_argument("--lock-seconds", type=float, default=5.0, help="each Locker part; 0 skips")
+    parser.add_argument("--lock-contenders", type=int, default=8, help="waiting for one lock")
     parser.add_argument("--fanout-streams", type=int, default=1_000, help="subscriber streams")
     parser.add_argument(
         "--fanout-rates",
@@ -361,6 +386,19 @@ def main(argv: Sequence[str] | None = None) -> None:
                     file=sys.stderr,
                 )
             rounds.append(figures)
+        locks = None
+        if args.lock_seconds > 0:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(1, mp_context=context) as pool:
+                locks = pool.submit(
+                    run_locks,
+                    processes.server.address,
+                    args.in_flight,
+                    args.lock_contenders,
+                    args.lock_seconds,
+                    client_cores,
+                ).result()
+            print(f"locks: {locks.pairs / locks.seconds:,.0f} pairs/s", file=sys.stderr)
         fanout = []
         for rate in (int(r) for r in args.fanout_rates.split(",") if r):
             fanout.append(
@@ -388,7 +426,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             if server_cores
             else "layout: not pinned (one core)"
         )
-        text = "\n".join([report(rounds, header, command), *fanout_report(fanout)])
+        text = "\n".join(
+            [
+                report(rounds, header, command),
+                *lock_report(locks, args.in_flight, args.lock_contenders),
+                *fanout_report(fanout),
+            ]
+        )
     finally:
         processes.close()
     print(text)

@@ -30,6 +30,8 @@ def test_bench_runs_every_scenario_briefly() -> None:
             "5",
             "--fanout-seconds",
             "0.5",
+            "--lock-seconds",
+            "0.3",
         ],
         capture_output=True,
         text=True,
@@ -42,3 +44,4 @@ def test_bench_runs_every_scenario_briefly() -> None:
     assert "CheckMany(100) decisions/s ÷ direct redis-py decisions/s" in result.stdout
     assert "Events fan-out: 20 subscriber streams" in result.stdout
     assert "server memory per idle stream" in result.stdout
+    assert "uncontended Acquire+Release pairs" in result.stdout and "hand-off" in result.stdout

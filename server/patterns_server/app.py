@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from patterns_server.counter import service as counter_service
 from patterns_server.events import service as events_service
+from patterns_server.lock import service as lock_service
 from patterns_server.ratelimit import service as ratelimit_service
 from patterns_server.runtime.calls import Calls
 from patterns_server.runtime.config import Settings
@@ -28,6 +29,7 @@ SERVICES: tuple[Callable[[Runtime], Service], ...] = (
     ratelimit_service.build,
     counter_service.build,
     events_service.build,
+    lock_service.build,
 )
 
 # Calls that gRPC may hold before the server has picked them up (see _grpc_options).

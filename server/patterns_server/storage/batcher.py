@@ -21,8 +21,11 @@ MAX_COMMANDS_PER_BATCH = 2_000
 # A batch also stops growing at about this many bytes (a larger call goes on its own): a
 # pipeline is one write, and Redis's answer to it must come within the socket timeout.
 MAX_BYTES_PER_BATCH = 1 << 20
-# A batch of several calls that ended less than this many batch waits ago means traffic is
-# still concurrent: gather the next batch too. Older than that, the next call is on its own.
+# A batch of at least BUSY_BATCH calls that ended less than CONCURRENCY_MEMORY batch waits
+# ago means traffic is heavy: gather the next batch too. Smaller or older than that, the
+# next batch goes at once: a chain of dependent calls (a lock's hand-off: release, wake,
+# try) would otherwise wait at every step.
+BUSY_BATCH = 4
 CONCURRENCY_MEMORY = 5
 
 
@@ -36,10 +39,10 @@ class Batcher:
     """Sends the commands of concurrent callers together, one pipeline in flight at a time.
 
     While a pipeline is in flight, new calls queue; the next pipeline takes them all. When
-    the last pipeline, just sent, carried more than one call (traffic is concurrent), the
-    next one first waits `batch_wait` seconds so that more calls join: fewer, fuller round
-    trips are what make batching pay (sending at once gives batches of one or two). A lone
-    call never waits. A caller that gives up (deadline, cancellation) before its commands
+    the last pipeline, just sent, carried several calls (traffic is heavy), the next one
+    first waits `batch_wait` seconds so that more calls join: fewer, fuller round trips are
+    what make batching pay (sending at once gives batches of one or two). A lone call, or
+    a few, never waits. A caller that gives up (deadline, cancellation) before its commands
     are sent is dropped from the batch: its work never reaches Redis.
 
     Replies come back in order, a command's error (Redis refused it, or could not be
@@ -83,7 +86,7 @@ class Batcher:
 
     def _traffic_is_concurrent(self, now: float) -> bool:
         recent = now - self._last_batch_end < CONCURRENCY_MEMORY * self._batch_wait
-        return self._batch_wait > 0 and self._last_batch_jobs > 1 and recent
+        return self._batch_wait > 0 and self._last_batch_jobs >= BUSY_BATCH and recent
 
     def _take_batch(self) -> list[_Job]:
         jobs: list[_Job] = []

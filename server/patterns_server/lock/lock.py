@@ -1,0 +1,233 @@
+"""Locks as leases over Redis: one holder per name, a fencing token, waiting without polling.
+
+A lock is one key holding "<token>:<fencing token>" that expires with the lease; granting
+it and taking the next fencing token of its name are one script, so tokens strictly grow
+with every grant, across expiries and restarts (the counter never expires: one small key
+per name ever locked). Release and extend check the token in the same script that acts.
+
+Waiting: the callers of one server that wait for one lock stand in line, in arrival
+order, and only the first of them is awake. It subscribes, through the backend's shared
+Pub/Sub connection, to the lock's channel, on which every release and forced release
+publishes; it tries again when woken, and otherwise when the holder's lease would run out
+(expiry publishes nothing), and at least every FALLBACK_SECONDS in case a wake-up was lost.
+Once it has the lock, or gives up, the next in line takes its place. So a release costs
+one attempt per server with waiters, not one per waiter; across servers, the first to try
+wins.
+"""
+
+import asyncio
+import enum
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from patterns_server.runtime.errors import Aborted, InvalidArgument, ResourceExhausted, Unavailable
+from patterns_server.runtime.validation import check_name
+from patterns_server.storage import LuaScript, RedisBackend
+
+MIN_TTL = timedelta(milliseconds=1)
+MAX_TTL = timedelta(days=1)
+MIN_HOLD_TTL = timedelta(milliseconds=100)  # a Hold renews every ttl/3
+MAX_WAIT = timedelta(days=1)
+MAX_TOKEN_CHARS = 64
+TOKEN_BYTES = 16  # 128 random bits, 22 URL-safe characters
+# A waiter not woken tries again when the holder's lease would end, and at least this often.
+FALLBACK_SECONDS = 2.0
+WAKEUP_BUFFER = 64
+
+ACQUIRE = LuaScript.beside(__file__, "lua/common.lua", "lua/acquire.lua")
+RELEASE = LuaScript.beside(__file__, "lua/common.lua", "lua/release.lua")
+EXTEND = LuaScript.beside(__file__, "lua/common.lua", "lua/extend.lua")
+INSPECT = LuaScript.beside(__file__, "lua/inspect.lua")
+FORCE_RELEASE = LuaScript.beside(__file__, "lua/force_release.lua")
+
+
+class ReleaseStatus(enum.Enum):
+    RELEASED = 1
+    NOT_HELD = 2
+    HELD_BY_OTHER = 3
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The answer to an acquire: granted or not, and if granted, its token, fencing
+    token and end (µs since the epoch, Redis clock)."""
+
+    acquired: bool
+    token: str = ""
+    fencing_token: int = 0
+    expires_at_us: int = 0
+
+
+@dataclass
+class _Line:
+    """The callers of this server waiting for one lock: `turn` lets them through one at a
+    time, first come first served (asyncio's Lock is fair)."""
+
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiting: int = 0
+
+
+@dataclass(frozen=True)
+class LockState:
+    """What Inspect shows: whether a lock is held, its fencing token, its time left."""
+
+    held: bool
+    fencing_token: int
+    ttl_remaining: timedelta
+
+
+class Locker:
+    def __init__(self, redis: RedisBackend) -> None:
+        self._redis = redis
+        self._keys = redis.keys("lock")
+        self._lines: dict[str, _Line] = {}
+
+    async def acquire(
+        self,
+        name: str,
+        ttl: timedelta | None,
+        wait: timedelta | None = None,
+        time_left: float | None = None,
+        ttl_floor: timedelta = MIN_TTL,
+    ) -> Lease:
+        """Take the lock `name` for `ttl`, waiting up to `wait` (and `time_left` seconds,
+        what the caller's deadline leaves) for it to be free."""
+        check_name("name", name)
+        ttl_ms = _duration_ms("ttl", ttl, ttl_floor, MAX_TTL, required=True)
+        wait_ms = _duration_ms("wait_timeout", wait, timedelta(0), MAX_WAIT, required=False)
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        lease, _ = await self._try(name, token, ttl_ms)
+        if lease.acquired or wait_ms == 0:
+            return lease
+        patience = wait_ms / 1000 if time_left is None else min(wait_ms / 1000, time_left)
+        return await self._wait(name, token, ttl_ms, patience)
+
+    async def release(self, name: str, token: str) -> ReleaseStatus:
+        """Give up `name` if `token` holds it; never touches anyone else's lease."""
+        check_name("name", name)
+        _check_token(token)
+        status = await self._redis.eval(RELEASE, [self._keys(name)], [token, self._wakeups(name)])
+        return ReleaseStatus(status)
+
+    async def extend(self, name: str, token: str, ttl: timedelta | None) -> int | None:
+        """Renew `token`'s lease on `name` to `ttl` from now: its end (µs since the
+        epoch), or None when `token` no longer holds the lock."""
+        check_name("name", name)
+        _check_token(token)
+        ttl_ms = _duration_ms("ttl", ttl, MIN_TTL, MAX_TTL, required=True)
+        extended, expires_at_us = await self._redis.eval(
+            EXTEND, [self._keys(name)], [token, ttl_ms]
+        )
+        return int(expires_at_us) if extended else None
+
+    async def keep(self, name: str, lease: Lease, ttl: timedelta) -> None:
+        """Renew `lease` every ttl/3 until cancelled; raises `Aborted` (LEASE_LOST) once
+        it is gone: taken away, or expired while Redis could not be reached."""
+        loop = asyncio.get_running_loop()
+        interval = ttl.total_seconds() / 3
+        ends_at = loop.time() + ttl.total_seconds()  # as far as this server knows
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                extended = await self.extend(name, lease.token, ttl)
+            except Unavailable:
+                if loop.time() >= ends_at:
+                    raise Aborted(
+                        "the lease ran out while Redis could not be reached", "LEASE_LOST"
+                    ) from None
+                continue  # try again at the next interval, while the lease may last
+            if extended is None:
+                raise Aborted("the lease was lost (expired or force-released)", "LEASE_LOST")
+            ends_at = loop.time() + ttl.total_seconds()
+
+    async def inspect(self, name: str) -> LockState:
+        check_name("name", name)
+        held, fencing_token, left_ms = await self._redis.eval(INSPECT, [self._keys(name)], [])
+        return LockState(bool(held), int(fencing_token), timedelta(milliseconds=max(0, left_ms)))
+
+    async def force_release(self, name: str) -> bool:
+        """End whoever's lease on `name`; whether there was one."""
+        check_name("name", name)
+        released = await self._redis.eval(FORCE_RELEASE, [self._keys(name)], [self._wakeups(name)])
+        return bool(released)
+
+    async def _try(self, name: str, token: str, ttl_ms: int) -> tuple[Lease, int]:
+        """One attempt: the lease, and the ms left of the holder's lease when refused."""
+        keys = [self._keys(name), self._keys(name, "fence")]
+        granted, fencing_token, value = await self._redis.eval(ACQUIRE, keys, [token, ttl_ms])
+        if granted:
+            return Lease(True, token, int(fencing_token), int(value)), 0
+        return Lease(False), int(value)
+
+    async def _wait(self, name: str, token: str, ttl_ms: int, patience: float) -> Lease:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        line = self._lines.setdefault(name, _Line())
+        line.waiting += 1
+        try:
+            try:
+                async with asyncio.timeout(deadline - loop.time()):
+                    await line.turn.acquire()
+            except TimeoutError:
+                return Lease(False)
+            try:
+                return await self._wait_first_in_line(name, token, ttl_ms, deadline)
+            finally:
+                line.turn.release()
+        finally:
+            line.waiting -= 1
+            if not line.waiting:
+                del self._lines[name]
+
+    async def _wait_first_in_line(
+        self, name: str, token: str, ttl_ms: int, deadline: float
+    ) -> Lease:
+        """Try whenever the lock may be free, until `deadline` (loop time). An attempt in
+        flight is never cut short: it might hold a grant."""
+        loop = asyncio.get_running_loop()
+        channel = self._wakeups(name).encode()
+        while True:  # subscribed anew only if the wake-ups overflowed
+            async with await self._redis.subscribe(
+                [channel], [], WAKEUP_BUFFER, WAKEUP_BUFFER
+            ) as wakeups:
+                while True:
+                    # Tried after subscribing: a release just before is not missed.
+                    lease, holder_left_ms = await self._try(name, token, ttl_ms)
+                    remaining = deadline - loop.time()
+                    if lease.acquired or remaining <= 0:
+                        return lease
+                    pause = min(remaining, FALLBACK_SECONDS, max(0.001, holder_left_ms / 1000))
+                    try:
+                        async with asyncio.timeout(pause):
+                            await anext(wakeups)
+                    except TimeoutError:
+                        pass  # the holder's lease may have run out: try again
+                    except ResourceExhausted:
+                        break  # too many wake-ups unread: subscribe again
+
+    def _wakeups(self, name: str) -> str:
+        return self._keys.channel(name).decode()
+
+
+def _duration_ms(
+    field: str, value: timedelta | None, low: timedelta, high: timedelta, required: bool
+) -> int:
+    """`value` in whole milliseconds (at least 1 when not zero), within [low, high]."""
+    if value is None or value == timedelta(0):
+        if required:
+            raise InvalidArgument(field, f"is required: {_span(low, high)}")
+        return 0
+    if not low <= value <= high:
+        raise InvalidArgument(field, f"must be {_span(low, high)}, got {value}")
+    return max(1, value // timedelta(milliseconds=1))
+
+
+def _span(low: timedelta, high: timedelta) -> str:
+    floor = f"{low.total_seconds() * 1000:g} ms" if low else "0"
+    return f"{floor} to {high.days:g} day{'s' if high.days != 1 else ''}"
+
+
+def _check_token(token: str) -> None:
+    if not 1 <= len(token) <= MAX_TOKEN_CHARS:
+        raise InvalidArgument("token", f"must be 1 to {MAX_TOKEN_CHARS} characters")
