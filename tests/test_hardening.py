@@ -249,12 +249,14 @@ def peak_memory_bytes(server: PatternsServer) -> int:
 
 
 def outcome(result: Any) -> str:
+    if isinstance(result, BaseException) and not isinstance(result, grpc.aio.AioRpcError):
+        raise result  # not an answer of the server's: the test's own failure
     if isinstance(result, grpc.aio.AioRpcError):
         if result.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
             found = details(result)
             assert found["RetryInfo"].retry_delay.ToTimedelta().total_seconds() > 0
             return f"RESOURCE_EXHAUSTED {found['ErrorInfo'].reason}"
-        return result.code().name
+        return f"{result.code().name} {result.details()}"
     return "OK"
 
 
