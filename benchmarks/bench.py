@@ -11,6 +11,9 @@ processes (pinned to the other cores, beside Redis):
   checkmany    RateLimiter/CheckMany of 100 checks
   direct       no server: the same Lua decision made with redis-py asyncio from one
                Python process (pinned to core 0 like the server), one EVALSHA per decision
+  cache-get    Cache/Get of 1 KiB values over 10,000 keys; direct-get: redis-py GET of the
+               same, from one process pinned like the server
+  cache-set    Cache/Set of 1 KiB values; direct-set: redis-py SET
 
 then, once after the rounds, the Locker (`benchmarks/lock.py`): uncontended Acquire+Release
 pairs per second with --in-flight clients, and the hand-off latency (one holder's Release
@@ -52,7 +55,19 @@ compare the ratios (each computed within one round) rather than absolute rates, 
 before drawing conclusions from a difference under 10%.
 """
 
-SCENARIOS = ("noop", "check", "noop-single", "check-single", "checkmany", "direct")
+SCENARIOS = (
+    "noop",
+    "check",
+    "noop-single",
+    "check-single",
+    "checkmany",
+    "direct",
+    "cache-get",
+    "direct-get",
+    "cache-set",
+    "direct-set",
+)
+DIRECT = ("direct", "direct-get", "direct-set")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -138,17 +153,18 @@ def run_scenario(
     client_cores: set[int] | None,
 ) -> Figures:
     single = scenario.endswith("-single")
-    workers = 1 if single or scenario == "direct" else client_processes
+    workers = 1 if single or scenario in DIRECT else client_processes
     per_worker = 1 if single else max(1, in_flight // workers)
     begin = time.monotonic() + 2.0  # worker start-up
     window = Window(begin + warmup, begin + warmup + seconds)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        if scenario == "direct":
+        if scenario in DIRECT:
             futures = [
                 pool.submit(
                     run_direct_worker,
                     processes.redis.url,
+                    scenario,
                     CHECK.source,
                     per_worker,
                     window,
@@ -175,7 +191,7 @@ def run_scenario(
     latencies = sorted(ns for result in results for ns in result.latencies_ns)
     calls = len(latencies)
     decisions = calls * results[0].decisions_per_call
-    server_cpu = None if scenario == "direct" or not calls else cpu_used / calls * 1e6
+    server_cpu = None if scenario in DIRECT or not calls else cpu_used / calls * 1e6
     return Figures(
         scenario,
         per_worker * workers,
@@ -235,6 +251,9 @@ RATIOS = [
         "direct",
         "decisions_per_second",
     ),
+    ("Cache Get calls/s ÷ direct redis-py GET/s (1 KiB)", "cache-get", "direct-get", "rps"),
+    ("Cache Get calls/s ÷ no-op RPC calls/s", "cache-get", "noop", "rps"),
+    ("Cache Set calls/s ÷ direct redis-py SET/s (1 KiB)", "cache-set", "direct-set", "rps"),
 ]
 
 

@@ -14,6 +14,7 @@ import grpc
 import uvloop
 from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from patterns.cache.v1 import cache_pb2, cache_pb2_grpc
 from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 
@@ -23,6 +24,8 @@ USERS = 10_000
 T = TypeVar("T")
 POLICY = pb.Policy(algorithm=pb.ALGORITHM_GCRA, limit=1_000, period=Duration(seconds=1))
 BATCH = 100
+VALUE = bytes(1024)  # cache values of 1 KiB
+CACHE_TTL = Duration(seconds=3_600)
 
 
 @dataclass
@@ -60,12 +63,19 @@ def _requests_for(scenario: str) -> tuple[list[object], int]:
         return [
             pb.CheckManyRequest(checks=checks[i : i + BATCH]) for i in range(0, USERS, BATCH)
         ], BATCH
+    if scenario == "cache-get":
+        return [cache_pb2.GetRequest(key=key) for key in keys], 1
+    if scenario == "cache-set":
+        return [cache_pb2.SetRequest(key=key, value=VALUE, ttl=CACHE_TTL) for key in keys], 1
     raise ValueError(scenario)
 
 
 def _method(channel: grpc.aio.Channel, scenario: str) -> Callable[[object], Awaitable[object]]:
     if scenario in ("noop", "noop-single"):
         return health_pb2_grpc.HealthStub(channel).Check  # type: ignore[no-any-return]
+    if scenario.startswith("cache-"):
+        cache = cache_pb2_grpc.CacheStub(channel)
+        return cache.Get if scenario == "cache-get" else cache.Set  # type: ignore[no-any-return]
     stub = ratelimit_pb2_grpc.RateLimiterStub(channel)
     return stub.CheckMany if scenario == "checkmany" else stub.Check  # type: ignore[no-any-return]
 
@@ -99,10 +109,16 @@ def run_grpc_worker(
 
 
 def run_direct_worker(
-    redis_url: str, script_source: str, in_flight: int, window: Window, cores: set[int] | None
+    redis_url: str,
+    scenario: str,
+    script_source: str,
+    in_flight: int,
+    window: Window,
+    cores: set[int] | None,
 ) -> WorkerResult:
-    """What a team does without the service: the same Lua decision, one EVALSHA per
-    decision from redis-py asyncio, `in_flight` coroutines in one Python process."""
+    """What a team does without the service, from redis-py asyncio, `in_flight` coroutines
+    in one Python process: the same Lua decision, one EVALSHA per decision ("direct"), or
+    a plain GET or SET of a 1 KiB value ("direct-get", "direct-set")."""
     pin(cores)
     from redis.asyncio import Redis
 
@@ -113,15 +129,26 @@ def run_direct_worker(
         client = Redis.from_url(redis_url, max_connections=in_flight)
         script = client.register_script(script_source)
 
+        async def decide(number: int) -> None:
+            key = f"patterns:default:ratelimit:{{user:{number}}}:direct"
+            await script(
+                keys=[key], args=["0", "gcra", POLICY.limit, period_us, POLICY.limit, 1, 0]
+            )
+
+        async def read(number: int) -> None:
+            await client.get(f"direct:cache:{number}")
+
+        async def write(number: int) -> None:
+            await client.set(f"direct:cache:{number}", VALUE, ex=3_600)
+
+        call = {"direct": decide, "direct-get": read, "direct-set": write}[scenario]
+
         async def worker(offset: int) -> None:
             i = offset
             while time.monotonic() < window.end:
-                key = f"patterns:default:ratelimit:{{user:{i % USERS}}}:direct"
                 i += 1
                 started = time.perf_counter_ns()
-                await script(
-                    keys=[key], args=["0", "gcra", POLICY.limit, period_us, POLICY.limit, 1, 0]
-                )
+                await call(i % USERS)
                 if window.start <= time.monotonic() <= window.end:
                     latencies.append(time.perf_counter_ns() - started)
 

@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from patterns_server.cache import service as cache_service
 from patterns_server.counter import service as counter_service
 from patterns_server.events import service as events_service
 from patterns_server.lock import service as lock_service
@@ -30,6 +31,7 @@ SERVICES: tuple[Callable[[Runtime], Service], ...] = (
     counter_service.build,
     events_service.build,
     lock_service.build,
+    cache_service.build,
 )
 
 # Calls that gRPC may hold before the server has picked them up (see _grpc_options).

@@ -79,6 +79,10 @@ class Settings:
     events_max_payload_bytes: int = _setting(
         1 << 20, "the largest payload Events.Publish takes, in bytes"
     )
+    cache_default_ttl: float = _setting(
+        3_600.0, "seconds a Cache value lives when its Set gives neither ttl nor expire_at"
+    )
+    cache_max_value_bytes: int = _setting(1 << 20, "the largest value Cache.Set takes, in bytes")
     health_interval: float = _setting(1.0, "seconds between Redis health probes")
     shutdown_grace: float = _setting(
         10.0, "seconds in-flight calls get to finish after SIGTERM/SIGINT"
@@ -98,13 +102,17 @@ class Settings:
             "max_streams",
             "events_buffer",
             "events_max_payload_bytes",
+            "cache_max_value_bytes",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_inflight_bytes < self.max_request_bytes:
             raise ValueError("max_inflight_bytes must be at least max_request_bytes")
-        if self.events_max_payload_bytes > self.max_request_bytes - 1024:
-            raise ValueError("events_max_payload_bytes must leave room within max_request_bytes")
+        for name in ("events_max_payload_bytes", "cache_max_value_bytes"):
+            if getattr(self, name) > self.max_request_bytes - 64 * 1024:
+                raise ValueError(f"{name} must leave room (64 KiB) within max_request_bytes")
+        if not 0.001 <= self.cache_default_ttl <= 3_650 * 86_400:
+            raise ValueError("cache_default_ttl must be 0.001 to 315,360,000 seconds")
 
 
 def _parse_bool(text: str) -> bool:

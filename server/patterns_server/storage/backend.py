@@ -8,7 +8,7 @@ cancellation that lands mid-command; the batcher keeps a cancelled caller's comm
 being sent at all).
 """
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -128,6 +128,22 @@ class RedisBackend:
         """How many channels and patterns the process subscribes to in Redis now."""
         return self._pubsub.subscribed
 
+    async def scan(self, match: str, count: int = 1_000) -> AsyncIterator[list[bytes]]:
+        """The keys that match the glob `match`, in batches, from every node (every
+        Cluster primary): SCAN, never KEYS, so Redis stays responsive. Keys created or
+        deleted meanwhile may or may not be seen; the others are, at least once."""
+        for route in await self._one_key_per_primary("scan"):
+            cursor = 0
+            while True:
+                scan = Command(("SCAN", cursor, "MATCH", match, "COUNT", count), route=route)
+                ((cursor, keys),) = await self.run(scan)
+                if isinstance(cursor, dict):  # redis-py's Cluster gives {node: cursor}
+                    (cursor,) = cursor.values()
+                if keys:
+                    yield keys
+                if cursor == 0:
+                    break
+
     async def check(self) -> None:
         """Raises unless Redis can serve what calls need: a write to the Redis (to every
         Cluster primary) succeeds, sent through the same path as every call. A Redis that
@@ -140,21 +156,26 @@ class RedisBackend:
         await self._client.aclose()
 
     async def _probes(self) -> list[Command]:
-        """One short-lived write per Redis primary: keys whose slots each primary serves."""
-        key = self.keys("health")
+        """One short-lived write per Redis primary."""
+        return [_probe(key) for key in await self._one_key_per_primary("health")]
+
+    async def _one_key_per_primary(self, purpose: str) -> list[str]:
+        """Keys whose slots each Redis primary serves, one per primary (one key on
+        standalone Redis): to send a command to every node."""
+        key = self.keys(purpose)
         if not isinstance(self._client, RedisCluster):
-            return [_probe(key("probe"))]
+            return [key("node")]
         await self._client.initialize()
         primaries = {node.name for node in self._client.get_primaries()}
-        probes: dict[str, Command] = {}
+        keys: dict[str, str] = {}
         for number in range(10_000):  # a handful suffice: the slots of a node are many
-            name = key(f"probe-{number}")
+            name = key(f"node-{number}")
             node = self._client.get_node_from_key(name)
-            if node is not None and node.name not in probes:
-                probes[node.name] = _probe(name)
-            if primaries <= probes.keys():
+            if node is not None and node.name not in keys:
+                keys[node.name] = name
+            if primaries <= keys.keys():
                 break
-        return list(probes.values())
+        return list(keys.values())
 
     async def _open_connection(self) -> AbstractConnection:
         """A new connection of its own, to the Redis (to the Cluster node of Pub/Sub)."""

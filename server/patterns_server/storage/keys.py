@@ -28,6 +28,13 @@ class KeySpace:
             name = name.translate(_ESCAPES)
         return "".join((self._base, "{", name, "}", *(":" + part for part in parts)))
 
+    def matching(self, prefix: str) -> str:
+        """A SCAN pattern for the keys of every name that starts with `prefix` (their
+        parts included), `prefix` taken literally."""
+        if "#" in prefix or "}" in prefix:
+            prefix = prefix.translate(_ESCAPES)
+        return self._base.translate(_GLOB_ESCAPES) + "{" + prefix.translate(_GLOB_ESCAPES) + "*"
+
     # Pub/Sub channels are not keys: no hash tag (classic Pub/Sub reaches every Cluster
     # node), so the caller's name follows the namespace as it is, and the caller's glob
     # patterns keep their meaning.

@@ -1,0 +1,1 @@
+"""Cache: values with expiry, batch reads, tag and prefix invalidation, fill leases."""

@@ -1,0 +1,308 @@
+"""A cache over Redis: values with expiry, tags, prefix invalidation, and fill leases.
+
+- An entry is one hash (value and tags) that expires; reads and writes are one script each.
+- Tags: each tag has an index (a sorted set of the keys tagged with it, scored by their
+  expiry). A Set adds the key to its tags' indexes *before* it stores the entry, so an
+  invalidation that starts after the Set began finds the key; InvalidateTags then deletes,
+  entry by entry (each in its own slot on a Cluster), only the entries that still carry one
+  of the tags: an entry set again without the tag survives. Indexes expire with their
+  longest-lived member, and every Set prunes some expired members: nothing grows forever.
+- InvalidatePrefix scans every node with SCAN (never KEYS) for the namespace's keys with
+  the prefix, taken literally, and UNLINKs them.
+- GetOrLease: on a miss, one script grants one caller a lease (a key beside the entry that
+  expires); the others wait on the key's channel, through the backend's shared Pub/Sub
+  connection, for the fill (or the lease's end) to wake them. A Set with the lease's token
+  stores only if the lease is still there and none of the value's tags was invalidated
+  since it was granted; Delete and invalidations end leases, so a slow filler never writes
+  stale data back.
+"""
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from patterns_server.runtime.errors import InvalidArgument, ResourceExhausted
+from patterns_server.runtime.validation import check_count, check_name, optional_ttl_ms
+from patterns_server.storage import Command, LuaScript, RedisBackend
+
+MAX_KEYS = 1_000
+MAX_TAGS = 64
+MAX_TTL = timedelta(days=3_650)
+MAX_LEASE = timedelta(hours=1)
+MAX_TOKEN_CHARS = 64
+TOKEN_BYTES = 16
+# A waiter not woken tries again when the lease would end, and at least this often.
+FALLBACK_SECONDS = 2.0
+SCAN_DELETE_CHUNK = 1_000
+
+
+def _script(*names: str) -> LuaScript:
+    return LuaScript.beside(__file__, "lua/common.lua", *(f"lua/{name}.lua" for name in names))
+
+
+GET = _script("get")
+SET = _script("set")
+TAG = _script("tag")
+INVALIDATE_TAG = _script("invalidate_tag")
+INVALIDATE_ENTRY = _script("invalidate_entry")
+DELETE = _script("delete")
+GET_OR_LEASE = _script("get_or_lease")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A key's answer: found or not, its value, and its time left (ms)."""
+
+    key: str
+    found: bool
+    value: bytes = b""
+    ttl_remaining_ms: int = 0
+
+
+@dataclass(frozen=True)
+class FillLease:
+    """The right to fill a key: its token, and when it runs out (ms since the epoch)."""
+
+    token: str
+    expires_at_ms: int
+
+
+class Pending:
+    """Another caller's fill did not arrive within the wait."""
+
+
+class Cache:
+    """`default_ttl` applies to a Set without ttl or expire_at; `max_value` is the largest
+    value, in bytes."""
+
+    def __init__(self, redis: RedisBackend, default_ttl: timedelta, max_value: int) -> None:
+        self._redis = redis
+        self._keys = redis.keys("cache")
+        self._tags = redis.keys("cachetag")
+        self._default_ttl_ms = default_ttl // timedelta(milliseconds=1)
+        self._max_value = max_value
+
+    async def get(self, key: str) -> Entry:
+        check_name("key", key)
+        return _entry(key, await self._redis.eval(GET, [self._keys(key)], []))
+
+    async def get_many(self, keys: Sequence[str]) -> list[Entry]:
+        """In request order; one round trip per node."""
+        self._check_keys(keys)
+        replies = await self._redis.run(*(Command.eval(GET, [self._keys(k)], []) for k in keys))
+        return [_entry(key, reply) for key, reply in zip(keys, replies, strict=True)]
+
+    async def set(
+        self,
+        key: str,
+        value: bytes,
+        ttl: timedelta | None = None,
+        expire_at: datetime | None = None,
+        tags: Sequence[str] = (),
+        only_if_absent: bool = False,
+        lease_token: str = "",
+    ) -> bool:
+        """Store `value` under `key` with its `tags` (replacing the old ones); whether it
+        was stored (see the contract for when it is not)."""
+        check_name("key", key)
+        if len(value) > self._max_value:
+            raise InvalidArgument(
+                "value", f"must be at most {self._max_value:,} bytes, got {len(value):,}"
+            )
+        mode, expiry = self._expiry(ttl, expire_at)
+        check_count("tags", tags, 0, MAX_TAGS)
+        for index, tag in enumerate(tags):
+            check_name(f"tags[{index}]", tag)
+        if len(lease_token) > MAX_TOKEN_CHARS:
+            raise InvalidArgument("lease_token", f"must be at most {MAX_TOKEN_CHARS} characters")
+        unique_tags = list(dict.fromkeys(tags))
+        invalidated_at = 0
+        if unique_tags:  # indexed first: an invalidation from now on finds the key
+            markers = await self._redis.run(
+                *(
+                    Command.eval(
+                        TAG, [self._tags(t), self._tags(t, "invalidated")], [key, mode, expiry]
+                    )
+                    for t in unique_tags
+                )
+            )
+            invalidated_at = max(int(marker) for marker in markers)
+        stored = await self._redis.eval(
+            SET,
+            self._entry_keys(key),
+            [
+                value,
+                mode,
+                expiry,
+                "1" if only_if_absent else "0",
+                lease_token,
+                json.dumps(unique_tags),
+                invalidated_at,
+                self._fill_channel(key),
+            ],
+        )
+        return bool(stored)
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        """Delete `keys`, ending fills of them; how many held a value."""
+        self._check_keys(keys)
+        replies = await self._redis.run(
+            *(Command.eval(DELETE, self._entry_keys(k), [self._fill_channel(k)]) for k in keys)
+        )
+        return sum(replies)
+
+    async def invalidate_tags(self, tags: Sequence[str]) -> int:
+        """Delete the entries that carry any of `tags` now; how many."""
+        check_count("tags", tags, 1, MAX_TAGS)
+        for index, tag in enumerate(tags):
+            check_name(f"tags[{index}]", tag)
+        wanted = json.dumps(dict.fromkeys(tags, True))
+        lease_ms = MAX_LEASE // timedelta(milliseconds=1)
+        await self._redis.run(
+            *(
+                Command.eval(INVALIDATE_TAG, [self._tags(t, "invalidated")], [lease_ms])
+                for t in tags
+            )
+        )
+        deleted = 0
+        for tag in dict.fromkeys(tags):
+            cursor = 0
+            while True:
+                (reply,) = await self._redis.run(
+                    Command(("ZSCAN", self._tags(tag), cursor, "COUNT", SCAN_DELETE_CHUNK))
+                )
+                cursor, flat = int(reply[0]), reply[1]
+                members = [m.decode() for m in (flat[::2] if _flat(flat) else [p[0] for p in flat])]
+                if members:
+                    replies = await self._redis.run(
+                        *(
+                            Command.eval(
+                                INVALIDATE_ENTRY,
+                                self._entry_keys(k),
+                                [wanted, self._fill_channel(k)],
+                            )
+                            for k in members
+                        )
+                    )
+                    deleted += sum(replies)
+                if cursor == 0:
+                    break
+        return deleted
+
+    async def invalidate_prefix(self, prefix: str) -> int:
+        """Delete every entry whose key starts with `prefix` (and their fills); how many."""
+        check_name("prefix", prefix)
+        deleted = 0
+        async for keys in self._redis.scan(self._keys.matching(prefix)):
+            replies = await self._redis.run(*(Command(("UNLINK", key)) for key in keys))
+            entries = (reply for key, reply in zip(keys, replies, strict=True) if _is_entry(key))
+            deleted += sum(entries)
+        return deleted
+
+    async def get_or_lease(
+        self,
+        key: str,
+        lease_ttl: timedelta | None,
+        wait: timedelta | None = None,
+        time_left: float | None = None,
+    ) -> Entry | FillLease | Pending:
+        """The value of `key`; on a miss, a lease to fill it if nobody has one, else (after
+        waiting up to `wait`, and `time_left` seconds) the value another caller filled."""
+        check_name("key", key)
+        lease_ms = optional_ttl_ms("lease_ttl", lease_ttl, MAX_LEASE)
+        if not lease_ms:
+            raise InvalidArgument("lease_ttl", f"is required: 1 ms to {_span(MAX_LEASE)}")
+        wait_ms = optional_ttl_ms("wait_timeout", wait, MAX_LEASE)
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        answer, _ = await self._lease_or_value(key, token, lease_ms)
+        if not isinstance(answer, Pending) or not wait_ms:
+            return answer
+        loop = asyncio.get_running_loop()
+        patience = wait_ms / 1000 if time_left is None else min(wait_ms / 1000, time_left)
+        deadline = loop.time() + patience
+        channel = self._fill_channel(key).encode()
+        while True:  # subscribed anew only if the wake-ups overflowed
+            async with await self._redis.subscribe([channel], [], 64, 64) as wakeups:
+                while True:
+                    # Asked again after subscribing: a fill just before is not missed.
+                    answer, leased_ms = await self._lease_or_value(key, token, lease_ms)
+                    remaining = deadline - loop.time()
+                    if not isinstance(answer, Pending) or remaining <= 0:
+                        return answer
+                    pause = min(remaining, FALLBACK_SECONDS, max(0.001, leased_ms / 1000))
+                    try:
+                        async with asyncio.timeout(pause):
+                            await anext(wakeups)
+                    except TimeoutError:
+                        pass  # the lease may have run out: ask again
+                    except ResourceExhausted:
+                        break  # too many wake-ups unread: subscribe again
+
+    async def _lease_or_value(
+        self, key: str, token: str, lease_ms: int
+    ) -> tuple[Entry | FillLease | Pending, int]:
+        kind, value, number = await self._redis.eval(
+            GET_OR_LEASE, self._entry_keys(key), [token, lease_ms]
+        )
+        if kind == 1:
+            return Entry(key, True, value, int(number)), 0
+        if kind == 3:
+            return FillLease(token, int(number)), 0
+        return Pending(), int(number)
+
+    def _expiry(self, ttl: timedelta | None, expire_at: datetime | None) -> tuple[str, int]:
+        """("ttl", ms from now) or ("at", ms since the epoch)."""
+        if ttl is not None and expire_at is not None:
+            raise InvalidArgument("expire_at", "give ttl or expire_at, not both")
+        if expire_at is not None:
+            at_ms = int(expire_at.timestamp() * 1000)
+            now_ms = int(time.time() * 1000)
+            if at_ms <= now_ms:
+                raise InvalidArgument("expire_at", "must be in the future")
+            if at_ms - now_ms > MAX_TTL // timedelta(milliseconds=1):
+                raise InvalidArgument("expire_at", "must be at most 3,650 days ahead")
+            return "at", at_ms
+        return "ttl", optional_ttl_ms("ttl", ttl, MAX_TTL) or self._default_ttl_ms
+
+    @staticmethod
+    def _check_keys(keys: Sequence[str]) -> None:
+        check_count("keys", keys, 1, MAX_KEYS)
+        for index, key in enumerate(keys):
+            check_name(f"keys[{index}]", key)
+
+    def _entry_keys(self, key: str) -> list[str]:
+        """The entry of `key`, and its fill lease (one slot)."""
+        return [self._keys(key), self._keys(key, "lease")]
+
+    def _tag_keys(self, tag: str) -> list[str]:
+        """The index of `tag`, and its invalidation marker (one slot)."""
+        return [self._tags(tag), self._tags(tag, "invalidated")]
+
+    def _fill_channel(self, key: str) -> str:
+        return self._keys.channel(key).decode()
+
+
+def _entry(key: str, reply: list[object]) -> Entry:
+    found, value, left_ms = reply
+    if not found:
+        return Entry(key, False)
+    assert isinstance(value, bytes) and isinstance(left_ms, int)
+    return Entry(key, True, value, left_ms)
+
+
+def _is_entry(key: bytes) -> bool:
+    """An entry's key ends with its tag's brace; a lease's with ":lease"."""
+    return key.endswith(b"}")
+
+
+def _flat(reply: list[object]) -> bool:
+    """ZSCAN's pairs arrive flat (RESP2) or as pairs (RESP3 through redis-py)."""
+    return not reply or not isinstance(reply[0], list | tuple)
+
+
+def _span(length: timedelta) -> str:
+    return f"{length.total_seconds() / 3600:g} hour"
