@@ -14,6 +14,8 @@ processes (pinned to the other cores, beside Redis):
   cache-get    Cache/Get of 1 KiB values over 10,000 keys; direct-get: redis-py GET of the
                same, from one process pinned like the server
   cache-set    Cache/Set of 1 KiB values; direct-set: redis-py SET
+  lb-submit    Leaderboard/Submit (BEST) to a board of 1,000,000 members
+  lb-top       Leaderboard/Top(10) of that board
 
 then, once after the rounds, the Locker (`benchmarks/lock.py`): uncontended Acquire+Release
 pairs per second with --in-flight clients, and the hand-off latency (one holder's Release
@@ -43,7 +45,14 @@ from importlib.metadata import version
 from pathlib import Path
 
 from benchmarks.fanout import FanoutResult, run_fanout
-from benchmarks.load import Window, WorkerResult, run_direct_worker, run_grpc_worker
+from benchmarks.load import (
+    BOARD,
+    BOARD_SIZE,
+    Window,
+    WorkerResult,
+    run_direct_worker,
+    run_grpc_worker,
+)
 from benchmarks.lock import LockResult, run_locks
 from devtools.processes import PatternsServer, RedisServer
 from patterns_server.ratelimit.ratelimit import CHECK
@@ -66,6 +75,8 @@ SCENARIOS = (
     "direct-get",
     "cache-set",
     "direct-set",
+    "lb-submit",
+    "lb-top",
 )
 DIRECT = ("direct", "direct-get", "direct-set")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -130,6 +141,15 @@ class Processes:
         self.server = PatternsServer(
             self.redis.url, "--health-interval", "1", *server_args, cores=server_cores
         ).start()
+
+    def fill_leaderboard(self) -> None:
+        """The board of the lb- scenarios: a million members, written straight to Redis in
+        the server's layout (a HIGH_FIRST board stores negated scores)."""
+        client = self.redis.client()
+        key = f"patterns:default:leaderboard:{{{BOARD}}}:h:all"
+        for start in range(0, BOARD_SIZE, 20_000):
+            batch = range(start, start + 20_000)
+            client.zadd(key, {f"player:{n}": -((n * 7_919) % 1_000_000) for n in batch})
 
     @property
     def server_pid(self) -> int:
@@ -253,6 +273,8 @@ RATIOS = [
     ),
     ("Cache Get calls/s ÷ direct redis-py GET/s (1 KiB)", "cache-get", "direct-get", "rps"),
     ("Cache Get calls/s ÷ no-op RPC calls/s", "cache-get", "noop", "rps"),
+    ("Leaderboard Submit (1M members) calls/s ÷ no-op RPC calls/s", "lb-submit", "noop", "rps"),
+    ("Leaderboard Top(10) (1M members) calls/s ÷ no-op RPC calls/s", "lb-top", "noop", "rps"),
     ("Cache Set calls/s ÷ direct redis-py SET/s (1 KiB)", "cache-set", "direct-set", "rps"),
 ]
 
@@ -386,6 +408,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     server_cores, client_cores = core_sets()
     processes = Processes(server_cores, client_cores, args.server_args.split())
     try:
+        if any(scenario.startswith("lb-") for scenario in scenarios):
+            processes.fill_leaderboard()
         rounds = []
         for number in range(1, args.rounds + 1):
             figures = {}

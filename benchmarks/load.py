@@ -15,6 +15,7 @@ import uvloop
 from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from patterns.cache.v1 import cache_pb2, cache_pb2_grpc
+from patterns.leaderboard.v1 import leaderboard_pb2, leaderboard_pb2_grpc
 from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 
@@ -25,6 +26,7 @@ T = TypeVar("T")
 POLICY = pb.Policy(algorithm=pb.ALGORITHM_GCRA, limit=1_000, period=Duration(seconds=1))
 BATCH = 100
 VALUE = bytes(1024)  # cache values of 1 KiB
+BOARD, BOARD_SIZE = "bench", 1_000_000  # a leaderboard of a million members
 CACHE_TTL = Duration(seconds=3_600)
 
 
@@ -63,6 +65,19 @@ def _requests_for(scenario: str) -> tuple[list[object], int]:
         return [
             pb.CheckManyRequest(checks=checks[i : i + BATCH]) for i in range(0, USERS, BATCH)
         ], BATCH
+    if scenario == "lb-submit":
+        best = leaderboard_pb2.MODE_BEST
+        return [
+            leaderboard_pb2.SubmitRequest(
+                board=BOARD,
+                member=f"player:{random.randrange(BOARD_SIZE)}",
+                score=random.randrange(1_000_000),
+                mode=best,
+            )
+            for _ in range(USERS)
+        ], 1
+    if scenario == "lb-top":
+        return [leaderboard_pb2.TopRequest(board=BOARD, limit=10)], 1
     if scenario == "cache-get":
         return [cache_pb2.GetRequest(key=key) for key in keys], 1
     if scenario == "cache-set":
@@ -73,6 +88,9 @@ def _requests_for(scenario: str) -> tuple[list[object], int]:
 def _method(channel: grpc.aio.Channel, scenario: str) -> Callable[[object], Awaitable[object]]:
     if scenario in ("noop", "noop-single"):
         return health_pb2_grpc.HealthStub(channel).Check  # type: ignore[no-any-return]
+    if scenario.startswith("lb-"):
+        board = leaderboard_pb2_grpc.LeaderboardStub(channel)
+        return board.Submit if scenario == "lb-submit" else board.Top  # type: ignore[no-any-return]
     if scenario.startswith("cache-"):
         cache = cache_pb2_grpc.CacheStub(channel)
         return cache.Get if scenario == "cache-get" else cache.Set  # type: ignore[no-any-return]

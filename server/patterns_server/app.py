@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from patterns_server.cache import service as cache_service
 from patterns_server.counter import service as counter_service
 from patterns_server.events import service as events_service
+from patterns_server.leaderboard import service as leaderboard_service
 from patterns_server.lock import service as lock_service
 from patterns_server.ratelimit import service as ratelimit_service
 from patterns_server.runtime.calls import Calls
@@ -32,6 +33,7 @@ SERVICES: tuple[Callable[[Runtime], Service], ...] = (
     events_service.build,
     lock_service.build,
     cache_service.build,
+    leaderboard_service.build,
 )
 
 # Calls that gRPC may hold before the server has picked them up (see _grpc_options).

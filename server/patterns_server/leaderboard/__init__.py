@@ -1,0 +1,1 @@
+"""Leaderboard: submit modes, fair ranks for ties, pages, neighbours, periodic boards."""

@@ -1,0 +1,3 @@
+-- The number of members on the board.
+local key = board()
+return redis.call('ZCARD', key)

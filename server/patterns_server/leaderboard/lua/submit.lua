@@ -1,0 +1,19 @@
+-- Records a score. ARGV[3] the member; ARGV[4] "set", "increment" or "best"; ARGV[5] the
+-- stored score (or, to increment, the stored delta).
+-- Returns {stored score, rank, 1 if the score changed else 0}.
+local key, expires = board()
+local member, mode, value = ARGV[3], ARGV[4], ARGV[5]
+local changed
+if mode == 'increment' then
+  redis.call('ZINCRBY', key, value, member)
+  changed = tonumber(value) ~= 0 and 1 or 0
+elseif mode == 'best' then  -- better is lower, stored
+  changed = redis.call('ZADD', key, 'LT', 'CH', value, member)
+else
+  changed = redis.call('ZADD', key, 'CH', value, member)
+end
+if expires then
+  redis.call('EXPIREAT', key, expires)
+end
+local stored = redis.call('ZSCORE', key, member)
+return {stored, rank_of(key, stored), changed}
