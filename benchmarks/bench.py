@@ -16,6 +16,7 @@ processes (pinned to the other cores, beside Redis):
   cache-set    Cache/Set of 1 KiB values; direct-set: redis-py SET
   lb-submit    Leaderboard/Submit (BEST) to a board of 1,000,000 members
   lb-top       Leaderboard/Top(10) of that board
+  session-touch  Sessions/Get with touch over 10,000 sessions of 1,000 users
 
 then, once after the rounds, the Locker (`benchmarks/lock.py`): uncontended Acquire+Release
 pairs per second with --in-flight clients, and the hand-off latency (one holder's Release
@@ -48,8 +49,10 @@ from benchmarks.fanout import FanoutResult, run_fanout
 from benchmarks.load import (
     BOARD,
     BOARD_SIZE,
+    SESSION_IDS_FILE,
     Window,
     WorkerResult,
+    create_sessions,
     run_direct_worker,
     run_grpc_worker,
 )
@@ -77,6 +80,7 @@ SCENARIOS = (
     "direct-set",
     "lb-submit",
     "lb-top",
+    "session-touch",
 )
 DIRECT = ("direct", "direct-get", "direct-set")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -150,6 +154,12 @@ class Processes:
         for start in range(0, BOARD_SIZE, 20_000):
             batch = range(start, start + 20_000)
             client.zadd(key, {f"player:{n}": -((n * 7_919) % 1_000_000) for n in batch})
+
+    def create_sessions(self) -> None:
+        """The sessions of the session- scenarios, created through the server."""
+        path = self.directory / "session-ids.txt"
+        create_sessions(self.server.address, path)
+        os.environ[SESSION_IDS_FILE] = str(path)  # inherited by the worker processes
 
     @property
     def server_pid(self) -> int:
@@ -276,6 +286,8 @@ RATIOS = [
     ("Leaderboard Submit (1M members) calls/s ÷ no-op RPC calls/s", "lb-submit", "noop", "rps"),
     ("Leaderboard Top(10) (1M members) calls/s ÷ no-op RPC calls/s", "lb-top", "noop", "rps"),
     ("Cache Set calls/s ÷ direct redis-py SET/s (1 KiB)", "cache-set", "direct-set", "rps"),
+    ("Sessions Get+touch calls/s ÷ no-op RPC calls/s", "session-touch", "noop", "rps"),
+    ("Sessions Get+touch calls/s ÷ Cache Get calls/s", "session-touch", "cache-get", "rps"),
 ]
 
 
@@ -410,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if any(scenario.startswith("lb-") for scenario in scenarios):
             processes.fill_leaderboard()
+        if any(scenario.startswith("session-") for scenario in scenarios):
+            processes.create_sessions()
         rounds = []
         for number in range(1, args.rounds + 1):
             figures = {}

@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -18,6 +19,7 @@ from patterns.cache.v1 import cache_pb2, cache_pb2_grpc
 from patterns.leaderboard.v1 import leaderboard_pb2, leaderboard_pb2_grpc
 from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
+from patterns.session.v1 import session_pb2, session_pb2_grpc
 
 USERS = 10_000
 # A policy that admits most traffic spread over USERS keys: the work of a decision, not
@@ -28,6 +30,10 @@ BATCH = 100
 VALUE = bytes(1024)  # cache values of 1 KiB
 BOARD, BOARD_SIZE = "bench", 1_000_000  # a leaderboard of a million members
 CACHE_TTL = Duration(seconds=3_600)
+SESSION_USERS = 1_000  # USERS sessions, 10 per user
+# The file of the session ids of the session- scenarios (created by the bench beforehand),
+# named by an environment variable that the worker processes inherit.
+SESSION_IDS_FILE = "PATTERNS_BENCH_SESSION_IDS"
 
 
 @dataclass
@@ -80,6 +86,10 @@ def _requests_for(scenario: str) -> tuple[list[object], int]:
         return [leaderboard_pb2.TopRequest(board=BOARD, limit=10)], 1
     if scenario == "cache-get":
         return [cache_pb2.GetRequest(key=key) for key in keys], 1
+    if scenario == "session-touch":
+        ids = Path(os.environ[SESSION_IDS_FILE]).read_text().split()
+        random.shuffle(ids)
+        return [session_pb2.GetRequest(id=i, touch=True) for i in ids], 1
     if scenario == "cache-set":
         return [cache_pb2.SetRequest(key=key, value=VALUE, ttl=CACHE_TTL) for key in keys], 1
     raise ValueError(scenario)
@@ -91,11 +101,37 @@ def _method(channel: grpc.aio.Channel, scenario: str) -> Callable[[object], Awai
     if scenario.startswith("lb-"):
         board = leaderboard_pb2_grpc.LeaderboardStub(channel)
         return board.Submit if scenario == "lb-submit" else board.Top  # type: ignore[no-any-return]
+    if scenario.startswith("session-"):
+        return session_pb2_grpc.SessionsStub(channel).Get  # type: ignore[no-any-return]
     if scenario.startswith("cache-"):
         cache = cache_pb2_grpc.CacheStub(channel)
         return cache.Get if scenario == "cache-get" else cache.Set  # type: ignore[no-any-return]
     stub = ratelimit_pb2_grpc.RateLimiterStub(channel)
     return stub.CheckMany if scenario == "checkmany" else stub.Check  # type: ignore[no-any-return]
+
+
+def create_sessions(address: str, path: Path) -> None:
+    """The sessions of the session- scenarios: USERS of them, 10 per user, created through
+    the server; their ids go to `path`, for the workers."""
+
+    async def main() -> list[str]:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = session_pb2_grpc.SessionsStub(channel)
+            ids: list[str] = []
+            for start in range(0, USERS, 500):
+                requests = [
+                    session_pb2.CreateRequest(
+                        user_id=f"user:{n % SESSION_USERS}",
+                        ttl=Duration(seconds=86_400),
+                        attributes={"ip": "203.0.113.7", "agent": "bench"},
+                    )
+                    for n in range(start, start + 500)
+                ]
+                replies = await asyncio.gather(*(stub.Create(r, timeout=30) for r in requests))
+                ids += [reply.session.id for reply in replies]
+            return ids
+
+    path.write_text("\n".join(run_on_uvloop(main())))
 
 
 def run_grpc_worker(

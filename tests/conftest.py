@@ -110,6 +110,17 @@ def windows_of(url: str) -> Windows:
 
 
 @pytest.fixture
+def backend_redis(backend_url: str) -> Iterator[redis.Redis | redis.RedisCluster]:
+    """A plain redis-py client of the backend (a Cluster client for the Cluster), to look
+    at what the server wrote."""
+    url = backend_url.replace("redis+cluster://", "redis://")
+    cluster = backend_url.startswith("redis+cluster://")
+    client = redis.RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
 def windows(backend_url: str) -> Windows:
     """Rate-limit windows placed where a test wants them on the backend's clock."""
     return windows_of(backend_url)

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from benchmarks.bench import SCENARIOS
 from tests.conftest import require_tool
 
 
@@ -38,9 +39,10 @@ def test_bench_runs_every_scenario_briefly() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    for scenario in ["noop", "check", "checkmany", "direct", "cache-get", "direct-set"]:
+    for scenario in SCENARIOS:
         assert f"| {scenario} |" in result.stdout
     assert "Check calls/s ÷ no-op RPC calls/s" in result.stdout
+    assert "Sessions Get+touch calls/s ÷ no-op RPC calls/s" in result.stdout
     assert "CheckMany(100) decisions/s ÷ direct redis-py decisions/s" in result.stdout
     assert "Events fan-out: 20 subscriber streams" in result.stdout
     assert "server memory per idle stream" in result.stdout

@@ -147,22 +147,15 @@ def test_increments_are_exact_and_best_keeps_the_maximum_under_concurrency(
 # Periods
 
 
-def redis_for(backend_url: str) -> Any:
-    url = backend_url.replace("redis+cluster", "redis")
-    if backend_url.startswith("redis+cluster"):
-        return redis.RedisCluster.from_url(url)
-    return redis.Redis.from_url(url)
-
-
 @pytest.mark.parametrize(
     ("period", "part"),
     [(pb.PERIOD_DAILY, "day"), (pb.PERIOD_WEEKLY, "week"), (pb.PERIOD_MONTHLY, "month")],
 )
 def test_a_periodic_board_is_a_key_per_period_that_outlives_it_by_one(
-    board: Stub, backend_url: str, new_key: Callable[[], str], period: pb.Period, part: str
+    board: Stub, backend_redis: Any, new_key: Callable[[], str], period: pb.Period, part: str
 ) -> None:
     name = new_key()
-    client = redis_for(backend_url)
+    client = backend_redis
     before = datetime.fromtimestamp(client.time()[0], UTC)
     submit(board, name, "ann", 1, period=period)
     after = datetime.fromtimestamp(client.time()[0], UTC)
@@ -196,10 +189,10 @@ def _period_key(part: str, moment: datetime) -> tuple[str, datetime]:
 
 
 def test_the_previous_period_can_be_read(
-    board: Stub, backend_url: str, new_key: Callable[[], str]
+    board: Stub, backend_redis: Any, new_key: Callable[[], str]
 ) -> None:
     name = new_key()
-    client = redis_for(backend_url)
+    client = backend_redis
     day = client.time()[0] // 86_400
     # Yesterday's board, as yesterday's submissions left it (written here directly).
     client.zadd(f"patterns:default:leaderboard:{{{name}}}:h:day{day - 1}", {"ann": -42})

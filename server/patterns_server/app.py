@@ -22,6 +22,7 @@ from patterns_server.runtime.config import Settings
 from patterns_server.runtime.embedded_redis import EmbeddedRedis
 from patterns_server.runtime.reflection import CommentedReflectionServicer
 from patterns_server.runtime.service import Runtime, Service
+from patterns_server.session import service as session_service
 from patterns_server.storage import RedisBackend, packing
 
 logger = logging.getLogger("patterns_server")
@@ -34,6 +35,7 @@ SERVICES: tuple[Callable[[Runtime], Service], ...] = (
     lock_service.build,
     cache_service.build,
     leaderboard_service.build,
+    session_service.build,
 )
 
 # Calls that gRPC may hold before the server has picked them up (see _grpc_options).

@@ -83,6 +83,11 @@ class Settings:
         3_600.0, "seconds a Cache value lives when its Set gives neither ttl nor expire_at"
     )
     cache_max_value_bytes: int = _setting(1 << 20, "the largest value Cache.Set takes, in bytes")
+    sessions_max_per_user: int = _setting(
+        0,
+        "the most sessions a user may have when a Sessions.Create gives no max_per_user; "
+        "0: 10,000, the most there can be",
+    )
     health_interval: float = _setting(1.0, "seconds between Redis health probes")
     shutdown_grace: float = _setting(
         10.0, "seconds in-flight calls get to finish after SIGTERM/SIGINT"
@@ -111,6 +116,8 @@ class Settings:
         for name in ("events_max_payload_bytes", "cache_max_value_bytes"):
             if getattr(self, name) > self.max_request_bytes - 64 * 1024:
                 raise ValueError(f"{name} must leave room (64 KiB) within max_request_bytes")
+        if not 0 <= self.sessions_max_per_user <= 10_000:
+            raise ValueError("sessions_max_per_user must be 0 to 10,000")
         if not 0.001 <= self.cache_default_ttl <= 3_650 * 86_400:
             raise ValueError("cache_default_ttl must be 0.001 to 315,360,000 seconds")
 

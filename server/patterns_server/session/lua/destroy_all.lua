@@ -1,0 +1,12 @@
+-- Ends every session of a user but one.
+-- ARGV[1]  the random part of the id of the session to keep, or ''
+-- Returns how many live sessions were ended.
+prune(now_ms())
+local ended = 0
+for _, random in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+  if random ~= ARGV[1] then
+    ended = ended + redis.call('DEL', session_key(random))
+    redis.call('ZREM', index, random)
+  end
+end
+return ended

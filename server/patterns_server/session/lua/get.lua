@@ -1,0 +1,18 @@
+-- Reads a session; with touch, first slides its end to its ttl from now.
+-- ARGV[1]  the random part of its id
+-- ARGV[2]  '1' to touch it
+-- Returns the session (see reply_of), or nil when there is none.
+if ARGV[2] == '1' then
+  local key = session_key(ARGV[1])
+  local ttl = redis.call('HGET', key, 't')
+  if not ttl then
+    return false
+  end
+  local now = now_ms()
+  local ends = now + tonumber(ttl)
+  redis.call('HSET', key, 'l', now)
+  redis.call('PEXPIREAT', key, ends)
+  prune(now)
+  index_session(ARGV[1], ends, now)
+end
+return reply_of(ARGV[1])
