@@ -47,6 +47,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy --python-version 3.10 clients/python/patterns_client  # the client's oldest Python
 
 ## protos: regenerate the committed Python stubs from protos/
 protos: $(STAMP)

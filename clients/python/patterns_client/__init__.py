@@ -1,0 +1,83 @@
+"""patterns_client: the Python client of patterns-server.
+
+    from datetime import timedelta
+    from patterns_client import Client, Policy
+
+    with Client("localhost:50051") as client:
+        decision = client.ratelimit.check("user:42", Policy.gcra(100, timedelta(minutes=1)))
+
+`patterns_client.aio.Client` is the same on asyncio. Arguments and results are Python
+values (str, bytes, timedelta, datetime, frozen dataclasses); every failure is a
+`PatternsError` (see `patterns_client.errors`). The generated stubs stay available as
+`patterns.<service>.v1`.
+"""
+
+from patterns_client import aio
+from patterns_client._client import Client
+from patterns_client.cache import Entry
+from patterns_client.errors import (
+    Aborted,
+    AlreadyExists,
+    Cancelled,
+    DeadlineExceeded,
+    FailedPrecondition,
+    FieldViolation,
+    Internal,
+    InvalidArgument,
+    LockNotAcquired,
+    NotFound,
+    PatternsError,
+    PermissionDenied,
+    RateLimited,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+)
+from patterns_client.events import Event, Gap
+from patterns_client.leaderboard import Board, Mode, Order, Page, Period, Standing, Submitted
+from patterns_client.locks import AsyncHeldLock, HeldLock, Lease, LockState, ReleaseStatus
+from patterns_client.ratelimit import Algorithm, Decision, Policy
+from patterns_client.sessions import Session, SessionList
+
+__all__ = [
+    "Aborted",
+    "Algorithm",
+    "AlreadyExists",
+    "AsyncHeldLock",
+    "Board",
+    "Cancelled",
+    "Client",
+    "DeadlineExceeded",
+    "Decision",
+    "Entry",
+    "Event",
+    "FailedPrecondition",
+    "FieldViolation",
+    "Gap",
+    "HeldLock",
+    "Internal",
+    "InvalidArgument",
+    "Lease",
+    "LockNotAcquired",
+    "LockState",
+    "Mode",
+    "NotFound",
+    "Order",
+    "Page",
+    "PatternsError",
+    "Period",
+    "PermissionDenied",
+    "Policy",
+    "RateLimited",
+    "ReleaseStatus",
+    "ResourceExhausted",
+    "Session",
+    "SessionList",
+    "Standing",
+    "Submitted",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "aio",
+]

@@ -1,0 +1,42 @@
+"""Python values to and from the protobuf well-known types."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+
+def duration(value: timedelta | None) -> duration_pb2.Duration | None:
+    """A Duration, or None (the field left unset) for None."""
+    if value is None:
+        return None
+    message = duration_pb2.Duration()
+    message.FromTimedelta(value)
+    return message
+
+
+def to_timedelta(message: duration_pb2.Duration) -> timedelta:
+    """A Duration as a timedelta."""
+    return message.ToTimedelta()
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """A Timestamp, or None for None; a naive datetime is taken as UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    message = timestamp_pb2.Timestamp()
+    message.FromDatetime(value)
+    return message
+
+
+def to_datetime(message: timestamp_pb2.Timestamp) -> datetime:
+    """An aware UTC datetime."""
+    return message.ToDatetime(tzinfo=timezone.utc)
+
+
+def seconds(value: float | timedelta) -> float:
+    """Seconds, from seconds or a timedelta."""
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)

@@ -1,0 +1,200 @@
+"""The exceptions of patterns_client: every failure of a call, as a Python exception.
+
+A failed call raises the subclass of `PatternsError` that matches its gRPC status code
+(`InvalidArgument`, `NotFound`, `Unavailable`, ...), carrying what the server's rich status
+said: `reason` (the stable `google.rpc.ErrorInfo` reason, for programs to switch on),
+`field_violations` (from `google.rpc.BadRequest`) and `retry_after` (from
+`google.rpc.RetryInfo`). No public method lets a bare `grpc.RpcError` escape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+__all__ = [
+    "Aborted",
+    "AlreadyExists",
+    "Cancelled",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "FieldViolation",
+    "Internal",
+    "InvalidArgument",
+    "LockNotAcquired",
+    "NotFound",
+    "PatternsError",
+    "PermissionDenied",
+    "RateLimited",
+    "ResourceExhausted",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+]
+
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """A request field that broke a documented limit, and what is wrong with it."""
+
+    field: str
+    description: str
+
+
+class PatternsError(Exception):
+    """A call failed. `code` is its gRPC status code (None for the client's own errors),
+    `message` the server's words, `reason` the ErrorInfo reason ("" when none)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: grpc.StatusCode | None = None,
+        reason: str = "",
+        retry_after: timedelta | None = None,
+        field_violations: tuple[FieldViolation, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.reason = reason
+        self.retry_after = retry_after
+        self.field_violations = field_violations
+
+    def __str__(self) -> str:
+        name = self.code.name if self.code is not None else type(self).__name__
+        reason = f" ({self.reason})" if self.reason and self.reason != name else ""
+        return f"{name}{reason}: {self.message}"
+
+
+class InvalidArgument(PatternsError):
+    """The request broke a documented limit; `field_violations` names the fields."""
+
+
+class NotFound(PatternsError):
+    """What the request names does not exist (a session that ended, say)."""
+
+
+class AlreadyExists(PatternsError):
+    """What the request would create exists already."""
+
+
+class FailedPrecondition(PatternsError):
+    """The request is valid, but not in the state things are in."""
+
+
+class Aborted(PatternsError):
+    """The call lost a race it cannot win now (a lock's lease that was lost, say)."""
+
+
+class ResourceExhausted(PatternsError):
+    """The server is overloaded (reason OVERLOADED, with `retry_after`), a stream's reader
+    fell behind (SLOW_CONSUMER), or the request was too large."""
+
+
+class Unavailable(PatternsError):
+    """The server or its Redis cannot serve now; the same call may succeed after
+    `retry_after`."""
+
+
+class DeadlineExceeded(PatternsError):
+    """The call's deadline passed before the answer came."""
+
+
+class Cancelled(PatternsError):
+    """The call was cancelled."""
+
+
+class PermissionDenied(PatternsError):
+    """The caller may not do this."""
+
+
+class Unauthenticated(PatternsError):
+    """The caller did not say who it is, or not convincingly."""
+
+
+class Unimplemented(PatternsError):
+    """The server does not offer this call (an older server, say)."""
+
+
+class Internal(PatternsError):
+    """The server failed unexpectedly; its message carries an incident id for its log."""
+
+
+class RateLimited(PatternsError):
+    """Raised by `limited`-decorated functions when the rate limit refuses the call: try
+    again after `retry_after`."""
+
+    def __init__(self, key: str, retry_after: timedelta) -> None:
+        super().__init__(
+            f"rate limit reached for {key!r}: retry after {retry_after.total_seconds():.3f}s",
+            reason="RATE_LIMITED",
+            retry_after=retry_after,
+        )
+        self.key = key
+
+
+class LockNotAcquired(PatternsError):
+    """`locks.hold` did not get the lock within its wait."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"lock {name!r} was not acquired within the wait", reason="NOT_ACQUIRED")
+        self.name = name
+
+
+_BY_CODE = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidArgument,
+    grpc.StatusCode.ABORTED: Aborted,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.CANCELLED: Cancelled,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
+}
+
+
+def from_rpc_error(error: grpc.RpcError) -> PatternsError:
+    """The PatternsError a failed call (sync or asyncio) stands for."""
+    call: Any = error
+    code: grpc.StatusCode = call.code()
+    message: str = call.details() or ""
+    reason = ""
+    retry_after = None
+    violations: list[FieldViolation] = []
+    for key, value in call.trailing_metadata() or ():
+        if key != _STATUS_DETAILS_KEY:
+            continue
+        status = status_pb2.Status.FromString(value)
+        for packed in status.details:
+            if packed.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                packed.Unpack(info)
+                reason = info.reason
+            elif packed.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry = error_details_pb2.RetryInfo()
+                packed.Unpack(retry)
+                retry_after = retry.retry_delay.ToTimedelta()
+            elif packed.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                packed.Unpack(bad)
+                violations += [FieldViolation(v.field, v.description) for v in bad.field_violations]
+    kind = _BY_CODE.get(code, Internal)
+    return kind(
+        message,
+        code=code,
+        reason=reason,
+        retry_after=retry_after,
+        field_violations=tuple(violations),
+    )

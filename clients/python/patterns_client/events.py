@@ -1,0 +1,271 @@
+"""Events: publish, and subscriptions that survive outages and say what they missed.
+
+A subscription is an iterator of `Event`s. When its stream fails in a way that retrying
+cures (the server or its Redis unavailable, the server stopping, the reader too slow),
+it subscribes again after a backoff (at least what the server's RetryInfo asks) and, once
+subscribed again, yields a `Gap`: Pub/Sub keeps nothing for absent subscribers, so events
+published meanwhile are lost, and the reader should reload what it derives from them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import grpc
+from patterns.events.v1 import events_pb2 as pb
+from patterns.events.v1 import events_pb2_grpc
+
+from patterns_client._calls import AsyncCalls, Calls
+from patterns_client._convert import to_datetime
+from patterns_client.errors import PatternsError, from_rpc_error
+
+__all__ = ["AsyncEvents", "AsyncSubscription", "Event", "Events", "Gap", "Subscription"]
+
+FIRST_BACKOFF = 0.1  # seconds; doubled after each failure in a row, up to LAST_BACKOFF
+LAST_BACKOFF = 5.0
+# Failures a new subscription cures: the server or Redis unavailable or stopping, the
+# server overloaded or the reader too slow, the stream cut by something in between.
+RESUMABLE = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.CANCELLED,
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A message: its channel, the pattern it matched ("" for a channel subscription),
+    its payload, and when the server received it."""
+
+    channel: str
+    pattern: str
+    payload: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class Gap:
+    """The subscription was interrupted by `error` and is back: events published in
+    between were lost."""
+
+    error: PatternsError
+
+
+Item = Event | Gap
+
+
+def _event(message: pb.Event) -> Event:
+    return Event(
+        message.channel, message.pattern, bytes(message.payload), to_datetime(message.received_at)
+    )
+
+
+class _Backoff:
+    """Waits between attempts: doubling from FIRST_BACKOFF, with jitter, at least what the
+    server asked for."""
+
+    def __init__(self) -> None:
+        self._next = FIRST_BACKOFF
+
+    def reset(self) -> None:
+        """Start again from the first wait (after a success)."""
+        self._next = FIRST_BACKOFF
+
+    def after(self, error: PatternsError) -> float:
+        """The wait before the next attempt, after `error`."""
+        delay = self._next * random.uniform(0.5, 1.0)
+        if error.retry_after is not None:
+            delay = max(delay, error.retry_after.total_seconds())
+        self._next = min(LAST_BACKOFF, self._next * 2)
+        return delay
+
+
+def _resumable(error: grpc.RpcError) -> PatternsError | None:
+    failure = from_rpc_error(error)
+    return failure if failure.code in RESUMABLE else None
+
+
+class Subscription:
+    """An iterator of Event and Gap; `close()` (or leaving its `with` block) ends it.
+    `subscribed` is set while the server confirms the subscription is in place."""
+
+    def __init__(self, stub: Any, request: pb.SubscribeRequest, metadata: Any) -> None:
+        self._stub = stub
+        self._request = request
+        self._metadata = metadata
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._call: Any = None
+        self.subscribed = threading.Event()
+        self._items = self._run()
+
+    def __iter__(self) -> Iterator[Item]:
+        return self
+
+    def __next__(self) -> Item:
+        return next(self._items)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the subscription; an iteration in progress stops."""
+        self._closed.set()
+        with self._lock:
+            if self._call is not None:
+                self._call.cancel()
+
+    def _run(self) -> Iterator[Item]:
+        backoff = _Backoff()
+        interrupted: PatternsError | None = None
+        while not self._closed.is_set():
+            with self._lock:
+                if self._closed.is_set():
+                    return
+                self._call = call = self._stub.Subscribe(self._request, metadata=self._metadata)
+            try:
+                for message in call:
+                    if message.HasField("subscribed"):
+                        self.subscribed.set()
+                        backoff.reset()
+                        if interrupted is not None:
+                            yield Gap(interrupted)
+                            interrupted = None
+                    else:
+                        yield _event(message.event)
+                raise PatternsError("the server ended the subscription")
+            except grpc.RpcError as error:
+                if self._closed.is_set():
+                    return
+                failure = _resumable(error)
+                if failure is None:
+                    raise from_rpc_error(error) from None
+                interrupted = interrupted or failure
+            except PatternsError as failure:
+                interrupted = interrupted or failure
+            finally:
+                call.cancel()
+            self.subscribed.clear()
+            self._closed.wait(backoff.after(interrupted))
+
+
+class AsyncSubscription:
+    """Subscription of the asyncio client: an async iterator of Event and Gap."""
+
+    def __init__(self, stub: Any, request: pb.SubscribeRequest, metadata: Any) -> None:
+        self._stub = stub
+        self._request = request
+        self._metadata = metadata
+        self._closed = asyncio.Event()
+        self._call: Any = None
+        self.subscribed = asyncio.Event()
+        self._items = self._run()
+
+    def __aiter__(self) -> AsyncIterator[Item]:
+        return self
+
+    async def __anext__(self) -> Item:
+        return await self._items.__anext__()
+
+    async def __aenter__(self) -> AsyncSubscription:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """End the subscription; an iteration in progress stops."""
+        self._closed.set()
+        if self._call is not None:
+            self._call.cancel()
+
+    async def _run(self) -> AsyncIterator[Item]:
+        backoff = _Backoff()
+        interrupted: PatternsError | None = None
+        while not self._closed.is_set():
+            self._call = call = self._stub.Subscribe(self._request, metadata=self._metadata)
+            try:
+                while True:
+                    message = await call.read()
+                    if message is grpc.aio.EOF:
+                        raise PatternsError("the server ended the subscription")
+                    if message.HasField("subscribed"):
+                        self.subscribed.set()
+                        backoff.reset()
+                        if interrupted is not None:
+                            yield Gap(interrupted)
+                            interrupted = None
+                    else:
+                        yield _event(message.event)
+            except asyncio.CancelledError:
+                if self._closed.is_set():
+                    return
+                raise
+            except grpc.RpcError as error:
+                if self._closed.is_set():
+                    return
+                failure = _resumable(error)
+                if failure is None:
+                    raise from_rpc_error(error) from None
+                interrupted = interrupted or failure
+            except PatternsError as failure:
+                interrupted = interrupted or failure
+            finally:
+                call.cancel()
+            self.subscribed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), backoff.after(interrupted))
+
+
+def _subscribe_request(channels: Sequence[str], patterns: Sequence[str]) -> pb.SubscribeRequest:
+    return pb.SubscribeRequest(channels=list(channels), patterns=list(patterns))
+
+
+class Events:
+    """`client.events` of the blocking client."""
+
+    def __init__(self, calls: Calls, stub: events_pb2_grpc.EventsStub) -> None:
+        self._calls = calls
+        self._stub = stub
+
+    def publish(self, channel: str, payload: bytes) -> int:
+        """Publish `payload` on `channel`; how many Redis subscriber connections took it
+        (each server counts once, however many of its streams receive it)."""
+        request = pb.PublishRequest(channel=channel, payload=payload)
+        return int(self._calls.unary(self._stub.Publish, request).receivers)
+
+    def subscribe(self, channels: Sequence[str] = (), patterns: Sequence[str] = ()) -> Subscription:
+        """Events of `channels` and of the channels `patterns` match (globs), until
+        closed; resubscribes after an interruption, then yields a Gap."""
+        request = _subscribe_request(channels, patterns)
+        return Subscription(self._stub, request, self._calls.metadata)
+
+
+class AsyncEvents:
+    """`client.events` of the asyncio client."""
+
+    def __init__(self, calls: AsyncCalls, stub: events_pb2_grpc.EventsStub) -> None:
+        self._calls = calls
+        self._stub = stub
+
+    async def publish(self, channel: str, payload: bytes) -> int:
+        """As Events.publish."""
+        request = pb.PublishRequest(channel=channel, payload=payload)
+        return int((await self._calls.unary(self._stub.Publish, request)).receivers)
+
+    def subscribe(
+        self, channels: Sequence[str] = (), patterns: Sequence[str] = ()
+    ) -> AsyncSubscription:
+        """As Events.subscribe: `async for item in client.events.subscribe(...)`."""
+        request = _subscribe_request(channels, patterns)
+        return AsyncSubscription(self._stub, request, self._calls.metadata)

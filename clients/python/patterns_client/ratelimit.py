@@ -1,0 +1,258 @@
+"""RateLimiter: checks against policies, and a decorator that refuses calls beyond them."""
+
+from __future__ import annotations
+
+import enum
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal, TypeVar
+
+from patterns.ratelimit.v1 import ratelimit_pb2 as pb
+from patterns.ratelimit.v1 import ratelimit_pb2_grpc
+
+from patterns_client._calls import AsyncCalls, Calls
+from patterns_client._convert import duration, to_timedelta
+from patterns_client.errors import RateLimited, Unavailable
+
+__all__ = ["Algorithm", "AsyncRateLimiter", "Decision", "OnUnavailable", "Policy", "RateLimiter"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+# What a check answers while the server or its Redis is unavailable: raise Unavailable,
+# admit ("allow", failing open), or refuse ("deny", failing closed).
+OnUnavailable = Literal["raise", "allow", "deny"]
+
+
+class Algorithm(enum.Enum):
+    """How units are counted over time (see the contract for each one's trade-offs)."""
+
+    FIXED_WINDOW = pb.ALGORITHM_FIXED_WINDOW
+    SLIDING_WINDOW_LOG = pb.ALGORITHM_SLIDING_WINDOW_LOG
+    SLIDING_WINDOW_COUNTER = pb.ALGORITHM_SLIDING_WINDOW_COUNTER
+    TOKEN_BUCKET = pb.ALGORITHM_TOKEN_BUCKET
+    GCRA = pb.ALGORITHM_GCRA
+
+
+@dataclass(frozen=True)
+class Policy:
+    """`limit` units per `period`, counted by `algorithm`; `burst` (buckets only) is the
+    most admitted at once after a quiet spell (0: `limit`)."""
+
+    algorithm: Algorithm
+    limit: int
+    period: timedelta
+    burst: int = 0
+
+    @classmethod
+    def fixed_window(cls, limit: int, period: timedelta) -> Policy:
+        """Windows aligned on the clock; cheapest; up to 2x `limit` around a boundary."""
+        return cls(Algorithm.FIXED_WINDOW, limit, period)
+
+    @classmethod
+    def sliding_window_log(cls, limit: int, period: timedelta) -> Policy:
+        """Exact: at most `limit` in any `period` (limit at most 100,000)."""
+        return cls(Algorithm.SLIDING_WINDOW_LOG, limit, period)
+
+    @classmethod
+    def sliding_window_counter(cls, limit: int, period: timedelta) -> Policy:
+        """Approximate rolling window in constant memory."""
+        return cls(Algorithm.SLIDING_WINDOW_COUNTER, limit, period)
+
+    @classmethod
+    def token_bucket(cls, limit: int, period: timedelta, burst: int = 0) -> Policy:
+        """A bucket of `burst` tokens refilled at `limit` per `period`."""
+        return cls(Algorithm.TOKEN_BUCKET, limit, period, burst)
+
+    @classmethod
+    def gcra(cls, limit: int, period: timedelta, burst: int = 0) -> Policy:
+        """The token bucket's decisions, stored as one timestamp per key."""
+        return cls(Algorithm.GCRA, limit, period, burst)
+
+    def message(self) -> pb.Policy:
+        """The policy as the contract's message."""
+        return pb.Policy(
+            algorithm=self.algorithm.value,
+            limit=self.limit,
+            period=duration(self.period),
+            burst=self.burst,
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A check's answer. `fallback` is True when it was not Redis's but the client's
+    `on_unavailable` choice, the server being unavailable."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: timedelta
+    retry_after: timedelta
+    fallback: bool = False
+
+
+def _check_request(key: str, policy: Policy, cost: int, peek: bool) -> pb.CheckRequest:
+    return pb.CheckRequest(key=key, policy=policy.message(), cost=cost, peek=peek)
+
+
+def _decision(response: pb.CheckResponse) -> Decision:
+    return Decision(
+        response.allowed,
+        response.limit,
+        response.remaining,
+        to_timedelta(response.reset_after),
+        to_timedelta(response.retry_after),
+    )
+
+
+def _fallback(policy: Policy, error: Unavailable, on_unavailable: OnUnavailable) -> Decision:
+    if on_unavailable == "raise":
+        raise error
+    allowed = on_unavailable == "allow"
+    wait = error.retry_after or timedelta(seconds=1)
+    return Decision(
+        allowed,
+        policy.limit,
+        0,
+        timedelta(0) if allowed else wait,
+        timedelta(0) if allowed else wait,
+        fallback=True,
+    )
+
+
+class RateLimiter:
+    """`client.ratelimit` of the blocking client."""
+
+    def __init__(self, calls: Calls, stub: ratelimit_pb2_grpc.RateLimiterStub) -> None:
+        self._calls = calls
+        self._stub = stub
+
+    def check(
+        self,
+        key: str,
+        policy: Policy,
+        *,
+        cost: int = 1,
+        peek: bool = False,
+        on_unavailable: OnUnavailable = "raise",
+    ) -> Decision:
+        """Whether `cost` units for `key` are admitted under `policy` (consumed if so)."""
+        try:
+            response = self._calls.unary(self._stub.Check, _check_request(key, policy, cost, peek))
+        except Unavailable as error:
+            return _fallback(policy, error, on_unavailable)
+        return _decision(response)
+
+    def check_many(
+        self,
+        checks: Sequence[tuple[str, Policy]],
+        *,
+        all_or_nothing: bool = False,
+    ) -> tuple[bool, list[Decision]]:
+        """Several (key, policy) checks of cost 1 at once: whether all were admitted, and
+        each decision in order. With `all_or_nothing` nothing is consumed unless all are."""
+        request = pb.CheckManyRequest(
+            checks=[_check_request(key, policy, 1, False) for key, policy in checks],
+            all_or_nothing=all_or_nothing,
+        )
+        response = self._calls.unary(self._stub.CheckMany, request)
+        return response.allowed, [_decision(result) for result in response.results]
+
+    def reset(self, key: str, policy: Policy) -> None:
+        """Forget what `key` has consumed under `policy`."""
+        self._calls.unary(self._stub.Reset, pb.ResetRequest(key=key, policy=policy.message()))
+
+    def limited(
+        self,
+        *,
+        key: Callable[..., str],
+        policy: Policy,
+        cost: int = 1,
+        on_unavailable: OnUnavailable = "allow",
+    ) -> Callable[[F], F]:
+        """A decorator: each call of the function is checked first, under the key that
+        `key(*args, **kwargs)` names, and raises RateLimited when refused. While the
+        server is unavailable calls pass by default (`on_unavailable="allow"`): an
+        outage of the limiter is not an outage of what it protects; "deny" refuses."""
+
+        def decorate(function: F) -> F:
+            @functools.wraps(function)
+            def limited_call(*args: Any, **kwargs: Any) -> Any:
+                name = key(*args, **kwargs)
+                decision = self.check(name, policy, cost=cost, on_unavailable=on_unavailable)
+                if not decision.allowed:
+                    raise RateLimited(name, decision.retry_after)
+                return function(*args, **kwargs)
+
+            return limited_call  # type: ignore[return-value]
+
+        return decorate
+
+
+class AsyncRateLimiter:
+    """`client.ratelimit` of the asyncio client: RateLimiter's methods as coroutines."""
+
+    def __init__(self, calls: AsyncCalls, stub: ratelimit_pb2_grpc.RateLimiterStub) -> None:
+        self._calls = calls
+        self._stub = stub
+
+    async def check(
+        self,
+        key: str,
+        policy: Policy,
+        *,
+        cost: int = 1,
+        peek: bool = False,
+        on_unavailable: OnUnavailable = "raise",
+    ) -> Decision:
+        """As RateLimiter.check."""
+        try:
+            response = await self._calls.unary(
+                self._stub.Check, _check_request(key, policy, cost, peek)
+            )
+        except Unavailable as error:
+            return _fallback(policy, error, on_unavailable)
+        return _decision(response)
+
+    async def check_many(
+        self,
+        checks: Sequence[tuple[str, Policy]],
+        *,
+        all_or_nothing: bool = False,
+    ) -> tuple[bool, list[Decision]]:
+        """As RateLimiter.check_many."""
+        request = pb.CheckManyRequest(
+            checks=[_check_request(key, policy, 1, False) for key, policy in checks],
+            all_or_nothing=all_or_nothing,
+        )
+        response = await self._calls.unary(self._stub.CheckMany, request)
+        return response.allowed, [_decision(result) for result in response.results]
+
+    async def reset(self, key: str, policy: Policy) -> None:
+        """As RateLimiter.reset."""
+        await self._calls.unary(self._stub.Reset, pb.ResetRequest(key=key, policy=policy.message()))
+
+    def limited(
+        self,
+        *,
+        key: Callable[..., str],
+        policy: Policy,
+        cost: int = 1,
+        on_unavailable: OnUnavailable = "allow",
+    ) -> Callable[[F], F]:
+        """As RateLimiter.limited, for coroutine functions."""
+
+        def decorate(function: F) -> F:
+            @functools.wraps(function)
+            async def limited_call(*args: Any, **kwargs: Any) -> Any:
+                name = key(*args, **kwargs)
+                decision = await self.check(name, policy, cost=cost, on_unavailable=on_unavailable)
+                if not decision.allowed:
+                    raise RateLimited(name, decision.retry_after)
+                result: Awaitable[Any] = function(*args, **kwargs)
+                return await result
+
+            return limited_call  # type: ignore[return-value]
+
+        return decorate
