@@ -1,0 +1,175 @@
+package io.patterns.client;
+
+import com.google.protobuf.ByteString;
+import com.google.protobuf.Duration;
+import io.grpc.Context;
+import io.grpc.Grpc;
+import io.grpc.InsecureChannelCredentials;
+import io.grpc.ManagedChannel;
+import io.grpc.StatusRuntimeException;
+import io.grpc.health.v1.HealthCheckRequest;
+import io.grpc.health.v1.HealthCheckResponse;
+import io.grpc.health.v1.HealthGrpc;
+import io.patterns.cache.v1.CacheGrpc;
+import io.patterns.cache.v1.GetRequest;
+import io.patterns.cache.v1.InvalidateTagsRequest;
+import io.patterns.cache.v1.SetRequest;
+import io.patterns.counter.v1.AddRequest;
+import io.patterns.counter.v1.CountRequest;
+import io.patterns.counter.v1.UniqueCounterGrpc;
+import io.patterns.events.v1.EventsGrpc;
+import io.patterns.events.v1.PublishRequest;
+import io.patterns.events.v1.SubscribeRequest;
+import io.patterns.events.v1.SubscribeResponse;
+import io.patterns.leaderboard.v1.LeaderboardGrpc;
+import io.patterns.leaderboard.v1.SubmitRequest;
+import io.patterns.leaderboard.v1.TopRequest;
+import io.patterns.leaderboard.v1.TopResponse;
+import io.patterns.lock.v1.AcquireRequest;
+import io.patterns.lock.v1.AcquireResponse;
+import io.patterns.lock.v1.HoldRequest;
+import io.patterns.lock.v1.HoldResponse;
+import io.patterns.lock.v1.InspectRequest;
+import io.patterns.lock.v1.LockerGrpc;
+import io.patterns.lock.v1.ReleaseRequest;
+import io.patterns.lock.v1.ReleaseResponse;
+import io.patterns.ratelimit.v1.Algorithm;
+import io.patterns.ratelimit.v1.CheckManyRequest;
+import io.patterns.ratelimit.v1.CheckManyResponse;
+import io.patterns.ratelimit.v1.CheckRequest;
+import io.patterns.ratelimit.v1.CheckResponse;
+import io.patterns.ratelimit.v1.Policy;
+import io.patterns.ratelimit.v1.RateLimiterGrpc;
+import io.patterns.session.v1.CreateRequest;
+import io.patterns.session.v1.DestroyRequest;
+import io.patterns.session.v1.SessionsGrpc;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.Iterator;
+import java.util.List;
+import java.util.concurrent.ThreadLocalRandom;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * Calls every service of patterns-server once, as a team would from Java, and prints one
+ * line per step. Usage: Example [host:port] (default localhost:50051).
+ */
+public final class Example {
+  private static final Duration MINUTE = Duration.newBuilder().setSeconds(60).build();
+
+  public static void main(String[] args) throws Exception {
+    String target = args.length > 0 ? args[0] : "localhost:50051";
+    ManagedChannel channel = Grpc.newChannelBuilder(target, InsecureChannelCredentials.create()).build();
+    String run = HexFormat.of().toHexDigits(ThreadLocalRandom.current().nextInt());
+    try {
+      // Health: Check, and the first answer of Watch.
+      var health = HealthGrpc.newBlockingStub(channel).withDeadlineAfter(5, TimeUnit.SECONDS);
+      HealthCheckResponse checked = health.check(HealthCheckRequest.getDefaultInstance());
+      Context.CancellableContext watching = Context.current().withCancellation();
+      HealthCheckResponse watched = watching.call(() -> health
+          .watch(HealthCheckRequest.newBuilder().setService("patterns.cache.v1.Cache").build())
+          .next());
+      watching.cancel(null);
+      System.out.println("health: " + checked.getStatus() + " " + watched.getStatus());
+
+      // RateLimiter: GCRA, 3 per 60 s, checked 4 times; then two policies all or nothing.
+      var limiter = RateLimiterGrpc.newBlockingStub(channel);
+      Policy policy = Policy.newBuilder().setAlgorithm(Algorithm.ALGORITHM_GCRA).setLimit(3).setPeriod(MINUTE).build();
+      List<Boolean> allowed = new ArrayList<>();
+      CheckResponse last = null;
+      for (int i = 0; i < 4; i++) {
+        last = limiter.withDeadlineAfter(5, TimeUnit.SECONDS)
+            .check(CheckRequest.newBuilder().setKey("user:" + run).setPolicy(policy).build());
+        allowed.add(last.getAllowed());
+      }
+      boolean retryAfter = last.getRetryAfter().getSeconds() > 0 || last.getRetryAfter().getNanos() > 0;
+      System.out.println("ratelimit check: " + allowed + " retry_after>0: " + retryAfter);
+      Policy daily = Policy.newBuilder().setAlgorithm(Algorithm.ALGORITHM_FIXED_WINDOW).setLimit(1000)
+          .setPeriod(Duration.newBuilder().setSeconds(86_400)).build();
+      CheckManyResponse many = limiter.withDeadlineAfter(5, TimeUnit.SECONDS).checkMany(CheckManyRequest.newBuilder()
+          .setAllOrNothing(true)
+          .addChecks(CheckRequest.newBuilder().setKey("api:" + run).setPolicy(policy))
+          .addChecks(CheckRequest.newBuilder().setKey("api:" + run).setPolicy(daily))
+          .build());
+      System.out.println("ratelimit check_many: " + many.getAllowed() + " " + many.getResultsCount());
+
+      // UniqueCounter: Add, then Count.
+      var counter = UniqueCounterGrpc.newBlockingStub(channel).withDeadlineAfter(5, TimeUnit.SECONDS);
+      counter.add(AddRequest.newBuilder().setKey("visitors:" + run).addItems("ann").addItems("bob").addItems("ann").build());
+      long count = counter.count(CountRequest.newBuilder().addKeys("visitors:" + run).build()).getCount();
+      System.out.println("counter count: " + count);
+
+      // Events: Subscribe, wait for `subscribed`, Publish, receive the message.
+      Context.CancellableContext subscribing = Context.current().withCancellation();
+      String eventsLine = subscribing.call(() -> {
+        Iterator<SubscribeResponse> stream = EventsGrpc.newBlockingStub(channel)
+            .subscribe(SubscribeRequest.newBuilder().addChannels("orders:" + run).build());
+        boolean subscribed = stream.next().hasSubscribed();
+        EventsGrpc.newBlockingStub(channel).withDeadlineAfter(5, TimeUnit.SECONDS).publish(PublishRequest.newBuilder()
+            .setChannel("orders:" + run).setPayload(ByteString.copyFromUtf8("order 42")).build());
+        return subscribed + " " + stream.next().getEvent().getPayload().toStringUtf8();
+      });
+      subscribing.cancel(null);
+      System.out.println("events: " + eventsLine);
+
+      // Locker: Acquire and Release; then Hold, which a cancel releases.
+      var locker = LockerGrpc.newBlockingStub(channel);
+      String name = "report:" + run;
+      Duration thirty = Duration.newBuilder().setSeconds(30).build();
+      AcquireResponse lease = locker.withDeadlineAfter(5, TimeUnit.SECONDS)
+          .acquire(AcquireRequest.newBuilder().setName(name).setTtl(thirty).build());
+      ReleaseResponse released = locker.withDeadlineAfter(5, TimeUnit.SECONDS)
+          .release(ReleaseRequest.newBuilder().setName(name).setToken(lease.getToken()).build());
+      Context.CancellableContext holding = Context.current().withCancellation();
+      HoldResponse held = holding.call(() -> locker.hold(HoldRequest.newBuilder().setName(name).setTtl(thirty).build()).next());
+      holding.cancel(null);
+      boolean freed = false;
+      for (int i = 0; i < 100 && !freed; i++) {
+        freed = !locker.withDeadlineAfter(5, TimeUnit.SECONDS)
+            .inspect(InspectRequest.newBuilder().setName(name).build()).getHeld();
+        Thread.sleep(50);
+      }
+      System.out.println("locker: " + lease.getAcquired() + " " + released.getStatus() + " " + held.hasAcquired()
+          + " freed: " + freed);
+
+      // Cache: Set with a tag, Get, InvalidateTags.
+      var cache = CacheGrpc.newBlockingStub(channel).withDeadlineAfter(5, TimeUnit.SECONDS);
+      cache.set(SetRequest.newBuilder().setKey("page:" + run).setValue(ByteString.copyFromUtf8("<html>"))
+          .setTtl(MINUTE).addTags("pages:" + run).build());
+      String value = cache.get(GetRequest.newBuilder().setKey("page:" + run).build()).getValue().toStringUtf8();
+      long invalidated = cache.invalidateTags(InvalidateTagsRequest.newBuilder().addTags("pages:" + run).build()).getDeleted();
+      System.out.println("cache: " + value + " " + invalidated);
+
+      // Leaderboard: Submit, Top.
+      var board = LeaderboardGrpc.newBlockingStub(channel).withDeadlineAfter(5, TimeUnit.SECONDS);
+      board.submit(SubmitRequest.newBuilder().setBoard("chess:" + run).setMember("ann").setScore(1200).build());
+      board.submit(SubmitRequest.newBuilder().setBoard("chess:" + run).setMember("bob").setScore(1100).build());
+      TopResponse top = board.top(TopRequest.newBuilder().setBoard("chess:" + run).setLimit(10).build());
+      System.out.println("leaderboard: " + top.getEntries(0).getMember() + " " + top.getEntries(0).getRank() + " "
+          + top.getTotal());
+
+      // Sessions: Create, Get with touch, Destroy.
+      var sessions = SessionsGrpc.newBlockingStub(channel).withDeadlineAfter(5, TimeUnit.SECONDS);
+      String id = sessions.create(CreateRequest.newBuilder().setUserId("u:" + run)
+          .setTtl(Duration.newBuilder().setSeconds(1800)).putAttributes("agent", "java").build()).getSession().getId();
+      String agent = sessions.get(io.patterns.session.v1.GetRequest.newBuilder().setId(id).setTouch(true).build())
+          .getSession().getAttributesOrThrow("agent");
+      boolean destroyed = sessions.destroy(DestroyRequest.newBuilder().setId(id).build()).getDestroyed();
+      System.out.println("sessions: " + agent + " " + destroyed);
+
+      // A bad request, read back through the error helper.
+      try {
+        limiter.withDeadlineAfter(5, TimeUnit.SECONDS).check(CheckRequest.newBuilder().setKey("").setPolicy(policy).build());
+        throw new IllegalStateException("an empty key was accepted");
+      } catch (StatusRuntimeException e) {
+        ErrorDetails details = ErrorDetails.of(e);
+        System.out.println("invalid: " + details.code() + " " + details.fieldViolations().get(0).field() + " "
+            + details.reason());
+      }
+    } finally {
+      channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+    }
+  }
+
+  private Example() {}
+}
