@@ -1,12 +1,31 @@
 """Helpers to read what a failed call carried: its code and google.rpc details."""
 
-from collections.abc import Callable
-from typing import Any
+import json
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
+from devtools.processes import PatternsServer
+
+T = TypeVar("T")
+
+
+def once_answered(call: Callable[[], T], within: float = 10.0) -> T:
+    """`call()`'s result once the server answers it again (after an outage): it is tried
+    every 0.1 s while it fails with an RpcError, for up to `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return call()
+        except grpc.RpcError:
+            assert time.monotonic() < deadline, "no answer in time"
+            time.sleep(0.1)
 
 
 def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
@@ -61,3 +80,28 @@ def assert_unavailable(call: Callable[[], Any]) -> None:
     found = details(error)
     assert found["RetryInfo"].retry_delay.seconds > 0
     assert found["ErrorInfo"].reason.startswith("REDIS_")
+
+
+def grpcurl(
+    grpcurl_path: str,
+    server: PatternsServer,
+    *command: str,
+    data: Mapping[str, object] | None = None,
+) -> str:
+    """Run `grpcurl -plaintext [-d data] <server> <command...>`; its output."""
+    options = ["-plaintext"] + (["-d", json.dumps(data)] if data is not None else [])
+    result = subprocess.run(
+        [grpcurl_path, *options, server.address, *command],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def grpcurl_call(
+    grpcurl_path: str, server: PatternsServer, method: str, data: Mapping[str, object]
+) -> Any:
+    """`method` called by grpcurl with `data` (JSON); its answer, parsed."""
+    return json.loads(grpcurl(grpcurl_path, server, method, data=data))

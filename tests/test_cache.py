@@ -2,8 +2,6 @@
 and fill leases against stampedes."""
 
 import asyncio
-import json
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,7 +16,7 @@ from patterns.cache.v1 import cache_pb2 as pb
 from patterns.cache.v1 import cache_pb2_grpc
 
 from devtools.processes import PatternsServer, RedisServer
-from tests.rpc import assert_invalid, assert_unavailable
+from tests.rpc import assert_invalid, assert_unavailable, grpcurl_call, once_answered
 
 Stub = cache_pb2_grpc.CacheStub
 MINUTE = Duration(seconds=60)
@@ -328,14 +326,7 @@ def test_redis_outage_is_unavailable_then_recovers(own_redis: RedisServer) -> No
             own_redis.stop()
             assert_unavailable(lambda: cache.Get(pb.GetRequest(key="k"), timeout=10))
             own_redis.start()
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    assert put(cache, "k", b"back")
-                    break
-                except grpc.RpcError:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.1)
+            assert once_answered(lambda: put(cache, "k", b"back"))
     finally:
         server.stop()
 
@@ -357,14 +348,7 @@ def test_grpcurl_sets_and_gets(
     key = new_key()
 
     def grpcurl(method: str, data: dict[str, Any]) -> Any:
-        result = subprocess.run(
-            [grpcurl_path, "-plaintext", "-d", json.dumps(data), server.address, method],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
+        return grpcurl_call(grpcurl_path, server, method, data)
 
     stored = grpcurl("patterns.cache.v1.Cache/Set", {"key": key, "value": "aGk=", "ttl": "60s"})
     assert stored == {"stored": True}

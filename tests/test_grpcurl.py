@@ -1,29 +1,10 @@
 """What a developer sees when debugging by hand with grpcurl."""
 
 import json
-import subprocess
 import uuid
-from collections.abc import Mapping
 
 from devtools.processes import PatternsServer
-
-
-def grpcurl(
-    grpcurl_path: str,
-    server: PatternsServer,
-    *command: str,
-    data: Mapping[str, object] | None = None,
-) -> str:
-    """Run `grpcurl -plaintext [-d data] <server> <command...>`; its output."""
-    options = ["-plaintext"] + (["-d", json.dumps(data)] if data is not None else [])
-    result = subprocess.run(
-        [grpcurl_path, *options, server.address, *command],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+from tests.rpc import grpcurl
 
 
 def test_list_shows_every_service(grpcurl_path: str, server: PatternsServer) -> None:

@@ -3,7 +3,6 @@ waiting without polling, and locks held by streams."""
 
 import asyncio
 import itertools
-import json
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from patterns.lock.v1 import lock_pb2 as pb
 from patterns.lock.v1 import lock_pb2_grpc
 
 from devtools.processes import PatternsServer, RedisServer
-from tests.rpc import assert_invalid, assert_unavailable, details
+from tests.rpc import assert_invalid, assert_unavailable, details, grpcurl_call, once_answered
 
 Stub = lock_pb2_grpc.LockerStub
 SECOND = Duration(seconds=1)
@@ -400,14 +399,7 @@ def test_redis_outage_is_unavailable_then_recovers(own_redis: RedisServer) -> No
             own_redis.stop()
             assert_unavailable(lambda: acquire(locker, "b"))
             own_redis.start()
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    assert acquire(locker, "b").acquired
-                    break
-                except grpc.RpcError:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.1)
+            assert once_answered(lambda: acquire(locker, "b")).acquired
     finally:
         server.stop()
 
@@ -418,14 +410,7 @@ def test_grpcurl_acquires_and_inspects(
     name = new_key()
 
     def grpcurl(method: str, data: dict[str, Any]) -> Any:
-        result = subprocess.run(
-            [grpcurl_path, "-plaintext", "-d", json.dumps(data), server.address, method],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
+        return grpcurl_call(grpcurl_path, server, method, data)
 
     granted = grpcurl("patterns.lock.v1.Locker/Acquire", {"name": name, "ttl": "30s"})
     assert granted["acquired"] is True and int(granted["fencingToken"]) >= 1

@@ -3,9 +3,7 @@ per-user index, the cap per user, log out everywhere, rotation, and races that m
 bring a session back."""
 
 import asyncio
-import json
 import re
-import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +15,14 @@ from patterns.session.v1 import session_pb2 as pb
 from patterns.session.v1 import session_pb2_grpc
 
 from devtools.processes import PatternsServer, RedisServer
-from tests.rpc import assert_invalid, assert_unavailable, details, rpc_error
+from tests.rpc import (
+    assert_invalid,
+    assert_unavailable,
+    details,
+    grpcurl_call,
+    once_answered,
+    rpc_error,
+)
 
 Stub = session_pb2_grpc.SessionsStub
 HOUR = Duration(seconds=3_600)
@@ -414,14 +419,7 @@ def test_redis_outage_is_unavailable_then_recovers(own_redis: RedisServer) -> No
             own_redis.stop()
             assert_unavailable(lambda: stub.Get(pb.GetRequest(id=made.id), timeout=10))
             own_redis.start()  # an empty Redis: the session is gone with it
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    create(stub, "u")
-                    break
-                except grpc.RpcError:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.1)
+            once_answered(lambda: create(stub, "u"))
     finally:
         server.stop()
 
@@ -430,14 +428,7 @@ def test_grpcurl_creates_and_touches(
     grpcurl_path: str, server: PatternsServer, new_key: Callable[[], str]
 ) -> None:
     def grpcurl(method: str, data: dict[str, Any]) -> Any:
-        result = subprocess.run(
-            [grpcurl_path, "-plaintext", "-d", json.dumps(data), server.address, method],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
+        return grpcurl_call(grpcurl_path, server, method, data)
 
     user = new_key()
     created = grpcurl(
