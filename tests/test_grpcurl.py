@@ -9,10 +9,17 @@ from tests.rpc import grpcurl
 
 def test_list_shows_every_service(grpcurl_path: str, server: PatternsServer) -> None:
     listed = grpcurl(grpcurl_path, server, "list").split()
-    assert "patterns.counter.v1.UniqueCounter" in listed
-    assert "patterns.ratelimit.v1.RateLimiter" in listed
-    assert "patterns.events.v1.Events" in listed
-    assert "grpc.health.v1.Health" in listed
+    assert listed == [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "patterns.cache.v1.Cache",
+        "patterns.counter.v1.UniqueCounter",
+        "patterns.events.v1.Events",
+        "patterns.leaderboard.v1.Leaderboard",
+        "patterns.lock.v1.Locker",
+        "patterns.ratelimit.v1.RateLimiter",
+        "patterns.session.v1.Sessions",
+    ]
 
 
 def test_describe_shows_the_contract_comments(grpcurl_path: str, server: PatternsServer) -> None:
