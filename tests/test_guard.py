@@ -16,6 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from patterns_server.runtime.calls import Calls
+from patterns_server.runtime.config import Settings
 from patterns_server.runtime.errors import InvalidArgument, ResourceExhausted
 from patterns_server.runtime.service import GuardedService
 from tests.rpc import details
@@ -66,7 +67,7 @@ class SteeredServicer:
 async def serving(
     servicer: SteeredServicer,
 ) -> AsyncIterator[tuple[health_pb2_grpc.HealthStub, Calls]]:
-    streams = Calls()
+    streams = Calls.for_settings(Settings())
     server = grpc.aio.server()
     GuardedService(servicer, HEALTH, streams).add_to(server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -220,7 +221,7 @@ def test_a_servicer_that_breaks_the_contract_is_refused_at_start() -> None:
             return None
 
     async def scenario() -> None:
-        GuardedService(Unary(), HEALTH, Calls()).add_to(grpc.aio.server())
+        GuardedService(Unary(), HEALTH, Calls.for_settings(Settings())).add_to(grpc.aio.server())
 
     with pytest.raises(TypeError, match="Watch"):
         asyncio.run(scenario())

@@ -32,7 +32,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 def served_names() -> set[str]:
     """The names of the services in app.SERVICES (building one connects nothing)."""
     redis = RedisBackend.from_url("redis://127.0.0.1:1", prefix="p", timeout=1, batch_wait=0)
-    runtime = Runtime(redis, Settings(), Calls())
+    runtime = Runtime(redis, Settings(), Calls.for_settings(Settings()))
     return {build(runtime).name for build in SERVICES}
 
 

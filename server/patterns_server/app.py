@@ -148,7 +148,7 @@ async def start(settings: Settings) -> App:
 
 async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedis | None) -> App:
     server = grpc.aio.server(options=_grpc_options(settings))
-    calls = Calls(settings.max_concurrent_rpcs, settings.max_inflight_bytes, settings.max_streams)
+    calls = Calls.for_settings(settings)
     runtime = Runtime(redis, settings, calls)
     services = [build(runtime) for build in SERVICES]
     for service in services:

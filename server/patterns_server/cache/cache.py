@@ -25,9 +25,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from patterns_server.runtime.errors import InvalidArgument, ResourceExhausted
-from patterns_server.runtime.validation import check_count, check_name, optional_ttl_ms
-from patterns_server.storage import Command, LuaScript, RedisBackend
+from patterns_server.runtime.errors import InvalidArgument
+from patterns_server.runtime.validation import (
+    MILLISECOND,
+    check_name,
+    check_names,
+    checked_ms,
+    optional_ttl_ms,
+)
+from patterns_server.storage import CLOCK_LUA, Command, LuaScript, RedisBackend, until_woken
 
 MAX_KEYS = 1_000
 MAX_TAGS = 64
@@ -35,13 +41,13 @@ MAX_TTL = timedelta(days=3_650)
 MAX_LEASE = timedelta(hours=1)
 MAX_TOKEN_CHARS = 64
 TOKEN_BYTES = 16
-# A waiter not woken tries again when the lease would end, and at least this often.
-FALLBACK_SECONDS = 2.0
 SCAN_DELETE_CHUNK = 1_000
 
 
 def _script(*names: str) -> LuaScript:
-    return LuaScript.beside(__file__, "lua/common.lua", *(f"lua/{name}.lua" for name in names))
+    return LuaScript.beside(
+        __file__, CLOCK_LUA, "lua/common.lua", *(f"lua/{name}.lua" for name in names)
+    )
 
 
 GET = _script("get")
@@ -92,7 +98,7 @@ class Cache:
 
     async def get_many(self, keys: Sequence[str]) -> list[Entry]:
         """In request order; one round trip per node."""
-        self._check_keys(keys)
+        check_names("keys", keys, 1, MAX_KEYS)
         replies = await self._redis.run(*(Command.eval(GET, [self._keys(k)], []) for k in keys))
         return [_entry(key, reply) for key, reply in zip(keys, replies, strict=True)]
 
@@ -114,9 +120,7 @@ class Cache:
                 "value", f"must be at most {self._max_value:,} bytes, got {len(value):,}"
             )
         mode, expiry = self._expiry(ttl, expire_at)
-        check_count("tags", tags, 0, MAX_TAGS)
-        for index, tag in enumerate(tags):
-            check_name(f"tags[{index}]", tag)
+        check_names("tags", tags, 0, MAX_TAGS)
         if len(lease_token) > MAX_TOKEN_CHARS:
             raise InvalidArgument("lease_token", f"must be at most {MAX_TOKEN_CHARS} characters")
         unique_tags = list(dict.fromkeys(tags))
@@ -149,7 +153,7 @@ class Cache:
 
     async def delete(self, keys: Sequence[str]) -> int:
         """Delete `keys`, ending fills of them; how many held a value."""
-        self._check_keys(keys)
+        check_names("keys", keys, 1, MAX_KEYS)
         replies = await self._redis.run(
             *(Command.eval(DELETE, self._entry_keys(k), [self._fill_channel(k)]) for k in keys)
         )
@@ -157,9 +161,7 @@ class Cache:
 
     async def invalidate_tags(self, tags: Sequence[str]) -> int:
         """Delete the entries that carry any of `tags` now; how many."""
-        check_count("tags", tags, 1, MAX_TAGS)
-        for index, tag in enumerate(tags):
-            check_name(f"tags[{index}]", tag)
+        check_names("tags", tags, 1, MAX_TAGS)
         wanted = json.dumps(dict.fromkeys(tags, True))
         lease_ms = MAX_LEASE // timedelta(milliseconds=1)
         await self._redis.run(
@@ -213,34 +215,21 @@ class Cache:
         """The value of `key`; on a miss, a lease to fill it if nobody has one, else (after
         waiting up to `wait`, and `time_left` seconds) the value another caller filled."""
         check_name("key", key)
-        lease_ms = optional_ttl_ms("lease_ttl", lease_ttl, MAX_LEASE)
-        if not lease_ms:
-            raise InvalidArgument("lease_ttl", f"is required: 1 ms to {_span(MAX_LEASE)}")
+        lease_ms = checked_ms("lease_ttl", lease_ttl, MILLISECOND, MAX_LEASE, required=True)
         wait_ms = optional_ttl_ms("wait_timeout", wait, MAX_LEASE)
         token = secrets.token_urlsafe(TOKEN_BYTES)
         answer, _ = await self._lease_or_value(key, token, lease_ms)
         if not isinstance(answer, Pending) or not wait_ms:
             return answer
-        loop = asyncio.get_running_loop()
         patience = wait_ms / 1000 if time_left is None else min(wait_ms / 1000, time_left)
-        deadline = loop.time() + patience
-        channel = self._fill_channel(key).encode()
-        while True:  # subscribed anew only if the wake-ups overflowed
-            async with await self._redis.subscribe([channel], [], 64, 64) as wakeups:
-                while True:
-                    # Asked again after subscribing: a fill just before is not missed.
-                    answer, leased_ms = await self._lease_or_value(key, token, lease_ms)
-                    remaining = deadline - loop.time()
-                    if not isinstance(answer, Pending) or remaining <= 0:
-                        return answer
-                    pause = min(remaining, FALLBACK_SECONDS, max(0.001, leased_ms / 1000))
-                    try:
-                        async with asyncio.timeout(pause):
-                            await anext(wakeups)
-                    except TimeoutError:
-                        pass  # the lease may have run out: ask again
-                    except ResourceExhausted:
-                        break  # too many wake-ups unread: subscribe again
+        deadline = asyncio.get_running_loop().time() + patience
+
+        async def attempt() -> tuple[Entry | FillLease | Pending, int | None]:
+            # Woken by the fill, or when the filler's lease would run out.
+            answer, leased_ms = await self._lease_or_value(key, token, lease_ms)
+            return answer, leased_ms if isinstance(answer, Pending) else None
+
+        return await until_woken(self._redis, self._fill_channel(key), attempt, deadline)
 
     async def _lease_or_value(
         self, key: str, token: str, lease_ms: int
@@ -268,22 +257,12 @@ class Cache:
             return "at", at_ms
         return "ttl", optional_ttl_ms("ttl", ttl, MAX_TTL) or self._default_ttl_ms
 
-    @staticmethod
-    def _check_keys(keys: Sequence[str]) -> None:
-        check_count("keys", keys, 1, MAX_KEYS)
-        for index, key in enumerate(keys):
-            check_name(f"keys[{index}]", key)
-
     def _entry_keys(self, key: str) -> list[str]:
         """The entry of `key`, and its fill lease (one slot)."""
         return [self._keys(key), self._keys(key, "lease")]
 
-    def _tag_keys(self, tag: str) -> list[str]:
-        """The index of `tag`, and its invalidation marker (one slot)."""
-        return [self._tags(tag), self._tags(tag, "invalidated")]
-
-    def _fill_channel(self, key: str) -> str:
-        return self._keys.channel(key).decode()
+    def _fill_channel(self, key: str) -> bytes:
+        return self._keys.channel(key)
 
 
 def _entry(key: str, reply: list[object]) -> Entry:
@@ -302,7 +281,3 @@ def _is_entry(key: bytes) -> bool:
 def _flat(reply: list[object]) -> bool:
     """ZSCAN's pairs arrive flat (RESP2) or as pairs (RESP3 through redis-py)."""
     return not reply or not isinstance(reply[0], list | tuple)
-
-
-def _span(length: timedelta) -> str:
-    return f"{length.total_seconds() / 3600:g} hour"

@@ -3,12 +3,17 @@
 from datetime import timedelta
 
 import grpc
-from google.protobuf import duration_pb2
 from patterns.cache.v1 import cache_pb2 as pb
 from patterns.cache.v1 import cache_pb2_grpc
 
 from patterns_server.cache.cache import Cache, Entry, FillLease
-from patterns_server.runtime.convert import optional_datetime, optional_timedelta, time_left
+from patterns_server.runtime.convert import (
+    duration_ms,
+    optional_datetime,
+    optional_timedelta,
+    time_left,
+    timestamp_ms,
+)
 from patterns_server.runtime.service import GuardedService, Runtime, Service
 
 
@@ -23,7 +28,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         if not entry.found:
             return pb.GetResponse()
         return pb.GetResponse(
-            found=True, value=entry.value, ttl_remaining=_duration(entry.ttl_remaining_ms)
+            found=True, value=entry.value, ttl_remaining=duration_ms(entry.ttl_remaining_ms)
         )
 
     async def GetMany(
@@ -72,11 +77,10 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             time_left(context),
         )
         if isinstance(answer, Entry):
-            hit = pb.Hit(value=answer.value, ttl_remaining=_duration(answer.ttl_remaining_ms))
+            hit = pb.Hit(value=answer.value, ttl_remaining=duration_ms(answer.ttl_remaining_ms))
             return pb.GetOrLeaseResponse(hit=hit)
         if isinstance(answer, FillLease):
-            lease = pb.Lease(token=answer.token)
-            lease.expires_at.FromMilliseconds(answer.expires_at_ms)
+            lease = pb.Lease(token=answer.token, expires_at=timestamp_ms(answer.expires_at_ms))
             return pb.GetOrLeaseResponse(lease=lease)
         return pb.GetOrLeaseResponse(pending=pb.Pending())
 
@@ -88,14 +92,8 @@ def _entry(entry: Entry) -> pb.Entry:
         key=entry.key,
         found=True,
         value=entry.value,
-        ttl_remaining=_duration(entry.ttl_remaining_ms),
+        ttl_remaining=duration_ms(entry.ttl_remaining_ms),
     )
-
-
-def _duration(milliseconds: int) -> duration_pb2.Duration:
-    duration = duration_pb2.Duration()
-    duration.FromMilliseconds(max(0, milliseconds))
-    return duration
 
 
 def build(runtime: Runtime) -> Service:

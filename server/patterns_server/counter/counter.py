@@ -11,7 +11,7 @@ the merge; a concurrent Add to a remote source may or may not be included.
 from collections.abc import Sequence
 from datetime import timedelta
 
-from patterns_server.runtime.validation import check_count, check_name, optional_ttl_ms
+from patterns_server.runtime.validation import check_name, check_names, optional_ttl_ms
 from patterns_server.storage import Command, LuaScript, RedisBackend
 
 MAX_ITEMS_PER_ADD = 10_000
@@ -32,16 +32,14 @@ class UniqueCounter:
     async def add(self, key: str, items: Sequence[str], ttl: timedelta | None = None) -> bool:
         """Record `items` under `key`; True when the estimate moved. `ttl` (re)sets expiry."""
         check_name("key", key)
-        check_count("items", items, 1, MAX_ITEMS_PER_ADD)
-        for index, item in enumerate(items):
-            check_name(f"items[{index}]", item, MAX_ITEM_BYTES)
+        check_names("items", items, 1, MAX_ITEMS_PER_ADD, MAX_ITEM_BYTES)
         ttl_ms = optional_ttl_ms("ttl", ttl, MAX_TTL)
         changed = await self._redis.eval(ADD, [self._key(key)], [ttl_ms, *items])
         return bool(changed)
 
     async def count(self, keys: Sequence[str]) -> int:
         """The estimated number of distinct items in the union of `keys`."""
-        self._check_keys("keys", keys)
+        check_names("keys", keys, 1, MAX_KEYS)
         redis_keys = [self._key(key) for key in keys]
         local, remote = self._split_by_slot(redis_keys[0], redis_keys)
         if not remote:
@@ -55,19 +53,13 @@ class UniqueCounter:
     ) -> int:
         """Add the union of `sources` to `destination`; its new estimated count."""
         check_name("destination", destination)
-        self._check_keys("sources", sources)
+        check_names("sources", sources, 1, MAX_KEYS)
         ttl_ms = optional_ttl_ms("ttl", ttl, MAX_TTL)
         target = self._key(destination)
         local, remote = self._split_by_slot(target, [self._key(source) for source in sources])
         values = await self._values_of(remote)
         keys = [target, self._key(destination, "copy"), *local]
         return int(await self._redis.eval(MERGE, keys, [ttl_ms, *values]))
-
-    @staticmethod
-    def _check_keys(field: str, keys: Sequence[str]) -> None:
-        check_count(field, keys, 1, MAX_KEYS)
-        for index, key in enumerate(keys):
-            check_name(f"{field}[{index}]", key)
 
     def _split_by_slot(self, home: str, keys: list[str]) -> tuple[list[str], list[str]]:
         """`keys` in the slot of `home` (all of them on standalone Redis), and the rest."""

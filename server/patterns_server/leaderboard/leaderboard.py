@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from patterns_server.runtime.errors import InvalidArgument
-from patterns_server.runtime.validation import check_count, check_name
+from patterns_server.runtime.validation import check_name, check_names
 from patterns_server.storage import LuaScript, RedisBackend
 
 MAX_PAGE = 1_000
@@ -113,9 +113,7 @@ class Leaderboard:
         return _standings(board.order, await self._run(AROUND, board, member, radius))
 
     async def remove(self, board: Board, members: Sequence[str]) -> int:
-        check_count("members", members, 1, MAX_MEMBERS)
-        for index, member in enumerate(members):
-            check_name(f"members[{index}]", member)
+        check_names("members", members, 1, MAX_MEMBERS)
         return int(await self._run(REMOVE, board, *members))
 
     async def size(self, board: Board) -> int:

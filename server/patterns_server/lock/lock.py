@@ -9,7 +9,8 @@ Waiting: the callers of one server that wait for one lock stand in line, in arri
 order, and only the first of them is awake. It subscribes, through the backend's shared
 Pub/Sub connection, to the lock's channel, on which every release and forced release
 publishes; it tries again when woken, and otherwise when the holder's lease would run out
-(expiry publishes nothing), and at least every FALLBACK_SECONDS in case a wake-up was lost.
+(expiry publishes nothing), and at least every 2 s in case a wake-up was lost
+(`storage.wakeups`).
 Once it has the lock, or gives up, the next in line takes its place. So a release costs
 one attempt per server with waiters, not one per waiter; across servers, the first to try
 wins.
@@ -21,9 +22,9 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from patterns_server.runtime.errors import Aborted, InvalidArgument, ResourceExhausted, Unavailable
-from patterns_server.runtime.validation import check_name
-from patterns_server.storage import LuaScript, RedisBackend
+from patterns_server.runtime.errors import Aborted, InvalidArgument, Unavailable
+from patterns_server.runtime.validation import check_name, checked_ms
+from patterns_server.storage import CLOCK_LUA, LuaScript, RedisBackend, until_woken
 
 MIN_TTL = timedelta(milliseconds=1)
 MAX_TTL = timedelta(days=1)
@@ -32,12 +33,10 @@ MAX_WAIT = timedelta(days=1)
 MAX_TOKEN_CHARS = 64
 TOKEN_BYTES = 16  # 128 random bits, 22 URL-safe characters
 # A waiter not woken tries again when the holder's lease would end, and at least this often.
-FALLBACK_SECONDS = 2.0
-WAKEUP_BUFFER = 64
 
-ACQUIRE = LuaScript.beside(__file__, "lua/common.lua", "lua/acquire.lua")
-RELEASE = LuaScript.beside(__file__, "lua/common.lua", "lua/release.lua")
-EXTEND = LuaScript.beside(__file__, "lua/common.lua", "lua/extend.lua")
+ACQUIRE = LuaScript.beside(__file__, CLOCK_LUA, "lua/common.lua", "lua/acquire.lua")
+RELEASE = LuaScript.beside(__file__, CLOCK_LUA, "lua/common.lua", "lua/release.lua")
+EXTEND = LuaScript.beside(__file__, CLOCK_LUA, "lua/common.lua", "lua/extend.lua")
 INSPECT = LuaScript.beside(__file__, "lua/inspect.lua")
 FORCE_RELEASE = LuaScript.beside(__file__, "lua/force_release.lua")
 
@@ -94,8 +93,8 @@ class Locker:
         """Take the lock `name` for `ttl`, waiting up to `wait` (and `time_left` seconds,
         what the caller's deadline leaves) for it to be free."""
         check_name("name", name)
-        ttl_ms = _duration_ms("ttl", ttl, ttl_floor, MAX_TTL, required=True)
-        wait_ms = _duration_ms("wait_timeout", wait, timedelta(0), MAX_WAIT, required=False)
+        ttl_ms = checked_ms("ttl", ttl, ttl_floor, MAX_TTL, required=True)
+        wait_ms = checked_ms("wait_timeout", wait, timedelta(0), MAX_WAIT)
         token = secrets.token_urlsafe(TOKEN_BYTES)
         lease, _ = await self._try(name, token, ttl_ms)
         if lease.acquired or wait_ms == 0:
@@ -115,7 +114,7 @@ class Locker:
         epoch), or None when `token` no longer holds the lock."""
         check_name("name", name)
         _check_token(token)
-        ttl_ms = _duration_ms("ttl", ttl, MIN_TTL, MAX_TTL, required=True)
+        ttl_ms = checked_ms("ttl", ttl, MIN_TTL, MAX_TTL, required=True)
         extended, expires_at_us = await self._redis.eval(
             EXTEND, [self._keys(name)], [token, ttl_ms]
         )
@@ -183,49 +182,17 @@ class Locker:
     async def _wait_first_in_line(
         self, name: str, token: str, ttl_ms: int, deadline: float
     ) -> Lease:
-        """Try whenever the lock may be free, until `deadline` (loop time). An attempt in
-        flight is never cut short: it might hold a grant."""
-        loop = asyncio.get_running_loop()
-        channel = self._wakeups(name).encode()
-        while True:  # subscribed anew only if the wake-ups overflowed
-            async with await self._redis.subscribe(
-                [channel], [], WAKEUP_BUFFER, WAKEUP_BUFFER
-            ) as wakeups:
-                while True:
-                    # Tried after subscribing: a release just before is not missed.
-                    lease, holder_left_ms = await self._try(name, token, ttl_ms)
-                    remaining = deadline - loop.time()
-                    if lease.acquired or remaining <= 0:
-                        return lease
-                    pause = min(remaining, FALLBACK_SECONDS, max(0.001, holder_left_ms / 1000))
-                    try:
-                        async with asyncio.timeout(pause):
-                            await anext(wakeups)
-                    except TimeoutError:
-                        pass  # the holder's lease may have run out: try again
-                    except ResourceExhausted:
-                        break  # too many wake-ups unread: subscribe again
+        """Try whenever the lock may be free (released, or the holder's lease run out),
+        until `deadline` (loop time)."""
 
-    def _wakeups(self, name: str) -> str:
-        return self._keys.channel(name).decode()
+        async def attempt() -> tuple[Lease, int | None]:
+            lease, holder_left_ms = await self._try(name, token, ttl_ms)
+            return lease, None if lease.acquired else holder_left_ms
 
+        return await until_woken(self._redis, self._wakeups(name), attempt, deadline)
 
-def _duration_ms(
-    field: str, value: timedelta | None, low: timedelta, high: timedelta, required: bool
-) -> int:
-    """`value` in whole milliseconds (at least 1 when not zero), within [low, high]."""
-    if value is None or value == timedelta(0):
-        if required:
-            raise InvalidArgument(field, f"is required: {_span(low, high)}")
-        return 0
-    if not low <= value <= high:
-        raise InvalidArgument(field, f"must be {_span(low, high)}, got {value}")
-    return max(1, value // timedelta(milliseconds=1))
-
-
-def _span(low: timedelta, high: timedelta) -> str:
-    floor = f"{low.total_seconds() * 1000:g} ms" if low else "0"
-    return f"{floor} to {high.days:g} day{'s' if high.days != 1 else ''}"
+    def _wakeups(self, name: str) -> bytes:
+        return self._keys.channel(name)
 
 
 def _check_token(token: str) -> None:

@@ -5,12 +5,11 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf import timestamp_pb2
 from patterns.lock.v1 import lock_pb2 as pb
 from patterns.lock.v1 import lock_pb2_grpc
 
 from patterns_server.lock.lock import MIN_HOLD_TTL, Lease, Locker, ReleaseStatus
-from patterns_server.runtime.convert import optional_timedelta, time_left
+from patterns_server.runtime.convert import optional_timedelta, time_left, timestamp_us
 from patterns_server.runtime.errors import Aborted
 from patterns_server.runtime.service import GuardedService, Runtime, Service
 
@@ -40,7 +39,7 @@ class LockerServicer(lock_pb2_grpc.LockerServicer):
             acquired=True,
             token=lease.token,
             fencing_token=lease.fencing_token,
-            expires_at=_timestamp(lease.expires_at_us),
+            expires_at=timestamp_us(lease.expires_at_us),
         )
 
     async def Release(
@@ -57,7 +56,7 @@ class LockerServicer(lock_pb2_grpc.LockerServicer):
         )
         if expires_at_us is None:
             return pb.ExtendResponse(extended=False)
-        return pb.ExtendResponse(extended=True, expires_at=_timestamp(expires_at_us))
+        return pb.ExtendResponse(extended=True, expires_at=timestamp_us(expires_at_us))
 
     async def Hold(
         self, request: pb.HoldRequest, context: grpc.aio.ServicerContext
@@ -105,12 +104,6 @@ class LockerServicer(lock_pb2_grpc.LockerServicer):
         self, request: pb.ForceReleaseRequest, context: grpc.aio.ServicerContext
     ) -> pb.ForceReleaseResponse:
         return pb.ForceReleaseResponse(released=await self._locker.force_release(request.name))
-
-
-def _timestamp(microseconds: int) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromMicroseconds(microseconds)
-    return stamp
 
 
 def build(runtime: Runtime) -> Service:

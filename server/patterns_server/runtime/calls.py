@@ -21,6 +21,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 
+from patterns_server.runtime.config import Settings
 from patterns_server.runtime.errors import (
     InvalidArgument,
     PatternError,
@@ -95,11 +96,11 @@ class Stream:
 
 @dataclass
 class Calls:
-    """The calls in progress (see the module)."""
+    """The calls in progress (see the module), within the limits of `for_settings`."""
 
-    max_calls: int = 1_000
-    max_bytes: int = 64 << 20
-    max_streams: int = 10_000
+    max_calls: int
+    max_bytes: int
+    max_streams: int
     calls: int = 0
     bytes: int = 0
     _streams: set[Stream] = field(default_factory=set)
@@ -107,6 +108,10 @@ class Calls:
     _last_refused_at: float = 0.0
     _refused: int = 0
     _refused_reported: float = 0.0
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> "Calls":
+        return cls(settings.max_concurrent_rpcs, settings.max_inflight_bytes, settings.max_streams)
 
     def has_room(self, size: int) -> bool:
         """Whether a unary call of `size` request bytes would be admitted now."""

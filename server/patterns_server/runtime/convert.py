@@ -1,4 +1,4 @@
-"""Conversions from what a call carries to Python values, for the servicers.
+"""Conversions between what a call carries and Python values, for the servicers.
 
 Durations and Timestamps are checked here, once for every field, against what
 google.protobuf defines them to be (nanos within range, the signs of a Duration's parts
@@ -82,3 +82,25 @@ def time_left(context: grpc.aio.ServicerContext) -> float | None:
     if remaining is None:
         return None
     return max(0.0, remaining - max(MIN_DEADLINE_MARGIN, remaining * DEADLINE_MARGIN))
+
+
+# The other way: what a pattern answers (whole ms or µs, from the Redis clock) as messages.
+
+
+def timestamp_ms(milliseconds: int) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMilliseconds(milliseconds)
+    return stamp
+
+
+def timestamp_us(microseconds: int) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMicroseconds(microseconds)
+    return stamp
+
+
+def duration_ms(milliseconds: int) -> duration_pb2.Duration:
+    """A Duration of `milliseconds`, never negative (Redis answers -1 or -2 for no TTL)."""
+    duration = duration_pb2.Duration()
+    duration.FromMilliseconds(max(0, milliseconds))
+    return duration

@@ -16,7 +16,6 @@ class Category(enum.Enum):
 
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     NOT_FOUND = "NOT_FOUND"
-    FAILED_PRECONDITION = "FAILED_PRECONDITION"
     ABORTED = "ABORTED"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
     UNAVAILABLE = "UNAVAILABLE"
@@ -60,14 +59,6 @@ class NotFound(PatternError):
 
     category = Category.NOT_FOUND
     default_reason = "NOT_FOUND"
-
-
-class FailedPrecondition(PatternError):
-    """The request is valid but the state it needs is not there (retrying will not help
-    until the state changes)."""
-
-    category = Category.FAILED_PRECONDITION
-    default_reason = "FAILED_PRECONDITION"
 
 
 class Aborted(PatternError):

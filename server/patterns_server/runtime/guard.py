@@ -29,22 +29,13 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from patterns_server.runtime.calls import SHUTTING_DOWN, Calls, Malformed, request_size
-from patterns_server.runtime.errors import Category, InvalidArgument, PatternError
+from patterns_server.runtime.errors import InvalidArgument, PatternError
 
 logger = logging.getLogger(__name__)
 request_logger = logging.getLogger("patterns_server.requests")
 
 ERROR_DOMAIN = "patterns-server"
 
-STATUS_CODES: dict[Category, int] = {
-    Category.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
-    Category.NOT_FOUND: code_pb2.NOT_FOUND,
-    Category.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
-    Category.ABORTED: code_pb2.ABORTED,
-    Category.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
-    Category.UNAVAILABLE: code_pb2.UNAVAILABLE,
-}
-_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 UnaryBehaviour = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 StreamBehaviour = Callable[[Any, grpc.aio.ServicerContext], AsyncGenerator[Any, None]]
@@ -71,7 +62,7 @@ def guard_unary(behaviour: UnaryBehaviour, method: str, calls: Calls) -> UnaryBe
             raise
         except Exception as error:  # every failure leaves as a status, never a traceback
             status = status_for(error, method)
-            outcome = _CODE_NAMES[status.code]
+            outcome = code_pb2.Code.Name(status.code)
             await context.abort_with_status(rpc_status.to_status(status))
         finally:
             if refusal is None:
@@ -132,7 +123,7 @@ def guard_stream(behaviour: StreamBehaviour, method: str, calls: Calls) -> Strea
                 await messages.aclose()  # the servicer's own clean-up runs now
             if failure is not None:
                 status = status_for(failure, method)
-                outcome = _CODE_NAMES[status.code]
+                outcome = code_pb2.Code.Name(status.code)
                 await context.abort_with_status(rpc_status.to_status(status))
         finally:
             if request_logger.isEnabledFor(logging.DEBUG):
@@ -170,7 +161,8 @@ def status_for(error: Exception, method: str) -> status_pb2.Status:
         delay.FromTimedelta(error.retry_after)
         details.append(error_details_pb2.RetryInfo(retry_delay=delay))
     details.append(_error_info(error.reason))
-    return _status(STATUS_CODES[error.category], error.message, *details)
+    # A category is named as its google.rpc.Code.
+    return _status(code_pb2.Code.Value(error.category.value), error.message, *details)
 
 
 def _error_info(reason: str) -> error_details_pb2.ErrorInfo:

@@ -4,7 +4,7 @@ Each raises `InvalidArgument` naming the request field, so the caller learns exa
 fix. Limits are in bytes of UTF-8 because that is what Redis stores.
 """
 
-from collections.abc import Sized
+from collections.abc import Sequence, Sized
 from datetime import timedelta
 
 from patterns_server.runtime.errors import InvalidArgument
@@ -25,10 +25,64 @@ def check_count(field: str, values: Sized, low: int, high: int) -> None:
         raise InvalidArgument(field, f"must hold {low} to {high:,} entries, got {len(values):,}")
 
 
-def optional_ttl_ms(field: str, ttl: timedelta | None, maximum: timedelta) -> int:
-    """An optional expiry in whole milliseconds; 0 when unset or zero ("leave as it is")."""
-    if ttl is None or ttl == timedelta(0):
+def check_names(
+    field: str, names: Sequence[str], low: int, high: int, max_bytes: int = MAX_NAME_BYTES
+) -> None:
+    """A repeated field of `low` to `high` names, each checked as `check_name` does
+    (errors name the entry: `keys[3]`)."""
+    check_count(field, names, low, high)
+    for index, name in enumerate(names):
+        check_name(f"{field}[{index}]", name, max_bytes)
+
+
+MILLISECOND = timedelta(milliseconds=1)
+
+
+def checked_ms(
+    field: str,
+    value: timedelta | None,
+    low: timedelta,
+    high: timedelta,
+    *,
+    required: bool = False,
+) -> int:
+    """A length of time in whole milliseconds (at least 1 when not zero), `low` to `high`;
+    unset or zero is 0 ("none", "leave as it is") unless `required`."""
+    if value is None or value == timedelta(0):
+        if required:
+            raise InvalidArgument(field, f"is required: {span(low, high)}")
         return 0
-    if ttl < timedelta(milliseconds=1) or ttl > maximum:
-        raise InvalidArgument(field, f"must be unset, or 1 ms to {maximum.days:,} days; got {ttl}")
-    return ttl // timedelta(milliseconds=1)
+    if not low <= value <= high:
+        allowed = span(low, high) if required else f"unset, or {span(low, high)}"
+        raise InvalidArgument(field, f"must be {allowed}; got {value}")
+    return max(1, value // MILLISECOND)
+
+
+def optional_ttl_ms(field: str, ttl: timedelta | None, maximum: timedelta) -> int:
+    """An optional expiry in whole milliseconds, 1 ms to `maximum`; 0 when unset or zero
+    ("leave as it is")."""
+    return checked_ms(field, ttl, MILLISECOND, maximum)
+
+
+def span(low: timedelta, high: timedelta) -> str:
+    """A range of lengths of time for people: "1 ms to 365 days"."""
+    return f"{_length(low)} to {_length(high)}"
+
+
+_UNITS = (
+    (timedelta(days=1), "day"),
+    (timedelta(hours=1), "hour"),
+    (timedelta(minutes=1), "minute"),
+    (timedelta(seconds=1), "second"),
+)
+
+
+def _length(length: timedelta) -> str:
+    """A length of time in the largest unit it is a whole number of ("3,650 days")."""
+    if not length:
+        return "0"
+    for unit, name in _UNITS:
+        if length % unit == timedelta(0):
+            count = length // unit
+            return f"{count:,} {name}{'s' if count != 1 else ''}"
+    return f"{length / MILLISECOND:g} ms"

@@ -1,11 +1,10 @@
 """The Sessions gRPC servicer: request messages in, Sessions calls, responses out."""
 
 import grpc
-from google.protobuf import timestamp_pb2
 from patterns.session.v1 import session_pb2 as pb
 from patterns.session.v1 import session_pb2_grpc
 
-from patterns_server.runtime.convert import optional_timedelta
+from patterns_server.runtime.convert import optional_timedelta, timestamp_ms
 from patterns_server.runtime.service import GuardedService, Runtime, Service
 from patterns_server.session.session import Session, Sessions
 
@@ -65,16 +64,10 @@ def _message(session: Session) -> pb.Session:
         id=session.id,
         user_id=session.user_id,
         attributes=session.attributes,
-        created_at=_timestamp(session.created_at_ms),
-        last_seen_at=_timestamp(session.last_seen_at_ms),
-        expires_at=_timestamp(session.expires_at_ms),
+        created_at=timestamp_ms(session.created_at_ms),
+        last_seen_at=timestamp_ms(session.last_seen_at_ms),
+        expires_at=timestamp_ms(session.expires_at_ms),
     )
-
-
-def _timestamp(milliseconds: int) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromMilliseconds(milliseconds)
-    return stamp
 
 
 def build(runtime: Runtime) -> Service:

@@ -25,8 +25,8 @@ from datetime import timedelta
 from typing import Any
 
 from patterns_server.runtime.errors import InvalidArgument, NotFound
-from patterns_server.runtime.validation import check_count, check_name
-from patterns_server.storage import LuaScript, RedisBackend
+from patterns_server.runtime.validation import check_count, check_name, checked_ms
+from patterns_server.storage import CLOCK_LUA, LuaScript, RedisBackend
 
 MIN_TTL = timedelta(seconds=1)
 MAX_TTL = timedelta(days=365)
@@ -43,7 +43,7 @@ ATTRIBUTE = "a:"  # the prefix of an attribute's field in a session's hash
 
 
 def _script(name: str) -> LuaScript:
-    return LuaScript.beside(__file__, "lua/common.lua", f"lua/{name}.lua")
+    return LuaScript.beside(__file__, CLOCK_LUA, "lua/common.lua", f"lua/{name}.lua")
 
 
 CREATE = _script("create")
@@ -91,10 +91,7 @@ class Sessions:
     ) -> Session:
         check_name("user_id", user_id)
         _check_attributes("attributes", attributes)
-        if ttl is None:
-            raise InvalidArgument("ttl", "is required: 1 second to 365 days")
-        if not MIN_TTL <= ttl <= MAX_TTL:
-            raise InvalidArgument("ttl", f"must be 1 second to 365 days, got {ttl}")
+        ttl_ms = checked_ms("ttl", ttl, MIN_TTL, MAX_TTL, required=True)
         if max_per_user > MAX_PER_USER:
             raise InvalidArgument(
                 "max_per_user", f"must be 0 to {MAX_PER_USER:,}, got {max_per_user:,}"
@@ -107,7 +104,7 @@ class Sessions:
             [
                 random,
                 user_id,
-                ttl // timedelta(milliseconds=1),
+                ttl_ms,
                 max_per_user or self._max_per_user,
                 *_fields(attributes),
             ],
@@ -145,10 +142,10 @@ class Sessions:
 
     async def destroy(self, session_id: str) -> bool:
         """Whether the id named a live session."""
-        parsed = ID_PATTERN.fullmatch(session_id)
-        if parsed is None:
+        parts = _split(session_id)
+        if parts is None:
             return False
-        random, tag = parsed.groups()
+        random, tag = parts
         return bool(await self._redis.eval(DESTROY, [self._keys(tag)], [random]))
 
     async def list(self, user_id: str, limit: int = 0) -> tuple[list[Session], int]:
@@ -168,10 +165,10 @@ class Sessions:
         tag = _tag(user_id)
         keep = ""
         if except_id:
-            parsed = ID_PATTERN.fullmatch(except_id)
-            if parsed is None or parsed.group(2) != tag:
+            parts = _split(except_id)
+            if parts is None or parts[1] != tag:
                 raise InvalidArgument("except_id", "is not the id of a session of user_id")
-            keep = parsed.group(1)
+            keep = parts[0]
         return int(await self._redis.eval(DESTROY_ALL, [self._keys(tag)], [keep]))
 
     async def rotate(self, session_id: str) -> Session:
@@ -187,13 +184,21 @@ def _tag(user_id: str) -> str:
     return base64.urlsafe_b64encode(digest).decode()
 
 
-def _parse(session_id: str) -> tuple[str, str]:
-    """The random part and the tag of an id; anything else names no session."""
+def _split(session_id: str) -> tuple[str, str] | None:
+    """The random part and the tag of an id; None when it is not an id at all."""
     parsed = ID_PATTERN.fullmatch(session_id)
     if parsed is None:
-        raise session_not_found()
+        return None
     random, tag = parsed.groups()
     return random, tag
+
+
+def _parse(session_id: str) -> tuple[str, str]:
+    """As _split, but an id that is not one names no session: NOT_FOUND."""
+    parts = _split(session_id)
+    if parts is None:
+        raise session_not_found()
+    return parts
 
 
 def _check_attributes(field: str, attributes: Mapping[str, str]) -> None:

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The clock functions every pattern's scripts may use (now_ms, now_us, expire_no_sooner):
+# name it first in `LuaScript.beside`.
+CLOCK_LUA = str(Path(__file__).parent / "lua" / "clock.lua")
+
 
 @dataclass(frozen=True)
 class LuaScript:
@@ -23,7 +27,8 @@ class LuaScript:
     @classmethod
     def beside(cls, module_file: str, *filenames: str) -> "LuaScript":
         """The script made of `filenames`, joined in order, relative to the folder of the
-        module `module_file` (pass `__file__`): shared Lua functions go in the first files."""
+        module `module_file` (pass `__file__`), or absolute (CLOCK_LUA): shared Lua
+        functions go in the first files."""
         folder = Path(module_file).parent
         source = "\n".join((folder / filename).read_text() for filename in filenames)
         return cls(source, hashlib.sha1(source.encode()).hexdigest())

@@ -4,12 +4,6 @@
 -- tagged with it, scored by when their entry expires; its marker, a STRING holding when
 -- the tag was last invalidated (ms).
 
--- Milliseconds since the epoch, from the Redis clock.
-local function now_ms()
-  local clock = redis.call('TIME')
-  return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-end
-
 -- Ends a fill lease, if there is one, and wakes whoever waits for the fill.
 local function end_lease(lease_key, channel)
   if redis.call('DEL', lease_key) == 1 then

@@ -17,9 +17,5 @@ if #dead > 0 then
   redis.call('ZREM', KEYS[1], unpack(dead))
 end
 redis.call('ZADD', KEYS[1], expire_at, ARGV[1])
--- The index lives no shorter than its longest-lived member.
-local left = redis.call('PTTL', KEYS[1])
-if left < 0 or now + left < expire_at then
-  redis.call('PEXPIREAT', KEYS[1], expire_at)
-end
+expire_no_sooner(KEYS[1], expire_at, now)
 return tonumber(redis.call('GET', KEYS[2]) or '0')

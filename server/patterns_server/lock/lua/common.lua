@@ -1,12 +1,6 @@
 -- Shared by the lock scripts (joined before each of them into one script).
 -- A lock is one STRING, "<token>:<fencing token>", that expires with the lease.
 
--- Microseconds since the epoch, from the Redis clock.
-local function now_us()
-  local clock = redis.call('TIME')
-  return tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-end
-
 -- Whether the lock's value belongs to the holder of `token`.
 local function held_by(value, token)
   return value and string.sub(value, 1, #token + 1) == token .. ':'

@@ -13,12 +13,6 @@ local function session_key(random)
   return KEYS[1] .. ':s:' .. random
 end
 
--- Milliseconds since the epoch, from the Redis clock.
-local function now_ms()
-  local clock = redis.call('TIME')
-  return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-end
-
 -- When the session `key` ends (ms), or nil when there is no such session.
 local function ends_of(key)
   local times = redis.call('HMGET', key, 'l', 't')
@@ -37,10 +31,7 @@ end
 -- Indexes session `random`, ending at `ends`, and keeps the index at least that long.
 local function index_session(random, ends, now)
   redis.call('ZADD', index, ends, random)
-  local left = redis.call('PTTL', index)
-  if left < 0 or now + left < ends then
-    redis.call('PEXPIREAT', index, ends)
-  end
+  expire_no_sooner(index, ends, now)
 end
 
 -- A session as a reply: the random part of its id, then its hash's fields and values.
