@@ -73,8 +73,8 @@ protos-check: $(STAMP) plugins
 # The code generators other than Python's, at the versions their projects pin: protoc-gen-go
 # and protoc-gen-go-grpc from clients/go/go.mod's tool lines, ts-proto from
 # clients/ts/package-lock.json.
-plugins: .tools/protoc-gen-go clients/ts/node_modules/.bin/protoc-gen-ts_proto
-.tools/protoc-gen-go: clients/go/go.mod clients/go/go.sum
+plugins: .tools/protoc-gen-go .tools/protoc-gen-go-grpc clients/ts/node_modules/.bin/protoc-gen-ts_proto
+.tools/protoc-gen-go .tools/protoc-gen-go-grpc &: clients/go/go.mod clients/go/go.sum
 	cd clients/go && go build -o ../../.tools/ google.golang.org/protobuf/cmd/protoc-gen-go \
 		google.golang.org/grpc/cmd/protoc-gen-go-grpc
 clients/ts/node_modules/.bin/protoc-gen-ts_proto: clients/ts/package-lock.json

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -16,17 +17,10 @@ def duration(value: timedelta | None) -> duration_pb2.Duration | None:
     return message
 
 
-def to_timedelta(message: duration_pb2.Duration) -> timedelta:
-    """A Duration as a timedelta."""
-    return message.ToTimedelta()
-
-
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    """A Timestamp, or None for None; a naive datetime is taken as UTC."""
+    """A Timestamp, or None for None; a naive datetime is taken as UTC (as protobuf does)."""
     if value is None:
         return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
     message = timestamp_pb2.Timestamp()
     message.FromDatetime(value)
     return message
@@ -40,3 +34,8 @@ def to_datetime(message: timestamp_pb2.Timestamp) -> datetime:
 def seconds(value: float | timedelta) -> float:
     """Seconds, from seconds or a timedelta."""
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def one_or_many(names: str | Sequence[str]) -> list[str]:
+    """A name, or names, as a list (for the calls that take one or more keys)."""
+    return [names] if isinstance(names, str) else list(names)

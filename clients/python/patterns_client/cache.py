@@ -19,7 +19,7 @@ from patterns.cache.v1 import cache_pb2 as pb
 from patterns.cache.v1 import cache_pb2_grpc
 
 from patterns_client._calls import AsyncCalls, Calls
-from patterns_client._convert import duration, seconds, timestamp, to_timedelta
+from patterns_client._convert import duration, one_or_many, seconds, timestamp
 from patterns_client.errors import Unavailable
 
 __all__ = ["AsyncCache", "Cache", "Entry"]
@@ -63,7 +63,7 @@ def _lease_request(key: str, lease_ttl: timedelta, wait: timedelta) -> pb.GetOrL
 
 
 def _entry(found: bool, value: bytes, ttl_remaining: Any) -> Entry | None:
-    return Entry(value, to_timedelta(ttl_remaining)) if found else None
+    return Entry(value, ttl_remaining.ToTimedelta()) if found else None
 
 
 class Cache:
@@ -100,7 +100,7 @@ class Cache:
 
     def delete(self, keys: str | Sequence[str]) -> int:
         """Delete keys; how many held a value."""
-        request = pb.DeleteRequest(keys=[keys] if isinstance(keys, str) else list(keys))
+        request = pb.DeleteRequest(keys=one_or_many(keys))
         return int(self._calls.unary(self._stub.Delete, request).deleted)
 
     def invalidate_tags(self, tags: Sequence[str]) -> int:
@@ -213,7 +213,7 @@ class AsyncCache:
 
     async def delete(self, keys: str | Sequence[str]) -> int:
         """As Cache.delete."""
-        request = pb.DeleteRequest(keys=[keys] if isinstance(keys, str) else list(keys))
+        request = pb.DeleteRequest(keys=one_or_many(keys))
         return int((await self._calls.unary(self._stub.Delete, request)).deleted)
 
     async def invalidate_tags(self, tags: Sequence[str]) -> int:

@@ -9,13 +9,9 @@ from patterns.counter.v1 import counter_pb2 as pb
 from patterns.counter.v1 import counter_pb2_grpc
 
 from patterns_client._calls import AsyncCalls, Calls
-from patterns_client._convert import duration
+from patterns_client._convert import duration, one_or_many
 
 __all__ = ["AsyncUniqueCounter", "UniqueCounter"]
-
-
-def _one_or_many(keys: str | Sequence[str]) -> list[str]:
-    return [keys] if isinstance(keys, str) else list(keys)
 
 
 class UniqueCounter:
@@ -33,7 +29,7 @@ class UniqueCounter:
 
     def count(self, keys: str | Sequence[str]) -> int:
         """The estimated number of distinct items in the union of `keys`."""
-        request = pb.CountRequest(keys=_one_or_many(keys))
+        request = pb.CountRequest(keys=one_or_many(keys))
         return int(self._calls.unary(self._stub.Count, request).count)
 
     def merge(
@@ -58,7 +54,7 @@ class AsyncUniqueCounter:
 
     async def count(self, keys: str | Sequence[str]) -> int:
         """As UniqueCounter.count."""
-        request = pb.CountRequest(keys=_one_or_many(keys))
+        request = pb.CountRequest(keys=one_or_many(keys))
         return int((await self._calls.unary(self._stub.Count, request)).count)
 
     async def merge(

@@ -14,7 +14,9 @@ from datetime import timedelta
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 __all__ = [
     "Aborted",
@@ -35,8 +37,6 @@ __all__ = [
     "Unavailable",
     "Unimplemented",
 ]
-
-_STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 @dataclass(frozen=True)
@@ -169,32 +169,37 @@ def from_rpc_error(error: grpc.RpcError) -> PatternsError:
     """The PatternsError a failed call (sync or asyncio) stands for."""
     call: Any = error
     code: grpc.StatusCode = call.code()
-    message: str = call.details() or ""
     reason = ""
     retry_after = None
     violations: list[FieldViolation] = []
-    for key, value in call.trailing_metadata() or ():
-        if key != _STATUS_DETAILS_KEY:
-            continue
-        status = status_pb2.Status.FromString(value)
-        for packed in status.details:
-            if packed.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                packed.Unpack(info)
-                reason = info.reason
-            elif packed.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                retry = error_details_pb2.RetryInfo()
-                packed.Unpack(retry)
-                retry_after = retry.retry_delay.ToTimedelta()
-            elif packed.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad = error_details_pb2.BadRequest()
-                packed.Unpack(bad)
-                violations += [FieldViolation(v.field, v.description) for v in bad.field_violations]
+    for packed in _status_details(call):
+        if packed.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            packed.Unpack(info)
+            reason = info.reason
+        elif packed.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            packed.Unpack(retry)
+            retry_after = retry.retry_delay.ToTimedelta()
+        elif packed.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            packed.Unpack(bad)
+            violations += [FieldViolation(v.field, v.description) for v in bad.field_violations]
     kind = _BY_CODE.get(code, Internal)
     return kind(
-        message,
+        call.details() or "",
         code=code,
         reason=reason,
         retry_after=retry_after,
         field_violations=tuple(violations),
     )
+
+
+def _status_details(call: Any) -> list[Any]:
+    """The details of the google.rpc.Status the call's trailers carry (none when they
+    carry none, or one that does not agree with the call's own code and message)."""
+    try:
+        status = rpc_status.from_call(call)
+    except (ValueError, DecodeError):
+        return []
+    return list(status.details) if status is not None else []

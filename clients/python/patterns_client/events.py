@@ -30,13 +30,10 @@ __all__ = ["AsyncEvents", "AsyncSubscription", "Event", "Events", "Gap", "Subscr
 
 FIRST_BACKOFF = 0.1  # seconds; doubled after each failure in a row, up to LAST_BACKOFF
 LAST_BACKOFF = 5.0
-# Failures a new subscription cures: the server or Redis unavailable or stopping, the
-# server overloaded or the reader too slow, the stream cut by something in between.
-RESUMABLE = (
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.CANCELLED,
-)
+# Failures a new subscription cures: the server or Redis unavailable or stopping (a cut
+# connection reads as UNAVAILABLE too), the server overloaded or the reader too slow.
+# Not CANCELLED: that is this client closing (the subscription, or the whole channel).
+RESUMABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 @dataclass(frozen=True)

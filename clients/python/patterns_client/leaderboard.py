@@ -52,7 +52,7 @@ class Mode(enum.Enum):
 @dataclass(frozen=True)
 class Board:
     """A board: its name, order and period. `previous=True` reads the period before the
-    current one (reads only)."""
+    current one (a submission to it raises ValueError)."""
 
     name: str
     order: Order = Order.HIGH_FIRST
@@ -100,14 +100,21 @@ def _board(board: str | Board) -> Board:
     return Board(board) if isinstance(board, str) else board
 
 
+def _standings(entries: Any) -> list[Standing]:
+    return [Standing(e.member, e.score, int(e.rank)) for e in entries]
+
+
 def _write_fields(board: Board) -> dict[str, Any]:
+    """The request fields of a submission, which goes to the current period."""
+    if board.previous:
+        raise ValueError("submissions go to the current period: Board(previous=True) is read-only")
     fields = board.fields()
-    del fields["period_offset"]  # writes go to the current period
+    del fields["period_offset"]
     return fields
 
 
-def _standings(entries: Any) -> list[Standing]:
-    return [Standing(e.member, e.score, int(e.rank)) for e in entries]
+def _submitted(response: pb.SubmitResponse) -> Submitted:
+    return Submitted(response.score, int(response.rank), response.updated)
 
 
 def _rank(member: str, response: pb.GetRankResponse) -> Standing | None:
@@ -129,8 +136,7 @@ class Leaderboard:
         request = pb.SubmitRequest(
             member=member, score=score, mode=mode.value, **_write_fields(_board(board))
         )
-        response = self._calls.unary(self._stub.Submit, request)
-        return Submitted(response.score, int(response.rank), response.updated)
+        return _submitted(self._calls.unary(self._stub.Submit, request))
 
     def rank(self, board: str | Board, member: str) -> Standing | None:
         """The member's standing; None when it is not on the board."""
@@ -173,8 +179,7 @@ class AsyncLeaderboard:
         request = pb.SubmitRequest(
             member=member, score=score, mode=mode.value, **_write_fields(_board(board))
         )
-        response = await self._calls.unary(self._stub.Submit, request)
-        return Submitted(response.score, int(response.rank), response.updated)
+        return _submitted(await self._calls.unary(self._stub.Submit, request))
 
     async def rank(self, board: str | Board, member: str) -> Standing | None:
         """As Leaderboard.rank."""

@@ -23,8 +23,14 @@ from patterns.lock.v1 import lock_pb2 as pb
 from patterns.lock.v1 import lock_pb2_grpc
 
 from patterns_client._calls import AsyncCalls, Calls
-from patterns_client._convert import duration, seconds, to_datetime, to_timedelta
-from patterns_client.errors import Internal, LockNotAcquired, PatternsError, from_rpc_error
+from patterns_client._convert import duration, seconds, to_datetime
+from patterns_client.errors import (
+    DeadlineExceeded,
+    Internal,
+    LockNotAcquired,
+    PatternsError,
+    from_rpc_error,
+)
 
 __all__ = [
     "AsyncHeldLock",
@@ -98,8 +104,19 @@ def _lease(name: str, response: pb.AcquireResponse) -> Lease | None:
     return Lease(name, response.token, response.fencing_token, to_datetime(response.expires_at))
 
 
+def _extend_request(lease: Lease, ttl: timedelta) -> pb.ExtendRequest:
+    return pb.ExtendRequest(name=lease.name, token=lease.token, ttl=duration(ttl))
+
+
+def _extended(lease: Lease, response: pb.ExtendResponse) -> Lease | None:
+    """The lease with its new end; None when it no longer held the lock."""
+    if not response.extended:
+        return None
+    return Lease(lease.name, lease.token, lease.fencing_token, to_datetime(response.expires_at))
+
+
 def _state(response: pb.InspectResponse) -> LockState:
-    return LockState(response.held, response.fencing_token, to_timedelta(response.ttl_remaining))
+    return LockState(response.held, response.fencing_token, response.ttl_remaining.ToTimedelta())
 
 
 def _waited(wait: timedelta | None) -> float:
@@ -108,6 +125,24 @@ def _waited(wait: timedelta | None) -> float:
 
 def _hold_request(name: str, ttl: timedelta, wait: timedelta | None) -> pb.HoldRequest:
     return pb.HoldRequest(name=name, ttl=duration(ttl), wait_timeout=duration(wait))
+
+
+def _acquired(name: str, call: Any, first: pb.HoldResponse | None) -> pb.Acquired:
+    """The grant a Hold stream opened with; else the stream is ended, and the reason raised."""
+    if first is None:
+        call.cancel()
+        raise Internal("the Hold stream ended without an answer")
+    if first.WhichOneof("kind") != "acquired":
+        call.cancel()
+        raise LockNotAcquired(name)
+    return first.acquired
+
+
+def _no_answer(patience: float) -> DeadlineExceeded:
+    return DeadlineExceeded(
+        f"Hold gave no first answer within {patience:.1f}s",
+        code=grpc.StatusCode.DEADLINE_EXCEEDED,
+    )
 
 
 def _lost_for(error: grpc.RpcError) -> PatternsError | None:
@@ -138,11 +173,8 @@ class Locks:
 
     def extend(self, lease: Lease, *, ttl: timedelta) -> Lease | None:
         """The lease with `ttl` left from now; None when it no longer holds the lock."""
-        request = pb.ExtendRequest(name=lease.name, token=lease.token, ttl=duration(ttl))
-        response = self._calls.unary(self._stub.Extend, request)
-        if not response.extended:
-            return None
-        return Lease(lease.name, lease.token, lease.fencing_token, to_datetime(response.expires_at))
+        request = _extend_request(lease, ttl)
+        return _extended(lease, self._calls.unary(self._stub.Extend, request))
 
     def inspect(self, name: str) -> LockState:
         """Whether the lock is held, its fencing token and time left (never its token)."""
@@ -160,16 +192,30 @@ class Locks:
         """Hold the lock for the block (waiting up to `wait` for it, else LockNotAcquired);
         the server renews it every ttl/3 and releases it when the block ends."""
         call: Any = self._stub.Hold(_hold_request(name, ttl, wait), metadata=self._calls.metadata)
-        try:
-            first = next(call)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
-        except StopIteration:
-            raise Internal("the Hold stream ended without an answer") from None
-        if first.WhichOneof("kind") != "acquired":
+        # The stream has no deadline (it lasts as long as the block), but its first answer
+        # does: the client's timeout, and the wait.
+        patience = self._calls.timeout + _waited(wait)
+        gave_up = threading.Event()
+
+        def give_up() -> None:
+            gave_up.set()
             call.cancel()
-            raise LockNotAcquired(name)
-        held = HeldLock(name, first.acquired.token, first.acquired.fencing_token, threading.Event())
+
+        answer_due = threading.Timer(patience, give_up)
+        answer_due.start()
+        try:
+            first = next(call, None)
+        except grpc.RpcError as error:
+            if gave_up.is_set():
+                raise _no_answer(patience) from None
+            raise from_rpc_error(error) from None
+        except BaseException:  # KeyboardInterrupt, say: the server must not keep the lock
+            call.cancel()
+            raise
+        finally:
+            answer_due.cancel()
+        acquired = _acquired(name, call, first)
+        held = HeldLock(name, acquired.token, acquired.fencing_token, threading.Event())
         watcher = threading.Thread(target=self._watch, args=(call, held), daemon=True)
         watcher.start()
         try:
@@ -215,11 +261,8 @@ class AsyncLocks:
 
     async def extend(self, lease: Lease, *, ttl: timedelta) -> Lease | None:
         """As Locks.extend."""
-        request = pb.ExtendRequest(name=lease.name, token=lease.token, ttl=duration(ttl))
-        response = await self._calls.unary(self._stub.Extend, request)
-        if not response.extended:
-            return None
-        return Lease(lease.name, lease.token, lease.fencing_token, to_datetime(response.expires_at))
+        request = _extend_request(lease, ttl)
+        return _extended(lease, await self._calls.unary(self._stub.Extend, request))
 
     async def inspect(self, name: str) -> LockState:
         """As Locks.inspect."""
@@ -237,23 +280,25 @@ class AsyncLocks:
     ) -> AsyncIterator[AsyncHeldLock]:
         """As Locks.hold, for `async with`."""
         call: Any = self._stub.Hold(_hold_request(name, ttl, wait), metadata=self._calls.metadata)
+        patience = self._calls.timeout + _waited(wait)  # for the first answer, as in Locks
         try:
-            first = await call.read()
+            first = await asyncio.wait_for(call.read(), patience)
+        except asyncio.TimeoutError:
+            call.cancel()
+            raise _no_answer(patience) from None
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
-        if first is grpc.aio.EOF or first.WhichOneof("kind") != "acquired":
+        except BaseException:
             call.cancel()
-            raise LockNotAcquired(name)
-        held = AsyncHeldLock(
-            name, first.acquired.token, first.acquired.fencing_token, asyncio.Event()
-        )
+            raise
+        acquired = _acquired(name, call, None if first is grpc.aio.EOF else first)
+        held = AsyncHeldLock(name, acquired.token, acquired.fencing_token, asyncio.Event())
         watcher = asyncio.ensure_future(self._watch(call, held))
         try:
             yield held
         finally:
             call.cancel()  # the server releases the lock
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await watcher  # it ends of itself once the call is cancelled
 
     @staticmethod
     async def _watch(call: Any, held: AsyncHeldLock) -> None:

@@ -13,7 +13,7 @@ from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 
 from patterns_client._calls import AsyncCalls, Calls
-from patterns_client._convert import duration, to_timedelta
+from patterns_client._convert import duration
 from patterns_client.errors import RateLimited, Unavailable
 
 __all__ = ["Algorithm", "AsyncRateLimiter", "Decision", "OnUnavailable", "Policy", "RateLimiter"]
@@ -101,9 +101,22 @@ def _decision(response: pb.CheckResponse) -> Decision:
         response.allowed,
         response.limit,
         response.remaining,
-        to_timedelta(response.reset_after),
-        to_timedelta(response.retry_after),
+        response.reset_after.ToTimedelta(),
+        response.retry_after.ToTimedelta(),
     )
+
+
+def _check_many_request(
+    checks: Sequence[tuple[str, Policy]], all_or_nothing: bool
+) -> pb.CheckManyRequest:
+    return pb.CheckManyRequest(
+        checks=[_check_request(key, policy, 1, False) for key, policy in checks],
+        all_or_nothing=all_or_nothing,
+    )
+
+
+def _decisions(response: pb.CheckManyResponse) -> tuple[bool, list[Decision]]:
+    return response.allowed, [_decision(result) for result in response.results]
 
 
 def _fallback(policy: Policy, error: Unavailable, on_unavailable: OnUnavailable) -> Decision:
@@ -152,12 +165,8 @@ class RateLimiter:
     ) -> tuple[bool, list[Decision]]:
         """Several (key, policy) checks of cost 1 at once: whether all were admitted, and
         each decision in order. With `all_or_nothing` nothing is consumed unless all are."""
-        request = pb.CheckManyRequest(
-            checks=[_check_request(key, policy, 1, False) for key, policy in checks],
-            all_or_nothing=all_or_nothing,
-        )
-        response = self._calls.unary(self._stub.CheckMany, request)
-        return response.allowed, [_decision(result) for result in response.results]
+        request = _check_many_request(checks, all_or_nothing)
+        return _decisions(self._calls.unary(self._stub.CheckMany, request))
 
     def reset(self, key: str, policy: Policy) -> None:
         """Forget what `key` has consumed under `policy`."""
@@ -222,12 +231,8 @@ class AsyncRateLimiter:
         all_or_nothing: bool = False,
     ) -> tuple[bool, list[Decision]]:
         """As RateLimiter.check_many."""
-        request = pb.CheckManyRequest(
-            checks=[_check_request(key, policy, 1, False) for key, policy in checks],
-            all_or_nothing=all_or_nothing,
-        )
-        response = await self._calls.unary(self._stub.CheckMany, request)
-        return response.allowed, [_decision(result) for result in response.results]
+        request = _check_many_request(checks, all_or_nothing)
+        return _decisions(await self._calls.unary(self._stub.CheckMany, request))
 
     async def reset(self, key: str, policy: Policy) -> None:
         """As RateLimiter.reset."""

@@ -48,6 +48,10 @@ def _session(message: pb.Session) -> Session:
     )
 
 
+def _session_list(response: pb.ListResponse) -> SessionList:
+    return SessionList([_session(s) for s in response.sessions], int(response.total))
+
+
 def _create_request(
     user_id: str, ttl: timedelta, attributes: Mapping[str, str] | None, max_per_user: int
 ) -> pb.CreateRequest:
@@ -112,8 +116,8 @@ class Sessions:
 
     def list(self, user_id: str, *, limit: int = 0) -> SessionList:
         """The user's newest `limit` live sessions (0: 100), newest first, and the total."""
-        response = self._calls.unary(self._stub.List, pb.ListRequest(user_id=user_id, limit=limit))
-        return SessionList([_session(s) for s in response.sessions], int(response.total))
+        request = pb.ListRequest(user_id=user_id, limit=limit)
+        return _session_list(self._calls.unary(self._stub.List, request))
 
     def destroy_all(self, user_id: str, *, except_id: str = "") -> int:
         """End every session of the user but `except_id`; how many."""
@@ -175,8 +179,7 @@ class AsyncSessions:
     async def list(self, user_id: str, *, limit: int = 0) -> SessionList:
         """As Sessions.list."""
         request = pb.ListRequest(user_id=user_id, limit=limit)
-        response = await self._calls.unary(self._stub.List, request)
-        return SessionList([_session(s) for s in response.sessions], int(response.total))
+        return _session_list(await self._calls.unary(self._stub.List, request))
 
     async def destroy_all(self, user_id: str, *, except_id: str = "") -> int:
         """As Sessions.destroy_all."""

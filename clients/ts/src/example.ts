@@ -11,18 +11,24 @@ const target = process.argv[2] ?? "localhost:50051";
 const insecure = credentials.createInsecure();
 const run = randomBytes(4).toString("hex");
 const minute = { seconds: 60, nanos: 0 };
+const inSeconds = (seconds: number): Date => new Date(Date.now() + seconds * 1000);
 
 async function main(): Promise<void> {
   // Health: Check, and the first answer of Watch (the health service's own stubs).
   const Health = makeGenericClientConstructor(healthService, "grpc.health.v1.Health");
   const health = new Health(target, insecure) as any;
   const checked = await new Promise<any>((resolve, reject) =>
-    health.Check({ service: "" }, (error: Error | null, response: any) => (error ? reject(error) : resolve(response))),
+    health.Check({ service: "" }, { deadline: inSeconds(5) }, (error: Error | null, response: any) =>
+      error ? reject(error) : resolve(response),
+    ),
   );
-  const watch = health.Watch({ service: "patterns.cache.v1.Cache" });
-  const [watched] = await Promise.all([new Promise<any>((resolve) => watch.once("data", resolve))]);
+  const watch = health.Watch({ service: "patterns.cache.v1.Cache" }, { deadline: inSeconds(5) });
+  const watched = await new Promise<any>((resolve, reject) => {
+    watch.once("data", resolve);
+    watch.once("error", reject);
+  });
+  watch.on("error", () => undefined); // the cancellation below
   watch.cancel();
-  watch.on("error", () => undefined); // the cancellation
   console.log("health:", checked.status, watched.status);
 
   // RateLimiter: GCRA, 3 per 60 s, checked 4 times; then two policies all or nothing.
@@ -61,7 +67,9 @@ async function main(): Promise<void> {
 
   // Events: Subscribe, wait for `subscribed`, Publish, receive the message.
   const eventsClient = new events.EventsClient(target, insecure);
-  const subscription = eventsClient.subscribe(events.SubscribeRequest.fromPartial({ channels: [`orders:${run}`] }));
+  const subscription = eventsClient.subscribe(events.SubscribeRequest.fromPartial({ channels: [`orders:${run}`] }), {
+    deadline: inSeconds(10),
+  });
   const received = messages(subscription);
   const first = (await received.next()).value as events.SubscribeResponse;
   await unary(
@@ -77,7 +85,10 @@ async function main(): Promise<void> {
   const name = `report:${run}`;
   const lease = await unary(locker.acquire.bind(locker), lock.AcquireRequest.fromPartial({ name, ttl: { seconds: 30, nanos: 0 } }));
   const released = await unary(locker.release.bind(locker), lock.ReleaseRequest.fromPartial({ name, token: lease.token }));
-  const hold = locker.hold(lock.HoldRequest.fromPartial({ name, ttl: { seconds: 30, nanos: 0 } }));
+  // A Hold's deadline is the longest it may keep the lock; cancelling releases it sooner.
+  const hold = locker.hold(lock.HoldRequest.fromPartial({ name, ttl: { seconds: 30, nanos: 0 } }), {
+    deadline: inSeconds(60),
+  });
   const held = (await messages(hold).next()).value as lock.HoldResponse;
   hold.on("error", () => undefined); // the cancellation below
   hold.cancel();

@@ -119,7 +119,8 @@ func main() {
 	released, err := locker.Release(ctx, &lockv1.ReleaseRequest{Name: "report:" + run, Token: lease.GetToken()})
 	check(err)
 	cancel()
-	holdCtx, stopHold := context.WithCancel(context.Background())
+	// A Hold's deadline is the longest it may keep the lock; the cancel releases it sooner.
+	holdCtx, stopHold := context.WithTimeout(context.Background(), time.Minute)
 	hold, err := locker.Hold(holdCtx, &lockv1.HoldRequest{Name: "report:" + run, Ttl: durationpb.New(30 * time.Second)})
 	check(err)
 	held, err := hold.Recv()

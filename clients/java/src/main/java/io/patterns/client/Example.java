@@ -7,6 +7,7 @@ import io.grpc.Grpc;
 import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
 import io.grpc.StatusRuntimeException;
+import io.grpc.stub.AbstractStub;
 import io.grpc.health.v1.HealthCheckRequest;
 import io.grpc.health.v1.HealthCheckResponse;
 import io.grpc.health.v1.HealthGrpc;
@@ -63,13 +64,18 @@ public final class Example {
     String run = HexFormat.of().toHexDigits(ThreadLocalRandom.current().nextInt());
     try {
       // Health: Check, and the first answer of Watch.
-      var health = HealthGrpc.newBlockingStub(channel).withDeadlineAfter(5, TimeUnit.SECONDS);
-      HealthCheckResponse checked = health.check(HealthCheckRequest.getDefaultInstance());
+      var health = HealthGrpc.newBlockingStub(channel);
+      HealthCheckResponse checked = within5s(health).check(HealthCheckRequest.getDefaultInstance());
+      // A stream is read inside a context that ends it, whatever happens.
+      HealthCheckResponse watched;
       Context.CancellableContext watching = Context.current().withCancellation();
-      HealthCheckResponse watched = watching.call(() -> health
-          .watch(HealthCheckRequest.newBuilder().setService("patterns.cache.v1.Cache").build())
-          .next());
-      watching.cancel(null);
+      try {
+        watched = watching.call(() -> within5s(health)
+            .watch(HealthCheckRequest.newBuilder().setService("patterns.cache.v1.Cache").build())
+            .next());
+      } finally {
+        watching.cancel(null);
+      }
       System.out.println("health: " + checked.getStatus() + " " + watched.getStatus());
 
       // RateLimiter: GCRA, 3 per 60 s, checked 4 times; then two policies all or nothing.
@@ -78,7 +84,7 @@ public final class Example {
       List<Boolean> allowed = new ArrayList<>();
       CheckResponse last = null;
       for (int i = 0; i < 4; i++) {
-        last = limiter.withDeadlineAfter(5, TimeUnit.SECONDS)
+        last = within5s(limiter)
             .check(CheckRequest.newBuilder().setKey("user:" + run).setPolicy(policy).build());
         allowed.add(last.getAllowed());
       }
@@ -86,7 +92,7 @@ public final class Example {
       System.out.println("ratelimit check: " + allowed + " retry_after>0: " + retryAfter);
       Policy daily = Policy.newBuilder().setAlgorithm(Algorithm.ALGORITHM_FIXED_WINDOW).setLimit(1000)
           .setPeriod(Duration.newBuilder().setSeconds(86_400)).build();
-      CheckManyResponse many = limiter.withDeadlineAfter(5, TimeUnit.SECONDS).checkMany(CheckManyRequest.newBuilder()
+      CheckManyResponse many = within5s(limiter).checkMany(CheckManyRequest.newBuilder()
           .setAllOrNothing(true)
           .addChecks(CheckRequest.newBuilder().setKey("api:" + run).setPolicy(policy))
           .addChecks(CheckRequest.newBuilder().setKey("api:" + run).setPolicy(daily))
@@ -94,38 +100,49 @@ public final class Example {
       System.out.println("ratelimit check_many: " + many.getAllowed() + " " + many.getResultsCount());
 
       // UniqueCounter: Add, then Count.
-      var counter = UniqueCounterGrpc.newBlockingStub(channel).withDeadlineAfter(5, TimeUnit.SECONDS);
-      counter.add(AddRequest.newBuilder().setKey("visitors:" + run).addItems("ann").addItems("bob").addItems("ann").build());
-      long count = counter.count(CountRequest.newBuilder().addKeys("visitors:" + run).build()).getCount();
+      var counter = UniqueCounterGrpc.newBlockingStub(channel);
+      within5s(counter).add(AddRequest.newBuilder().setKey("visitors:" + run).addItems("ann").addItems("bob").addItems("ann").build());
+      long count = within5s(counter).count(CountRequest.newBuilder().addKeys("visitors:" + run).build()).getCount();
       System.out.println("counter count: " + count);
 
       // Events: Subscribe, wait for `subscribed`, Publish, receive the message.
+      var events = EventsGrpc.newBlockingStub(channel);
+      String eventsLine;
       Context.CancellableContext subscribing = Context.current().withCancellation();
-      String eventsLine = subscribing.call(() -> {
-        Iterator<SubscribeResponse> stream = EventsGrpc.newBlockingStub(channel)
-            .subscribe(SubscribeRequest.newBuilder().addChannels("orders:" + run).build());
-        boolean subscribed = stream.next().hasSubscribed();
-        EventsGrpc.newBlockingStub(channel).withDeadlineAfter(5, TimeUnit.SECONDS).publish(PublishRequest.newBuilder()
-            .setChannel("orders:" + run).setPayload(ByteString.copyFromUtf8("order 42")).build());
-        return subscribed + " " + stream.next().getEvent().getPayload().toStringUtf8();
-      });
-      subscribing.cancel(null);
+      try {
+        eventsLine = subscribing.call(() -> {
+          Iterator<SubscribeResponse> stream = events.withDeadlineAfter(10, TimeUnit.SECONDS)
+              .subscribe(SubscribeRequest.newBuilder().addChannels("orders:" + run).build());
+          boolean subscribed = stream.next().hasSubscribed();
+          within5s(events).publish(PublishRequest.newBuilder()
+              .setChannel("orders:" + run).setPayload(ByteString.copyFromUtf8("order 42")).build());
+          return subscribed + " " + stream.next().getEvent().getPayload().toStringUtf8();
+        });
+      } finally {
+        subscribing.cancel(null);
+      }
       System.out.println("events: " + eventsLine);
 
       // Locker: Acquire and Release; then Hold, which a cancel releases.
       var locker = LockerGrpc.newBlockingStub(channel);
       String name = "report:" + run;
       Duration thirty = Duration.newBuilder().setSeconds(30).build();
-      AcquireResponse lease = locker.withDeadlineAfter(5, TimeUnit.SECONDS)
+      AcquireResponse lease = within5s(locker)
           .acquire(AcquireRequest.newBuilder().setName(name).setTtl(thirty).build());
-      ReleaseResponse released = locker.withDeadlineAfter(5, TimeUnit.SECONDS)
+      ReleaseResponse released = within5s(locker)
           .release(ReleaseRequest.newBuilder().setName(name).setToken(lease.getToken()).build());
+      // A Hold's deadline is the longest it may keep the lock; the cancel releases it sooner.
+      HoldResponse held;
       Context.CancellableContext holding = Context.current().withCancellation();
-      HoldResponse held = holding.call(() -> locker.hold(HoldRequest.newBuilder().setName(name).setTtl(thirty).build()).next());
-      holding.cancel(null);
+      try {
+        held = holding.call(() -> locker.withDeadlineAfter(60, TimeUnit.SECONDS)
+            .hold(HoldRequest.newBuilder().setName(name).setTtl(thirty).build()).next());
+      } finally {
+        holding.cancel(null);
+      }
       boolean freed = false;
       for (int i = 0; i < 100 && !freed; i++) {
-        freed = !locker.withDeadlineAfter(5, TimeUnit.SECONDS)
+        freed = !within5s(locker)
             .inspect(InspectRequest.newBuilder().setName(name).build()).getHeld();
         Thread.sleep(50);
       }
@@ -133,33 +150,33 @@ public final class Example {
           + " freed: " + freed);
 
       // Cache: Set with a tag, Get, InvalidateTags.
-      var cache = CacheGrpc.newBlockingStub(channel).withDeadlineAfter(5, TimeUnit.SECONDS);
-      cache.set(SetRequest.newBuilder().setKey("page:" + run).setValue(ByteString.copyFromUtf8("<html>"))
+      var cache = CacheGrpc.newBlockingStub(channel);
+      within5s(cache).set(SetRequest.newBuilder().setKey("page:" + run).setValue(ByteString.copyFromUtf8("<html>"))
           .setTtl(MINUTE).addTags("pages:" + run).build());
-      String value = cache.get(GetRequest.newBuilder().setKey("page:" + run).build()).getValue().toStringUtf8();
-      long invalidated = cache.invalidateTags(InvalidateTagsRequest.newBuilder().addTags("pages:" + run).build()).getDeleted();
+      String value = within5s(cache).get(GetRequest.newBuilder().setKey("page:" + run).build()).getValue().toStringUtf8();
+      long invalidated = within5s(cache).invalidateTags(InvalidateTagsRequest.newBuilder().addTags("pages:" + run).build()).getDeleted();
       System.out.println("cache: " + value + " " + invalidated);
 
       // Leaderboard: Submit, Top.
-      var board = LeaderboardGrpc.newBlockingStub(channel).withDeadlineAfter(5, TimeUnit.SECONDS);
-      board.submit(SubmitRequest.newBuilder().setBoard("chess:" + run).setMember("ann").setScore(1200).build());
-      board.submit(SubmitRequest.newBuilder().setBoard("chess:" + run).setMember("bob").setScore(1100).build());
-      TopResponse top = board.top(TopRequest.newBuilder().setBoard("chess:" + run).setLimit(10).build());
+      var board = LeaderboardGrpc.newBlockingStub(channel);
+      within5s(board).submit(SubmitRequest.newBuilder().setBoard("chess:" + run).setMember("ann").setScore(1200).build());
+      within5s(board).submit(SubmitRequest.newBuilder().setBoard("chess:" + run).setMember("bob").setScore(1100).build());
+      TopResponse top = within5s(board).top(TopRequest.newBuilder().setBoard("chess:" + run).setLimit(10).build());
       System.out.println("leaderboard: " + top.getEntries(0).getMember() + " " + top.getEntries(0).getRank() + " "
           + top.getTotal());
 
       // Sessions: Create, Get with touch, Destroy.
-      var sessions = SessionsGrpc.newBlockingStub(channel).withDeadlineAfter(5, TimeUnit.SECONDS);
-      String id = sessions.create(CreateRequest.newBuilder().setUserId("u:" + run)
+      var sessions = SessionsGrpc.newBlockingStub(channel);
+      String id = within5s(sessions).create(CreateRequest.newBuilder().setUserId("u:" + run)
           .setTtl(Duration.newBuilder().setSeconds(1800)).putAttributes("agent", "java").build()).getSession().getId();
-      String agent = sessions.get(io.patterns.session.v1.GetRequest.newBuilder().setId(id).setTouch(true).build())
+      String agent = within5s(sessions).get(io.patterns.session.v1.GetRequest.newBuilder().setId(id).setTouch(true).build())
           .getSession().getAttributesOrThrow("agent");
-      boolean destroyed = sessions.destroy(DestroyRequest.newBuilder().setId(id).build()).getDestroyed();
+      boolean destroyed = within5s(sessions).destroy(DestroyRequest.newBuilder().setId(id).build()).getDestroyed();
       System.out.println("sessions: " + agent + " " + destroyed);
 
       // A bad request, read back through the error helper.
       try {
-        limiter.withDeadlineAfter(5, TimeUnit.SECONDS).check(CheckRequest.newBuilder().setKey("").setPolicy(policy).build());
+        within5s(limiter).check(CheckRequest.newBuilder().setKey("").setPolicy(policy).build());
         throw new IllegalStateException("an empty key was accepted");
       } catch (StatusRuntimeException e) {
         ErrorDetails details = ErrorDetails.of(e);
@@ -169,6 +186,11 @@ public final class Example {
     } finally {
       channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
     }
+  }
+
+  /** The stub with a deadline 5 s from now, for one call (a deadline is an instant, not a length). */
+  private static <S extends AbstractStub<S>> S within5s(S stub) {
+    return stub.withDeadlineAfter(5, TimeUnit.SECONDS);
   }
 
   private Example() {}
