@@ -3,8 +3,7 @@ and fill leases against stampedes."""
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -16,25 +15,15 @@ from patterns.cache.v1 import cache_pb2 as pb
 from patterns.cache.v1 import cache_pb2_grpc
 
 from devtools.processes import PatternsServer, RedisServer
-from tests.rpc import assert_invalid, assert_unavailable, grpcurl_call, once_answered
+from tests.rpc import assert_invalid, assert_unavailable, grpcurl_call, ms, once_answered, stub_for
 
 Stub = cache_pb2_grpc.CacheStub
 MINUTE = Duration(seconds=60)
 
 
-def ms(milliseconds: int) -> Duration:
-    return Duration(seconds=milliseconds // 1000, nanos=milliseconds % 1000 * 1_000_000)
-
-
 @pytest.fixture
 def cache(channel: grpc.Channel) -> Stub:
     return Stub(channel)
-
-
-@asynccontextmanager
-async def stub_for(address: str) -> AsyncIterator[Stub]:
-    async with grpc.aio.insecure_channel(address) as channel:
-        yield Stub(channel)
 
 
 def run(scenario: Callable[[], Any]) -> Any:
@@ -160,7 +149,7 @@ def test_prefix_invalidation_deletes_exactly_the_matching_keys(
     base = new_key()
 
     async def scenario() -> tuple[int, int, int]:
-        async with stub_for(server.address) as stub:
+        async with stub_for(server.address, Stub) as stub:
             names = [f"{base}:user:{n}" for n in range(9_000)] + [
                 f"{base}:other:{n}" for n in range(1_000)
             ]
@@ -199,7 +188,7 @@ def test_a_stampede_gets_one_lease_and_everyone_the_value(
     key = new_key()
 
     async def scenario() -> tuple[int, float]:
-        async with stub_for(server.address) as stub:
+        async with stub_for(server.address, Stub) as stub:
             request = pb.GetOrLeaseRequest(key=key, lease_ttl=MINUTE, wait_timeout=MINUTE)
             calls = [asyncio.ensure_future(stub.GetOrLease(request)) for _ in range(200)]
             done, _ = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)

@@ -32,6 +32,7 @@ from patterns_client import (
     ReleaseStatus,
     Unavailable,
 )
+from tests.rpc import eventually
 
 # The contract tests run on every backend; the client's, on Redis 7 and the Cluster.
 live = pytest.mark.parametrize("backend_url", ["redis7", "cluster"], indirect=True)
@@ -43,13 +44,6 @@ CLIENT_PACKAGE = Path(__file__).parents[1] / "clients" / "python" / "patterns_cl
 def client(server: PatternsServer) -> Iterator[Client]:
     with Client(server.address, timeout=10) as client:
         yield client
-
-
-def eventually(condition: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 # Every method of every service

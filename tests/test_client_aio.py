@@ -3,7 +3,7 @@ Cluster: every service's methods as coroutines, and the recipes with `async with
 `async for` and coroutine functions."""
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from patterns_client import (
     Unavailable,
     aio,
 )
+from tests.rpc import eventually_async
 
 live = pytest.mark.parametrize("backend_url", ["redis7", "cluster"], indirect=True)
 MINUTE = timedelta(minutes=1)
@@ -37,13 +38,6 @@ def run(address: str, scenario: Callable[[aio.Client], Coroutine[Any, Any, T]]) 
             return await scenario(client)
 
     return asyncio.run(main())
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 @live
@@ -145,11 +139,11 @@ def test_async_hold_releases_on_exit_and_on_exception(
             await asyncio.sleep(0.8)  # past the ttl: renewed by the server
             assert (await client.locks.inspect(name)).fencing_token == held.fencing_token
             assert not held.lost.is_set()
-        await eventually(free)
+        await eventually_async(free)
         with pytest.raises(ZeroDivisionError):
             async with client.locks.hold(name, ttl=MINUTE):
                 _ = 1 / 0
-        await eventually(free)
+        await eventually_async(free)
         assert await client.locks.acquire(name, ttl=MINUTE) is not None
         with pytest.raises(LockNotAcquired):
             async with client.locks.hold(name, ttl=MINUTE, wait=timedelta(milliseconds=100)):
@@ -230,13 +224,13 @@ def test_async_recipes_while_redis_is_down_and_after(
         async def received(count: int) -> bool:
             return len(items) == count
 
-        await eventually(lambda: received(1))
+        await eventually_async(lambda: received(1))
         redis.stop()
 
         async def interrupted() -> bool:
             return not subscription.subscribed.is_set()
 
-        await eventually(interrupted)
+        await eventually_async(interrupted)
         with pytest.raises(Unavailable):
             await client.ratelimit.check("k", Policy.gcra(1, MINUTE))
         fallback = await client.ratelimit.check("k", Policy.gcra(1, MINUTE), on_unavailable="deny")
@@ -249,7 +243,7 @@ def test_async_recipes_while_redis_is_down_and_after(
         redis.start()
         await asyncio.wait_for(subscription.subscribed.wait(), 30)
         await client.events.publish("news", b"after")
-        await eventually(lambda: received(3))
+        await eventually_async(lambda: received(3))
         await subscription.close()
         await asyncio.wait_for(reader, 10)  # closing ended the iteration
         return items

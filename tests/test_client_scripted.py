@@ -6,8 +6,7 @@ each call the client makes and answers it, message by message, then with a statu
 servicers, grpc/grpc#24942, which is why every other test uses real sockets.)"""
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +19,7 @@ from patterns.events.v1 import events_pb2
 from patterns.session.v1 import session_pb2
 
 from patterns_client import Client, DeadlineExceeded, Event, Gap, PermissionDenied, Unavailable
+from tests.rpc import eventually
 
 EVENTS = events_pb2.DESCRIPTOR.services_by_name["Events"]
 SESSIONS = session_pb2.DESCRIPTOR.services_by_name["Sessions"]
@@ -50,13 +50,6 @@ def event(payload: bytes) -> events_pb2.SubscribeResponse:
     return events_pb2.SubscribeResponse(event=events_pb2.Event(channel="c", payload=payload))
 
 
-def wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
 SUBSCRIBED = events_pb2.SubscribeResponse(subscribed=events_pb2.Subscribed(channels=["c"]))
 
 
@@ -73,7 +66,7 @@ def test_a_stream_cut_after_its_third_message_resumes_with_a_gap(
     first.send_response(SUBSCRIBED)
     first.send_response(event(b"1"))
     first.send_response(event(b"2"))
-    wait_for(lambda: len(items) == 2)  # a scripted stream drops what is unread at its end
+    eventually(lambda: len(items) == 2)  # a scripted stream drops what is unread at its end
     retry = error_details_pb2.RetryInfo(retry_delay=Duration(nanos=200_000_000))
     first.terminate(
         status_details(code_pb2.UNAVAILABLE, "redis down", retry),
@@ -84,7 +77,7 @@ def test_a_stream_cut_after_its_third_message_resumes_with_a_gap(
     _, _, second = channel.take_unary_stream(SUBSCRIBE)  # the client subscribes again
     second.send_response(SUBSCRIBED)
     second.send_response(event(b"3"))
-    wait_for(lambda: len(items) == 4)
+    eventually(lambda: len(items) == 4)
     subscription.close()
     reader.join(10)
     assert not reader.is_alive()

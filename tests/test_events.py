@@ -5,8 +5,7 @@ import asyncio
 import json
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -18,7 +17,7 @@ from patterns.events.v1 import events_pb2_grpc
 from devtools.processes import PatternsServer, RedisServer
 from patterns_server.app import start
 from patterns_server.runtime.config import Settings
-from tests.rpc import assert_invalid, details
+from tests.rpc import assert_invalid, details, stub_for
 
 Stub = events_pb2_grpc.EventsStub
 T = TypeVar("T")
@@ -26,12 +25,6 @@ T = TypeVar("T")
 
 def run(scenario: Callable[[], Any]) -> Any:
     return asyncio.run(scenario())
-
-
-@asynccontextmanager
-async def stub_for(address: str) -> AsyncIterator[Stub]:
-    async with grpc.aio.insecure_channel(address) as channel:
-        yield Stub(channel)
 
 
 async def subscribed(
@@ -65,7 +58,7 @@ def test_subscribed_comes_first_then_events_in_order(
     channel = name(new_key)
 
     async def scenario() -> list[bytes]:
-        async with stub_for(server.address) as stub:
+        async with stub_for(server.address, Stub) as stub:
             call = stub.Subscribe(pb.SubscribeRequest(channels=[channel, channel]), timeout=30)
             first = await call.read()
             assert list(first.subscribed.channels) == [channel]  # without duplicates
@@ -84,7 +77,7 @@ def test_patterns_match_and_say_which(server: PatternsServer, new_key: Callable[
     base = name(new_key)
 
     async def scenario() -> list[tuple[str, str]]:
-        async with stub_for(server.address) as stub:
+        async with stub_for(server.address, Stub) as stub:
             call = await subscribed(stub, channels=[f"{base}.eu"], patterns=[f"{base}.*"])
             await stub.Publish(pb.PublishRequest(channel=f"{base}.eu", payload=b"a"))
             await stub.Publish(pb.PublishRequest(channel=f"{base}.us", payload=b"b"))
@@ -107,7 +100,7 @@ def test_a_subscription_starts_exactly_at_subscribed(
     channel = name(new_key)
 
     async def scenario() -> None:
-        async with stub_for(server.address) as stub:
+        async with stub_for(server.address, Stub) as stub:
             earlier = await subscribed(stub, channels=[channel])  # the channel is live
             for n in range(50):
                 await stub.Publish(pb.PublishRequest(channel=channel, payload=b"before-%d" % n))
@@ -129,7 +122,7 @@ def test_receivers_counts_server_processes(
     channel = name(new_key)
 
     async def scenario() -> list[int]:
-        async with stub_for(server.address) as stub:
+        async with stub_for(server.address, Stub) as stub:
             counts = [(await stub.Publish(pb.PublishRequest(channel=channel))).receivers]
             calls = [await subscribed(stub, channels=[channel]) for _ in range(3)]
             counts.append((await stub.Publish(pb.PublishRequest(channel=channel))).receivers)
@@ -152,7 +145,7 @@ def test_namespaces_and_prefixes_keep_channels_apart(
     channel = name(new_key)
 
     async def scenario() -> None:
-        async with stub_for(server.address) as stub:
+        async with stub_for(server.address, Stub) as stub:
             call = await subscribed(stub, patterns=["*"])
             other = redis.Redis.from_url(backend_url.replace("redis+cluster", "redis"))
             other.publish(f"elsewhere:{channel}", b"outside")
@@ -173,7 +166,7 @@ def test_hostile_names_are_taken_literally(
     names = [f"{base}#h", f"{base}}}", f"{base}{{x}}", f"{base}é 🙂", f"{base}[ab]"]
 
     async def scenario() -> None:
-        async with stub_for(server.address) as stub:
+        async with stub_for(server.address, Stub) as stub:
             call = await subscribed(stub, channels=names, patterns=[rf"{base}\[ab\]"])
             for channel in names:
                 await stub.Publish(pb.PublishRequest(channel=channel, payload=channel.encode()))
@@ -192,7 +185,7 @@ def test_the_largest_payload_is_published(
     channel = name(new_key)
 
     async def scenario() -> bytes:
-        async with stub_for(server.address) as stub:
+        async with stub_for(server.address, Stub) as stub:
             call = await subscribed(stub, channels=[channel])
             payload = bytes(range(256)) * 4096  # 1 MiB
             await stub.Publish(pb.PublishRequest(channel=channel, payload=payload))
@@ -257,7 +250,7 @@ def test_cancelled_streams_leave_no_subscription(
     _, patterns_before = pubsub_numbers(backend_url, channel)
 
     async def scenario() -> None:
-        async with stub_for(server.address) as stub:
+        async with stub_for(server.address, Stub) as stub:
             for _ in range(20):
                 calls = await asyncio.gather(
                     *(
@@ -279,7 +272,7 @@ def test_a_slow_subscriber_is_ended_alone(own_redis: RedisServer) -> None:
     server = PatternsServer(own_redis.url, "--events-buffer", "20").start()
 
     async def scenario() -> None:
-        async with stub_for(server.address) as stub:
+        async with stub_for(server.address, Stub) as stub:
             slow = await subscribed(stub, channels=["busy"])
             reader = await subscribed(stub, channels=["busy"])
             # Enough that gRPC's own flow-control window (which holds what was written to
@@ -307,7 +300,7 @@ def test_losing_redis_ends_streams_then_subscriptions_work_again(own_redis: Redi
     server = PatternsServer(own_redis.url, "--redis-timeout", "1").start()
 
     async def scenario() -> None:
-        async with stub_for(server.address) as stub:
+        async with stub_for(server.address, Stub) as stub:
             call = await subscribed(stub, channels=["news"])
             own_redis.stop()
             started = time.monotonic()
@@ -339,7 +332,7 @@ def test_shutdown_ends_streams_with_unavailable(own_redis: RedisServer) -> None:
     server = PatternsServer(own_redis.url, "--shutdown-grace", "5").start()
 
     async def scenario() -> list[grpc.StatusCode]:
-        async with stub_for(server.address) as stub:
+        async with stub_for(server.address, Stub) as stub:
             calls = [await subscribed(stub, channels=[f"c{n}"]) for n in range(20)]
             assert server.process is not None
             started = time.monotonic()
@@ -353,8 +346,11 @@ def test_shutdown_ends_streams_with_unavailable(own_redis: RedisServer) -> None:
             assert time.monotonic() - started < 4  # not held for the grace period
             return codes
 
-    assert set(run(scenario)) == {grpc.StatusCode.UNAVAILABLE}
-    assert server.wait() == 0
+    try:
+        assert set(run(scenario)) == {grpc.StatusCode.UNAVAILABLE}
+        assert server.wait() == 0
+    finally:
+        server.stop()
 
 
 def test_a_thousand_streams_share_one_redis_connection_and_leave_nothing(
@@ -366,7 +362,7 @@ def test_a_thousand_streams_share_one_redis_connection_and_leave_nothing(
     async def scenario() -> tuple[int, int, int]:
         app = await start(Settings(listen="127.0.0.1:0", redis_url=own_redis.url))
         try:
-            async with stub_for(f"127.0.0.1:{app.port}") as stub:
+            async with stub_for(f"127.0.0.1:{app.port}", Stub) as stub:
                 await subscribed(stub, channels=["warm-up"])  # the hub's reader exists
                 baseline = len(asyncio.all_tasks())
                 calls = await asyncio.gather(

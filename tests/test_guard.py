@@ -9,7 +9,7 @@ grpc.health.v1.Health, whose Watch streams, and its behaviour is steered by the 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -19,7 +19,7 @@ from patterns_server.runtime.calls import Calls
 from patterns_server.runtime.config import Settings
 from patterns_server.runtime.errors import InvalidArgument, ResourceExhausted
 from patterns_server.runtime.service import GuardedService
-from tests.rpc import details
+from tests.rpc import details, eventually_async
 
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
 SERVING = health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
@@ -152,7 +152,7 @@ def test_a_cancelled_stream_cleans_up_at_once(request_log: pytest.LogCaptureFixt
             await servicer.waiting.wait()
             call.cancel()
             await asyncio.wait_for(servicer.cleaned_up.wait(), 5)
-            await _until(lambda: streams.streams == 0)
+            await eventually_async(lambda: streams.streams == 0)
 
     asyncio.run(scenario())
     (line,) = stream_lines(request_log)
@@ -165,7 +165,7 @@ def test_a_stream_past_its_deadline_cleans_up(request_log: pytest.LogCaptureFixt
         async with serving(servicer) as (stub, _):
             outcome = await read_all(stub.Watch(watch("forever:1"), timeout=0.5))
             await asyncio.wait_for(servicer.cleaned_up.wait(), 5)
-            await _until(lambda: bool(stream_lines(request_log)))
+            await eventually_async(lambda: bool(stream_lines(request_log)))
             return outcome
 
     received, error = asyncio.run(scenario())
@@ -225,11 +225,3 @@ def test_a_servicer_that_breaks_the_contract_is_refused_at_start() -> None:
 
     with pytest.raises(TypeError, match="Watch"):
         asyncio.run(scenario())
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the condition did not hold within 5 s")

@@ -2,9 +2,7 @@
 ranks for ties, pages, neighbours, and boards that roll over by period."""
 
 import asyncio
-import json
 import math
-import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -18,7 +16,7 @@ from patterns.leaderboard.v1 import leaderboard_pb2_grpc
 
 from devtools.processes import PatternsServer, RedisServer
 from patterns_server.leaderboard.leaderboard import TOP
-from tests.rpc import assert_invalid, assert_unavailable, once_answered
+from tests.rpc import assert_invalid, assert_unavailable, grpcurl_call, once_answered
 
 Stub = leaderboard_pb2_grpc.LeaderboardStub
 LOW = pb.ORDER_LOW_FIRST
@@ -297,18 +295,10 @@ def test_grpcurl_submits(
     grpcurl_path: str, server: PatternsServer, new_key: Callable[[], str]
 ) -> None:
     name = new_key()
-    result = subprocess.run(
-        [
-            grpcurl_path,
-            "-plaintext",
-            "-d",
-            json.dumps({"board": name, "member": "ann", "score": 42, "mode": "MODE_BEST"}),
-            server.address,
-            "patterns.leaderboard.v1.Leaderboard/Submit",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
+    submitted = grpcurl_call(
+        grpcurl_path,
+        server,
+        "patterns.leaderboard.v1.Leaderboard/Submit",
+        {"board": name, "member": "ann", "score": 42, "mode": "MODE_BEST"},
     )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"score": 42, "rank": "1", "updated": True}
+    assert submitted == {"score": 42, "rank": "1", "updated": True}

@@ -8,8 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -20,26 +19,24 @@ from patterns.lock.v1 import lock_pb2 as pb
 from patterns.lock.v1 import lock_pb2_grpc
 
 from devtools.processes import PatternsServer, RedisServer
-from tests.rpc import assert_invalid, assert_unavailable, details, grpcurl_call, once_answered
+from tests.rpc import (
+    assert_invalid,
+    assert_unavailable,
+    details,
+    grpcurl_call,
+    ms,
+    once_answered,
+    stub_for,
+)
 
 Stub = lock_pb2_grpc.LockerStub
 SECOND = Duration(seconds=1)
 MINUTE = Duration(seconds=60)
 
 
-def ms(milliseconds: int) -> Duration:
-    return Duration(seconds=milliseconds // 1000, nanos=milliseconds % 1000 * 1_000_000)
-
-
 @pytest.fixture
 def locker(channel: grpc.Channel) -> Stub:
     return Stub(channel)
-
-
-@asynccontextmanager
-async def stub_for(address: str) -> AsyncIterator[Stub]:
-    async with grpc.aio.insecure_channel(address) as channel:
-        yield Stub(channel)
 
 
 def acquire(locker: Stub, name: str, ttl: Duration = MINUTE, wait: int = 0) -> pb.AcquireResponse:
@@ -128,7 +125,7 @@ def test_a_waiter_is_woken_by_the_release(
     name = new_key()
 
     async def scenario() -> float:
-        async with stub_for(server.address) as stub:
+        async with stub_for(server.address, Stub) as stub:
             held = await stub.Acquire(pb.AcquireRequest(name=name, ttl=MINUTE))
             waiting = asyncio.ensure_future(
                 stub.Acquire(pb.AcquireRequest(name=name, ttl=MINUTE, wait_timeout=MINUTE))
@@ -216,7 +213,7 @@ def test_a_thousand_waiters_share_one_redis_connection(own_redis: RedisServer) -
     server = PatternsServer(own_redis.url, "--max-concurrent-rpcs", "1100").start()
 
     async def scenario() -> tuple[int, int]:
-        async with stub_for(server.address) as stub:
+        async with stub_for(server.address, Stub) as stub:
             held = await stub.Acquire(pb.AcquireRequest(name="busy", ttl=MINUTE))
             request = pb.AcquireRequest(name="busy", ttl=MINUTE, wait_timeout=MINUTE)
             waiters = [asyncio.ensure_future(stub.Acquire(request)) for _ in range(1_000)]
@@ -264,7 +261,7 @@ def test_hold_keeps_the_lock_past_its_ttl_and_frees_it_when_cancelled(
     name = new_key()
 
     async def scenario() -> None:
-        async with stub_for(server.address) as stub:
+        async with stub_for(server.address, Stub) as stub:
             hold = stub.Hold(pb.HoldRequest(name=name, ttl=ms(300)))
             first = await hold.read()
             assert first.WhichOneof("kind") == "acquired" and first.acquired.fencing_token
@@ -308,7 +305,7 @@ def test_a_hold_that_loses_its_lease_says_so_and_aborts(
     name = new_key()
 
     async def scenario() -> None:
-        async with stub_for(server.address) as stub:
+        async with stub_for(server.address, Stub) as stub:
             hold = stub.Hold(pb.HoldRequest(name=name, ttl=ms(600)))
             assert (await hold.read()).WhichOneof("kind") == "acquired"
             await stub.ForceRelease(pb.ForceReleaseRequest(name=name))
@@ -335,7 +332,7 @@ def test_shutdown_releases_held_locks(own_redis: RedisServer) -> None:
     other = PatternsServer(own_redis.url).start()
 
     async def scenario() -> None:
-        async with stub_for(server.address) as stub:
+        async with stub_for(server.address, Stub) as stub:
             hold = stub.Hold(pb.HoldRequest(name="job", ttl=MINUTE))
             assert (await hold.read()).WhichOneof("kind") == "acquired"
             assert server.process is not None
@@ -343,7 +340,7 @@ def test_shutdown_releases_held_locks(own_redis: RedisServer) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as ended:
                 await hold.read()
             assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
-        async with stub_for(other.address) as stub:
+        async with stub_for(other.address, Stub) as stub:
             assert (await stub.Acquire(pb.AcquireRequest(name="job", ttl=MINUTE))).acquired
 
     try:
@@ -424,7 +421,7 @@ def test_waiters_of_one_server_are_served_in_arrival_order(
     name = new_key()
 
     async def scenario() -> list[int]:
-        async with stub_for(server.address) as stub:
+        async with stub_for(server.address, Stub) as stub:
             held = await stub.Acquire(pb.AcquireRequest(name=name, ttl=MINUTE))
             request = pb.AcquireRequest(name=name, ttl=MINUTE, wait_timeout=MINUTE)
             order: list[int] = []

@@ -18,6 +18,7 @@ from patterns_server.counter.counter import UniqueCounter
 from patterns_server.ratelimit.ratelimit import Algorithm, Check, Policy, RateLimiter
 from patterns_server.runtime.errors import ResourceExhausted, Unavailable
 from patterns_server.storage import RedisBackend, Subscription, packing
+from tests.rpc import eventually_async
 
 T = TypeVar("T")
 
@@ -136,14 +137,6 @@ async def next_message(subscription: Subscription, within: float = 5.0) -> Any:
         return await anext(subscription)
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the condition did not hold within 5 s")
-
-
 def test_a_subscription_is_live_when_it_returns(redis7: RedisServer) -> None:
     async def scenario() -> None:
         async with (
@@ -190,7 +183,7 @@ def test_channels_are_shared_and_counted(redis7: RedisServer) -> None:
                 await subscription.close()
             assert client.pubsub_numsub("ch3") == [(b"ch3", 1)]
             await receivers[-1].close()
-            await until(lambda: client.pubsub_numsub("ch3") == [(b"ch3", 0)])
+            await eventually_async(lambda: client.pubsub_numsub("ch3") == [(b"ch3", 0)])
             assert backend.subscribed == (9, 0)
             for subscription in subscriptions:
                 await subscription.close()
