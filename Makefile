@@ -40,7 +40,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest $(ARGS)
 
-## lint: buf lint, format and breaking (against main) on the contract; ruff and mypy on the Python
+## lint: buf lint, format and breaking (against main) on the contract; ruff, mypy and the import layers on the Python
 lint: $(STAMP)
 	cd protos && $(BUF) lint && $(BUF) format --diff --exit-code
 	$(BUF) breaking protos --against '$(BREAKING_AGAINST)'
@@ -48,6 +48,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/mypy --python-version 3.10 clients/python/patterns_client  # the client's oldest Python
+	$(BIN)/lint-imports  # the layers of docs/architecture.md
 
 ## protos: regenerate the committed stubs (Python, Go, TypeScript) from protos/
 protos: $(STAMP) plugins

@@ -59,7 +59,7 @@ from benchmarks.load import (
 from benchmarks.lock import LockResult, run_locks
 from devtools.processes import PatternsServer, RedisServer
 from patterns_server.ratelimit.ratelimit import CHECK
-from patterns_server.runtime.embedded_redis import find_redis_server
+from patterns_server.storage.embedded import find_redis_server
 
 RESULTS_PREAMBLE = """Written by `make bench ARGS="--output benchmarks/RESULTS.md"`; see
 `benchmarks/bench.py` for what each scenario does. Figures from a shared, noisy machine:

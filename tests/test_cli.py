@@ -12,7 +12,7 @@ from patterns.counter.v1 import counter_pb2 as pb
 from patterns.counter.v1 import counter_pb2_grpc
 
 from devtools.processes import PatternsServer
-from patterns_server.runtime.config import LogLevel, Settings, _parser_for, load_settings
+from patterns_server.core.settings import LogLevel, Settings, _parser_for, load_settings
 from tests.conftest import require_tool
 
 

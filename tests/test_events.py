@@ -16,7 +16,7 @@ from patterns.events.v1 import events_pb2_grpc
 
 from devtools.processes import PatternsServer, RedisServer
 from patterns_server.app import start
-from patterns_server.runtime.config import Settings
+from patterns_server.core.settings import Settings
 from tests.rpc import assert_invalid, details, stub_for
 
 Stub = events_pb2_grpc.EventsStub

@@ -15,10 +15,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from patterns_server.core.errors import InvalidArgument, ResourceExhausted
+from patterns_server.core.settings import Settings
+from patterns_server.rpc.service import Service
 from patterns_server.runtime.calls import Calls
-from patterns_server.runtime.config import Settings
-from patterns_server.runtime.errors import InvalidArgument, ResourceExhausted
-from patterns_server.runtime.service import GuardedService
+from patterns_server.runtime.serving import add_service
 from tests.rpc import details, eventually_async
 
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
@@ -69,7 +70,7 @@ async def serving(
 ) -> AsyncIterator[tuple[health_pb2_grpc.HealthStub, Calls]]:
     streams = Calls.for_settings(Settings())
     server = grpc.aio.server()
-    GuardedService(servicer, HEALTH, streams).add_to(server)
+    add_service(server, Service(servicer, HEALTH), streams)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
@@ -221,7 +222,7 @@ def test_a_servicer_that_breaks_the_contract_is_refused_at_start() -> None:
             return None
 
     async def scenario() -> None:
-        GuardedService(Unary(), HEALTH, Calls.for_settings(Settings())).add_to(grpc.aio.server())
+        add_service(grpc.aio.server(), Service(Unary(), HEALTH), Calls.for_settings(Settings()))
 
     with pytest.raises(TypeError, match="Watch"):
         asyncio.run(scenario())

@@ -27,8 +27,8 @@ from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 
 from devtools.processes import PatternsServer, RedisServer
-from patterns_server.runtime.convert import optional_datetime, to_timedelta
-from patterns_server.runtime.errors import InvalidArgument
+from patterns_server.core.errors import InvalidArgument
+from patterns_server.rpc.convert import optional_datetime, to_timedelta
 from tests.conftest import windows_of
 from tests.rpc import assert_invalid, details, retry_delay, rpc_error
 

@@ -8,9 +8,9 @@ from typing import TypeVar
 
 import pytest
 
+from patterns_server.core.errors import InvalidArgument
 from patterns_server.counter.counter import UniqueCounter
 from patterns_server.ratelimit.ratelimit import Algorithm, Check, Policy, RateLimiter
-from patterns_server.runtime.errors import InvalidArgument
 from patterns_server.storage import RedisBackend
 from tests.windows import Windows
 

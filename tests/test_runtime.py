@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from patterns.counter.v1 import counter_pb2 as pb
@@ -19,9 +21,8 @@ from patterns.counter.v1 import counter_pb2_grpc
 
 from devtools.processes import PatternsServer, RedisServer
 from patterns_server.app import SERVICES, start
-from patterns_server.runtime.calls import Calls
-from patterns_server.runtime.config import Settings
-from patterns_server.runtime.service import Runtime
+from patterns_server.core.settings import Settings
+from patterns_server.rpc.service import Runtime, Service
 from patterns_server.storage import RedisBackend
 from tests.rpc import assert_unavailable, details, rpc_error
 
@@ -32,7 +33,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 def served_names() -> set[str]:
     """The names of the services in app.SERVICES (building one connects nothing)."""
     redis = RedisBackend.from_url("redis://127.0.0.1:1", prefix="p", timeout=1, batch_wait=0)
-    runtime = Runtime(redis, Settings(), Calls.for_settings(Settings()))
+    runtime = Runtime(redis, Settings())
     return {build(runtime).name for build in SERVICES}
 
 
@@ -181,16 +182,21 @@ def test_sigterm_drains_in_flight_calls_then_exits(
         }
 
 
-class RecordingService:
+def empty_service(name: str) -> ServiceDescriptor:
+    """The descriptor of a service called `name` that has no methods."""
+    pool = descriptor_pool.DescriptorPool()
+    service = descriptor_pb2.ServiceDescriptorProto(name=name)
+    pool.Add(descriptor_pb2.FileDescriptorProto(name=f"{name}.proto", service=[service]))
+    return pool.FindServiceByName(name)
+
+
+class RecordingService(Service):
     """A service that records its lifecycle, and checks Redis is still open when closing."""
 
     def __init__(self, name: str, runtime: Runtime, events: list[str]) -> None:
-        self.name = name
+        super().__init__(object(), empty_service(name))
         self._redis = runtime.redis
         self._events = events
-
-    def add_to(self, server: grpc.aio.Server) -> None:
-        self._events.append(f"add {self.name}")
 
     async def start(self) -> None:
         self._events.append(f"start {self.name}")
@@ -219,8 +225,6 @@ def test_services_start_in_order_and_close_in_reverse(
 
     asyncio.run(scenario())
     assert events == [
-        "add first",
-        "add second",
         "start first",
         "start second",
         "serving",

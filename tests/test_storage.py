@@ -14,9 +14,9 @@ import redis
 from redis.asyncio.connection import AbstractConnection, Connection
 
 from devtools.processes import RedisCluster, RedisServer
+from patterns_server.core.errors import ResourceExhausted, Unavailable
 from patterns_server.counter.counter import UniqueCounter
 from patterns_server.ratelimit.ratelimit import Algorithm, Check, Policy, RateLimiter
-from patterns_server.runtime.errors import ResourceExhausted, Unavailable
 from patterns_server.storage import RedisBackend, Subscription, packing
 from tests.rpc import eventually_async
 

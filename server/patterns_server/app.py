@@ -12,18 +12,19 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from patterns_server.cache import service as cache_service
+from patterns_server.core.settings import Settings
 from patterns_server.counter import service as counter_service
 from patterns_server.events import service as events_service
 from patterns_server.leaderboard import service as leaderboard_service
 from patterns_server.lock import service as lock_service
 from patterns_server.ratelimit import service as ratelimit_service
+from patterns_server.rpc.service import Runtime, Service
 from patterns_server.runtime.calls import Calls
-from patterns_server.runtime.config import Settings
-from patterns_server.runtime.embedded_redis import EmbeddedRedis
 from patterns_server.runtime.reflection import CommentedReflectionServicer
-from patterns_server.runtime.service import Runtime, Service
+from patterns_server.runtime.serving import add_service
 from patterns_server.session import service as session_service
 from patterns_server.storage import RedisBackend, packing
+from patterns_server.storage.embedded import EmbeddedRedis
 
 logger = logging.getLogger("patterns_server")
 
@@ -149,10 +150,10 @@ async def start(settings: Settings) -> App:
 async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedis | None) -> App:
     server = grpc.aio.server(options=_grpc_options(settings))
     calls = Calls.for_settings(settings)
-    runtime = Runtime(redis, settings, calls)
+    runtime = Runtime(redis, settings)
     services = [build(runtime) for build in SERVICES]
     for service in services:
-        service.add_to(server)
+        add_service(server, service, calls)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [service.name for service in services]

@@ -6,8 +6,8 @@ import sys
 from collections.abc import Sequence
 
 from patterns_server.app import ListenError, run
-from patterns_server.runtime.config import load_settings
-from patterns_server.runtime.embedded_redis import RedisServerNotFound
+from patterns_server.core.settings import load_settings
+from patterns_server.storage.embedded import RedisServerNotFound
 
 
 def _event_loop_factory() -> "asyncio.AbstractEventLoop":

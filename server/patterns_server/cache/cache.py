@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from patterns_server.runtime.errors import InvalidArgument
-from patterns_server.runtime.validation import (
+from patterns_server.core.errors import InvalidArgument
+from patterns_server.core.validation import (
     MILLISECOND,
     check_name,
     check_names,

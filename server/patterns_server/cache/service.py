@@ -7,14 +7,14 @@ from patterns.cache.v1 import cache_pb2 as pb
 from patterns.cache.v1 import cache_pb2_grpc
 
 from patterns_server.cache.cache import Cache, Entry, FillLease
-from patterns_server.runtime.convert import (
+from patterns_server.rpc.convert import (
     duration_ms,
     optional_datetime,
     optional_timedelta,
     time_left,
     timestamp_ms,
 )
-from patterns_server.runtime.service import GuardedService, Runtime, Service
+from patterns_server.rpc.service import Runtime, Service
 
 
 class CacheServicer(cache_pb2_grpc.CacheServicer):
@@ -104,4 +104,4 @@ def build(runtime: Runtime) -> Service:
         settings.cache_max_value_bytes,
     )
     descriptor = pb.DESCRIPTOR.services_by_name["Cache"]
-    return GuardedService(CacheServicer(cache), descriptor, runtime.calls)
+    return Service(CacheServicer(cache), descriptor)

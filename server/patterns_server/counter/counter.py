@@ -11,7 +11,7 @@ the merge; a concurrent Add to a remote source may or may not be included.
 from collections.abc import Sequence
 from datetime import timedelta
 
-from patterns_server.runtime.validation import check_name, check_names, optional_ttl_ms
+from patterns_server.core.validation import check_name, check_names, optional_ttl_ms
 from patterns_server.storage import Command, LuaScript, RedisBackend
 
 MAX_ITEMS_PER_ADD = 10_000

@@ -5,8 +5,8 @@ from patterns.counter.v1 import counter_pb2 as pb
 from patterns.counter.v1 import counter_pb2_grpc
 
 from patterns_server.counter.counter import UniqueCounter
-from patterns_server.runtime.convert import optional_timedelta
-from patterns_server.runtime.service import GuardedService, Runtime, Service
+from patterns_server.rpc.convert import optional_timedelta
+from patterns_server.rpc.service import Runtime, Service
 
 
 class UniqueCounterServicer(counter_pb2_grpc.UniqueCounterServicer):
@@ -38,4 +38,4 @@ class UniqueCounterServicer(counter_pb2_grpc.UniqueCounterServicer):
 def build(runtime: Runtime) -> Service:
     servicer = UniqueCounterServicer(UniqueCounter(runtime.redis))
     descriptor = pb.DESCRIPTOR.services_by_name["UniqueCounter"]
-    return GuardedService(servicer, descriptor, runtime.calls)
+    return Service(servicer, descriptor)

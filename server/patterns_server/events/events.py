@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from patterns_server.runtime.errors import InvalidArgument
-from patterns_server.runtime.validation import check_name
+from patterns_server.core.errors import InvalidArgument
+from patterns_server.core.validation import check_name
 from patterns_server.storage import RedisBackend, Subscription
 
 MAX_NAMES = 100  # channels and patterns together, per subscription

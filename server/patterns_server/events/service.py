@@ -7,7 +7,7 @@ from patterns.events.v1 import events_pb2 as pb
 from patterns.events.v1 import events_pb2_grpc
 
 from patterns_server.events.events import Event, Events
-from patterns_server.runtime.service import GuardedService, Runtime, Service
+from patterns_server.rpc.service import Runtime, Service
 
 
 class EventsServicer(events_pb2_grpc.EventsServicer):
@@ -50,4 +50,4 @@ def build(runtime: Runtime) -> Service:
     settings = runtime.settings
     events = Events(runtime.redis, settings.events_buffer, settings.events_max_payload_bytes)
     descriptor = pb.DESCRIPTOR.services_by_name["Events"]
-    return GuardedService(EventsServicer(events), descriptor, runtime.calls)
+    return Service(EventsServicer(events), descriptor)

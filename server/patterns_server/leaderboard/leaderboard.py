@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from patterns_server.runtime.errors import InvalidArgument
-from patterns_server.runtime.validation import check_name, check_names
+from patterns_server.core.errors import InvalidArgument
+from patterns_server.core.validation import check_name, check_names
 from patterns_server.storage import LuaScript, RedisBackend
 
 MAX_PAGE = 1_000

@@ -7,6 +7,7 @@ import grpc
 from patterns.leaderboard.v1 import leaderboard_pb2 as pb
 from patterns.leaderboard.v1 import leaderboard_pb2_grpc
 
+from patterns_server.core.errors import InvalidArgument
 from patterns_server.leaderboard.leaderboard import (
     Board,
     Leaderboard,
@@ -15,8 +16,7 @@ from patterns_server.leaderboard.leaderboard import (
     Period,
     Standing,
 )
-from patterns_server.runtime.errors import InvalidArgument
-from patterns_server.runtime.service import GuardedService, Runtime, Service
+from patterns_server.rpc.service import Runtime, Service
 
 ORDERS = {
     pb.ORDER_UNSPECIFIED: Order.HIGH_FIRST,
@@ -110,4 +110,4 @@ def _entries(standings: Sequence[Standing]) -> list[pb.Entry]:
 def build(runtime: Runtime) -> Service:
     descriptor = pb.DESCRIPTOR.services_by_name["Leaderboard"]
     servicer = LeaderboardServicer(Leaderboard(runtime.redis))
-    return GuardedService(servicer, descriptor, runtime.calls)
+    return Service(servicer, descriptor)

@@ -22,8 +22,8 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from patterns_server.runtime.errors import Aborted, InvalidArgument, Unavailable
-from patterns_server.runtime.validation import check_name, checked_ms
+from patterns_server.core.errors import Aborted, InvalidArgument, Unavailable
+from patterns_server.core.validation import check_name, checked_ms
 from patterns_server.storage import CLOCK_LUA, LuaScript, RedisBackend, until_woken
 
 MIN_TTL = timedelta(milliseconds=1)

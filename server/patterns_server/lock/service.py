@@ -8,10 +8,10 @@ import grpc
 from patterns.lock.v1 import lock_pb2 as pb
 from patterns.lock.v1 import lock_pb2_grpc
 
+from patterns_server.core.errors import Aborted
 from patterns_server.lock.lock import MIN_HOLD_TTL, Lease, Locker, ReleaseStatus
-from patterns_server.runtime.convert import optional_timedelta, time_left, timestamp_us
-from patterns_server.runtime.errors import Aborted
-from patterns_server.runtime.service import GuardedService, Runtime, Service
+from patterns_server.rpc.convert import optional_timedelta, time_left, timestamp_us
+from patterns_server.rpc.service import Runtime, Service
 
 RELEASE_STATUSES = {
     ReleaseStatus.RELEASED: pb.RELEASE_STATUS_RELEASED,
@@ -108,4 +108,4 @@ class LockerServicer(lock_pb2_grpc.LockerServicer):
 
 def build(runtime: Runtime) -> Service:
     descriptor = pb.DESCRIPTOR.services_by_name["Locker"]
-    return GuardedService(LockerServicer(Locker(runtime.redis)), descriptor, runtime.calls)
+    return Service(LockerServicer(Locker(runtime.redis)), descriptor)

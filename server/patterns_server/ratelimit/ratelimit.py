@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Sequence
 from datetime import timedelta
 from typing import NamedTuple, TypeVar
 
-from patterns_server.runtime.errors import InvalidArgument, Unavailable
-from patterns_server.runtime.validation import check_name
+from patterns_server.core.errors import InvalidArgument, Unavailable
+from patterns_server.core.validation import check_name
 from patterns_server.storage import Command, LuaScript, RedisBackend
 
 logger = logging.getLogger(__name__)

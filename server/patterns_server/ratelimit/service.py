@@ -12,8 +12,8 @@ from patterns_server.ratelimit.ratelimit import (
     RateLimiter,
     check_many_count,
 )
-from patterns_server.runtime.convert import time_left, to_timedelta
-from patterns_server.runtime.service import GuardedService, Runtime, Service
+from patterns_server.rpc.convert import time_left, to_timedelta
+from patterns_server.rpc.service import Runtime, Service
 
 ALGORITHMS: dict[int, Algorithm] = {
     pb.ALGORITHM_FIXED_WINDOW: Algorithm.FIXED_WINDOW,
@@ -86,4 +86,4 @@ def build(runtime: Runtime) -> Service:
     fail_open = runtime.settings.ratelimit_failure_mode == "open"
     servicer = RateLimiterServicer(RateLimiter(runtime.redis, fail_open=fail_open))
     descriptor = pb.DESCRIPTOR.services_by_name["RateLimiter"]
-    return GuardedService(servicer, descriptor, runtime.calls)
+    return Service(servicer, descriptor)

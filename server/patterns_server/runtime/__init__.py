@@ -1,3 +1,3 @@
-"""The runtime every service shares: settings, the error hierarchy and its gRPC statuses
-(`guard`), the service protocol, shared checks and conversions, reflection, and the
-embedded Redis for development."""
+"""The host: what serves the services over gRPC. Admission of calls (`calls`), errors as
+statuses and the request log (`guard`), registering a service's methods (`serving`), and
+reflection with the contract's comments (`reflection`). `app.py` puts them together."""

@@ -21,13 +21,13 @@ from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 
-from patterns_server.runtime.config import Settings
-from patterns_server.runtime.errors import (
+from patterns_server.core.errors import (
     InvalidArgument,
     PatternError,
     ResourceExhausted,
     Unavailable,
 )
+from patterns_server.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from patterns_server.core.errors import InvalidArgument, PatternError
 from patterns_server.runtime.calls import SHUTTING_DOWN, Calls, Malformed, request_size
-from patterns_server.runtime.errors import InvalidArgument, PatternError
 
 logger = logging.getLogger(__name__)
 request_logger = logging.getLogger("patterns_server.requests")

@@ -4,8 +4,8 @@ import grpc
 from patterns.session.v1 import session_pb2 as pb
 from patterns.session.v1 import session_pb2_grpc
 
-from patterns_server.runtime.convert import optional_timedelta, timestamp_ms
-from patterns_server.runtime.service import GuardedService, Runtime, Service
+from patterns_server.rpc.convert import optional_timedelta, timestamp_ms
+from patterns_server.rpc.service import Runtime, Service
 from patterns_server.session.session import Session, Sessions
 
 
@@ -73,4 +73,4 @@ def _message(session: Session) -> pb.Session:
 def build(runtime: Runtime) -> Service:
     descriptor = pb.DESCRIPTOR.services_by_name["Sessions"]
     sessions = Sessions(runtime.redis, runtime.settings.sessions_max_per_user)
-    return GuardedService(SessionsServicer(sessions), descriptor, runtime.calls)
+    return Service(SessionsServicer(sessions), descriptor)

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from patterns_server.runtime.errors import InvalidArgument, NotFound
-from patterns_server.runtime.validation import check_count, check_name, checked_ms
+from patterns_server.core.errors import InvalidArgument, NotFound
+from patterns_server.core.validation import check_count, check_name, checked_ms
 from patterns_server.storage import CLOCK_LUA, LuaScript, RedisBackend
 
 MIN_TTL = timedelta(seconds=1)

@@ -17,7 +17,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from patterns_server.runtime.errors import Unavailable
+from patterns_server.core.errors import Unavailable
 from patterns_server.storage.batcher import Batcher
 from patterns_server.storage.connections import replacing_closed
 from patterns_server.storage.errors import translated

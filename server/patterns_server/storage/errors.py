@@ -23,7 +23,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from patterns_server.runtime.errors import Unavailable
+from patterns_server.core.errors import Unavailable
 
 # redis-py turns most such replies into classes; from inside a script (on Redis 6.2) they
 # arrive as text.

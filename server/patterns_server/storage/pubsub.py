@@ -28,7 +28,7 @@ from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
 
-from patterns_server.runtime.errors import ResourceExhausted, Unavailable
+from patterns_server.core.errors import ResourceExhausted, Unavailable
 from patterns_server.storage.errors import translated
 
 logger = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from patterns_server.runtime.errors import ResourceExhausted
+from patterns_server.core.errors import ResourceExhausted
 from patterns_server.storage.backend import RedisBackend
 
 T = TypeVar("T")

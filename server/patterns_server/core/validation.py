@@ -7,7 +7,7 @@ fix. Limits are in bytes of UTF-8 because that is what Redis stores.
 from collections.abc import Sequence, Sized
 from datetime import timedelta
 
-from patterns_server.runtime.errors import InvalidArgument
+from patterns_server.core.errors import InvalidArgument
 
 MAX_NAME_BYTES = 512
 

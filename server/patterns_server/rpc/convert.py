@@ -11,7 +11,7 @@ import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
-from patterns_server.runtime.errors import InvalidArgument
+from patterns_server.core.errors import InvalidArgument
 
 # google.protobuf.Duration spans ±10,000 years, beyond what timedelta holds. Every field
 # that takes one has a far smaller limit, so clamping keeps the value out of range, for

@@ -1,0 +1,61 @@
+"""Serving a `Service`: every method its descriptor names, unary or server-streaming,
+registered on the gRPC server through `guard` (admission, errors as statuses, one log line
+per call) with a request reader that never raises (see `calls.deserializer`)."""
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.message import Message
+
+from patterns_server.rpc.service import Service
+from patterns_server.runtime.calls import Calls, deserializer
+from patterns_server.runtime.guard import guard_stream, guard_unary
+
+
+def add_service(server: grpc.aio.Server, service: Service, calls: Calls) -> None:
+    """Register every method of `service` on `server` (before it starts)."""
+    handlers = {
+        method.name: _handler(service, method, calls) for method in service.descriptor.methods
+    }
+    generic = grpc.method_handlers_generic_handler(service.name, handlers)
+    server.add_generic_rpc_handlers((generic,))
+    server.add_registered_method_handlers(service.name, handlers)
+
+
+def _handler(service: Service, method: Any, calls: Calls) -> grpc.RpcMethodHandler:
+    behaviour = getattr(service.servicer, method.name)
+    path = f"/{service.name}/{method.name}"
+    if method.client_streaming or inspect.isasyncgenfunction(behaviour) != bool(
+        method.server_streaming
+    ):
+        raise TypeError(
+            f"{path}: the servicer's method must be an async generator exactly when the "
+            "contract streams responses (client streaming is not supported)"
+        )
+    request = message_factory.GetMessageClass(method.input_type)
+    response = message_factory.GetMessageClass(method.output_type)
+    if method.server_streaming:
+        return grpc.unary_stream_rpc_method_handler(
+            guard_stream(behaviour, path, calls),
+            request_deserializer=deserializer(request, None),
+            response_serializer=_serializer(response),
+        )
+    return grpc.unary_unary_rpc_method_handler(
+        guard_unary(behaviour, path, calls),
+        request_deserializer=deserializer(request, calls),
+        response_serializer=response.SerializeToString,
+    )
+
+
+def _serializer(message_class: type[Message]) -> Callable[[Any], bytes]:
+    """Serializes a stream's messages; bytes pass as they are, so that a stream sending one
+    message to many clients can serialize it once for all of them."""
+    serialize = message_class.SerializeToString
+
+    def serialized(message: Any) -> bytes:
+        return message if message.__class__ is bytes else serialize(message)
+
+    return serialized
