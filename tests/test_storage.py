@@ -17,7 +17,7 @@ from devtools.processes import RedisCluster, RedisServer
 from patterns_server.core.errors import ResourceExhausted, Unavailable
 from patterns_server.counter.counter import UniqueCounter
 from patterns_server.ratelimit.ratelimit import Algorithm, Check, Policy, RateLimiter
-from patterns_server.storage import RedisBackend, Subscription, packing
+from patterns_server.storage import RedisBackend, Subscription, redispy
 from tests.rpc import eventually_async
 
 T = TypeVar("T")
@@ -60,8 +60,8 @@ def run(scenario: Callable[[], Awaitable[T]]) -> T:
 )
 def test_the_hiredis_packer_writes_what_redis_py_writes(args: tuple[Any, ...]) -> None:
     connection = Connection()
-    ours = b"".join(packing.pack_command(connection, *args))
-    theirs = b"".join(bytes(part) for part in packing._original_pack_command(connection, *args))
+    ours = b"".join(redispy.pack_command(connection, *args))
+    theirs = b"".join(bytes(part) for part in redispy.original_pack_command(connection, *args))
     assert ours == theirs
 
 
@@ -72,8 +72,8 @@ def test_every_command_the_patterns_send_packs_alike(redis7: RedisServer) -> Non
     differ: list[tuple[Any, ...]] = []
 
     def spy(self: AbstractConnection, *args: Any) -> list[bytes]:
-        ours = b"".join(packing.pack_command(self, *args))
-        theirs = b"".join(bytes(p) for p in packing._original_pack_command(self, *args))
+        ours = b"".join(redispy.pack_command(self, *args))
+        theirs = b"".join(bytes(p) for p in redispy.original_pack_command(self, *args))
         seen.append(args)
         if ours != theirs:
             differ.append(args)
@@ -108,16 +108,16 @@ def test_every_command_the_patterns_send_packs_alike(redis7: RedisServer) -> Non
 def test_the_packer_is_installed_only_for_the_redis_py_it_was_checked_against(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    packing.uninstall()  # whatever an in-process server of another test installed
+    redispy.uninstall_packer()  # whatever an in-process server of another test installed
     try:
         monkeypatch.setattr(redis, "__version__", "99.0.0")
-        assert packing.install() is False
-        assert AbstractConnection.pack_command is packing._original_pack_command
+        assert redispy.install_packer() is False
+        assert AbstractConnection.pack_command is redispy._original_pack_command
         monkeypatch.setattr(redis, "__version__", "8.1.0")
-        assert packing.install() is True
-        assert AbstractConnection.pack_command is packing.pack_command
+        assert redispy.install_packer() is True
+        assert AbstractConnection.pack_command is redispy.pack_command
     finally:
-        packing.uninstall()
+        redispy.uninstall_packer()
 
 
 # The Pub/Sub hub

@@ -23,7 +23,7 @@ from patterns_server.runtime.calls import Calls
 from patterns_server.runtime.reflection import CommentedReflectionServicer
 from patterns_server.runtime.serving import add_service
 from patterns_server.session import service as session_service
-from patterns_server.storage import RedisBackend, packing
+from patterns_server.storage import RedisBackend, redispy
 from patterns_server.storage.embedded import EmbeddedRedis
 
 logger = logging.getLogger("patterns_server")
@@ -125,7 +125,7 @@ class App:
 
 async def start(settings: Settings) -> App:
     """Connect Redis (embedded unless `settings.redis_url`), then start serving."""
-    packing.install()
+    redispy.install_packer()  # process-wide: see storage/redispy.py
     embedded = None
     redis_url = settings.redis_url
     if not redis_url:

@@ -17,64 +17,54 @@
   stale data back.
 """
 
-import asyncio
+import enum
 import json
-import secrets
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from patterns_server.core.errors import InvalidArgument
+from patterns_server.core.units import MILLISECOND, epoch_ms, from_ms
 from patterns_server.core.validation import (
-    MILLISECOND,
     check_name,
     check_names,
     checked_ms,
     optional_ttl_ms,
 )
-from patterns_server.storage import CLOCK_LUA, Command, LuaScript, RedisBackend, until_woken
+from patterns_server.storage import Command, LuaScript, RedisBackend
+from patterns_server.storage.leases import Lease, check_token, granted, new_token, wait_for
 
 MAX_KEYS = 1_000
 MAX_TAGS = 64
 MAX_TTL = timedelta(days=3_650)
 MAX_LEASE = timedelta(hours=1)
-MAX_TOKEN_CHARS = 64
-TOKEN_BYTES = 16
 SCAN_DELETE_CHUNK = 1_000
 
+GET = LuaScript.load(__file__, "get")
+SET = LuaScript.load(__file__, "set", lease=True)
+TAG = LuaScript.load(__file__, "tag", clock=True)
+INVALIDATE_TAG = LuaScript.load(__file__, "invalidate_tag", clock=True)
+INVALIDATE_ENTRY = LuaScript.load(__file__, "invalidate_entry", lease=True)
+DELETE = LuaScript.load(__file__, "delete", lease=True)
+GET_OR_LEASE = LuaScript.load(__file__, "get_or_lease", lease=True)
 
-def _script(*names: str) -> LuaScript:
-    return LuaScript.beside(
-        __file__, CLOCK_LUA, "lua/common.lua", *(f"lua/{name}.lua" for name in names)
-    )
 
+class Lookup(enum.IntEnum):
+    """What get_or_lease.lua found (the first element of its reply)."""
 
-GET = _script("get")
-SET = _script("set")
-TAG = _script("tag")
-INVALIDATE_TAG = _script("invalidate_tag")
-INVALIDATE_ENTRY = _script("invalidate_entry")
-DELETE = _script("delete")
-GET_OR_LEASE = _script("get_or_lease")
+    HIT = 1
+    PENDING = 2
+    LEASED = 3
 
 
 @dataclass(frozen=True)
 class Entry:
-    """A key's answer: found or not, its value, and its time left (ms)."""
+    """A key's answer: found or not, its value, and its time left."""
 
     key: str
     found: bool
     value: bytes = b""
-    ttl_remaining_ms: int = 0
-
-
-@dataclass(frozen=True)
-class FillLease:
-    """The right to fill a key: its token, and when it runs out (ms since the epoch)."""
-
-    token: str
-    expires_at_ms: int
+    ttl_remaining: timedelta = timedelta(0)
 
 
 class Pending:
@@ -89,7 +79,7 @@ class Cache:
         self._redis = redis
         self._keys = redis.keys("cache")
         self._tags = redis.keys("cachetag")
-        self._default_ttl_ms = default_ttl // timedelta(milliseconds=1)
+        self._default_ttl_ms = default_ttl // MILLISECOND
         self._max_value = max_value
 
     async def get(self, key: str) -> Entry:
@@ -119,10 +109,9 @@ class Cache:
             raise InvalidArgument(
                 "value", f"must be at most {self._max_value:,} bytes, got {len(value):,}"
             )
-        mode, expiry = self._expiry(ttl, expire_at)
         check_names("tags", tags, 0, MAX_TAGS)
-        if len(lease_token) > MAX_TOKEN_CHARS:
-            raise InvalidArgument("lease_token", f"must be at most {MAX_TOKEN_CHARS} characters")
+        check_token("lease_token", lease_token, required=False)
+        mode, expiry = await self._expiry(ttl, expire_at)
         unique_tags = list(dict.fromkeys(tags))
         invalidated_at = 0
         if unique_tags:  # indexed first: an invalidation from now on finds the key
@@ -163,7 +152,7 @@ class Cache:
         """Delete the entries that carry any of `tags` now; how many."""
         check_names("tags", tags, 1, MAX_TAGS)
         wanted = json.dumps(dict.fromkeys(tags, True))
-        lease_ms = MAX_LEASE // timedelta(milliseconds=1)
+        lease_ms = MAX_LEASE // MILLISECOND
         await self._redis.run(
             *(
                 Command.eval(INVALIDATE_TAG, [self._tags(t, "invalidated")], [lease_ms])
@@ -172,27 +161,18 @@ class Cache:
         )
         deleted = 0
         for tag in dict.fromkeys(tags):
-            cursor = 0
-            while True:
-                (reply,) = await self._redis.run(
-                    Command(("ZSCAN", self._tags(tag), cursor, "COUNT", SCAN_DELETE_CHUNK))
-                )
-                cursor, flat = int(reply[0]), reply[1]
-                members = [m.decode() for m in (flat[::2] if _flat(flat) else [p[0] for p in flat])]
-                if members:
-                    replies = await self._redis.run(
-                        *(
-                            Command.eval(
-                                INVALIDATE_ENTRY,
-                                self._entry_keys(k),
-                                [wanted, self._fill_channel(k)],
-                            )
-                            for k in members
+            async for members in self._redis.sorted_set_members(self._tags(tag), SCAN_DELETE_CHUNK):
+                replies = await self._redis.run(
+                    *(
+                        Command.eval(
+                            INVALIDATE_ENTRY,
+                            self._entry_keys(key),
+                            [wanted, self._fill_channel(key)],
                         )
+                        for key in map(bytes.decode, members)
                     )
-                    deleted += sum(replies)
-                if cursor == 0:
-                    break
+                )
+                deleted += sum(replies)
         return deleted
 
     async def invalidate_prefix(self, prefix: str) -> int:
@@ -211,48 +191,49 @@ class Cache:
         lease_ttl: timedelta | None,
         wait: timedelta | None = None,
         time_left: float | None = None,
-    ) -> Entry | FillLease | Pending:
+    ) -> Entry | Lease | Pending:
         """The value of `key`; on a miss, a lease to fill it if nobody has one, else (after
         waiting up to `wait`, and `time_left` seconds) the value another caller filled."""
         check_name("key", key)
         lease_ms = checked_ms("lease_ttl", lease_ttl, MILLISECOND, MAX_LEASE, required=True)
         wait_ms = optional_ttl_ms("wait_timeout", wait, MAX_LEASE)
-        token = secrets.token_urlsafe(TOKEN_BYTES)
+        token = new_token()
         answer, _ = await self._lease_or_value(key, token, lease_ms)
         if not isinstance(answer, Pending) or not wait_ms:
             return answer
-        patience = wait_ms / 1000 if time_left is None else min(wait_ms / 1000, time_left)
-        deadline = asyncio.get_running_loop().time() + patience
 
-        async def attempt() -> tuple[Entry | FillLease | Pending, int | None]:
+        async def attempt() -> tuple[Entry | Lease | Pending, int | None]:
             # Woken by the fill, or when the filler's lease would run out.
             answer, leased_ms = await self._lease_or_value(key, token, lease_ms)
             return answer, leased_ms if isinstance(answer, Pending) else None
 
-        return await until_woken(self._redis, self._fill_channel(key), attempt, deadline)
+        channel = self._fill_channel(key)
+        return await wait_for(self._redis, channel, attempt, from_ms(wait_ms), time_left)
 
     async def _lease_or_value(
         self, key: str, token: str, lease_ms: int
-    ) -> tuple[Entry | FillLease | Pending, int]:
-        kind, value, number = await self._redis.eval(
+    ) -> tuple[Entry | Lease | Pending, int]:
+        """The entry, a lease to fill it, or Pending and the ms left of another's lease."""
+        found, value, number = await self._redis.eval(
             GET_OR_LEASE, self._entry_keys(key), [token, lease_ms]
         )
-        if kind == 1:
-            return Entry(key, True, value, int(number)), 0
-        if kind == 3:
-            return FillLease(token, int(number)), 0
+        if found == Lookup.HIT:
+            return Entry(key, True, value, from_ms(number)), 0
+        if found == Lookup.LEASED:
+            return granted(token, value, number), 0
         return Pending(), int(number)
 
-    def _expiry(self, ttl: timedelta | None, expire_at: datetime | None) -> tuple[str, int]:
-        """("ttl", ms from now) or ("at", ms since the epoch)."""
+    async def _expiry(self, ttl: timedelta | None, expire_at: datetime | None) -> tuple[str, int]:
+        """("ttl", ms from now) or ("at", ms since the epoch); `expire_at` is checked
+        against the Redis clock, the one every server shares."""
         if ttl is not None and expire_at is not None:
             raise InvalidArgument("expire_at", "give ttl or expire_at, not both")
         if expire_at is not None:
-            at_ms = int(expire_at.timestamp() * 1000)
-            now_ms = int(time.time() * 1000)
+            at_ms = epoch_ms(expire_at)
+            now_ms = epoch_ms(await self._redis.now())
             if at_ms <= now_ms:
                 raise InvalidArgument("expire_at", "must be in the future")
-            if at_ms - now_ms > MAX_TTL // timedelta(milliseconds=1):
+            if at_ms - now_ms > MAX_TTL // MILLISECOND:
                 raise InvalidArgument("expire_at", "must be at most 3,650 days ahead")
             return "at", at_ms
         return "ttl", optional_ttl_ms("ttl", ttl, MAX_TTL) or self._default_ttl_ms
@@ -270,14 +251,9 @@ def _entry(key: str, reply: list[object]) -> Entry:
     if not found:
         return Entry(key, False)
     assert isinstance(value, bytes) and isinstance(left_ms, int)
-    return Entry(key, True, value, left_ms)
+    return Entry(key, True, value, from_ms(left_ms))
 
 
 def _is_entry(key: bytes) -> bool:
     """An entry's key ends with its tag's brace; a lease's with ":lease"."""
     return key.endswith(b"}")
-
-
-def _flat(reply: list[object]) -> bool:
-    """ZSCAN's pairs arrive flat (RESP2) or as pairs (RESP3 through redis-py)."""
-    return not reply or not isinstance(reply[0], list | tuple)

@@ -6,13 +6,13 @@ import grpc
 from patterns.cache.v1 import cache_pb2 as pb
 from patterns.cache.v1 import cache_pb2_grpc
 
-from patterns_server.cache.cache import Cache, Entry, FillLease
+from patterns_server.cache.cache import Cache, Entry, Pending
 from patterns_server.rpc.convert import (
-    duration_ms,
+    duration,
     optional_datetime,
     optional_timedelta,
     time_left,
-    timestamp_ms,
+    timestamp,
 )
 from patterns_server.rpc.service import Runtime, Service
 
@@ -28,7 +28,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         if not entry.found:
             return pb.GetResponse()
         return pb.GetResponse(
-            found=True, value=entry.value, ttl_remaining=duration_ms(entry.ttl_remaining_ms)
+            found=True, value=entry.value, ttl_remaining=duration(entry.ttl_remaining)
         )
 
     async def GetMany(
@@ -77,12 +77,12 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             time_left(context),
         )
         if isinstance(answer, Entry):
-            hit = pb.Hit(value=answer.value, ttl_remaining=duration_ms(answer.ttl_remaining_ms))
+            hit = pb.Hit(value=answer.value, ttl_remaining=duration(answer.ttl_remaining))
             return pb.GetOrLeaseResponse(hit=hit)
-        if isinstance(answer, FillLease):
-            lease = pb.Lease(token=answer.token, expires_at=timestamp_ms(answer.expires_at_ms))
-            return pb.GetOrLeaseResponse(lease=lease)
-        return pb.GetOrLeaseResponse(pending=pb.Pending())
+        if isinstance(answer, Pending):
+            return pb.GetOrLeaseResponse(pending=pb.Pending())
+        lease = pb.Lease(token=answer.token, expires_at=timestamp(answer.expires_at))
+        return pb.GetOrLeaseResponse(lease=lease)
 
 
 def _entry(entry: Entry) -> pb.Entry:
@@ -92,7 +92,7 @@ def _entry(entry: Entry) -> pb.Entry:
         key=entry.key,
         found=True,
         value=entry.value,
-        ttl_remaining=duration_ms(entry.ttl_remaining_ms),
+        ttl_remaining=duration(entry.ttl_remaining),
     )
 
 

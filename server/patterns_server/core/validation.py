@@ -8,6 +8,7 @@ from collections.abc import Sequence, Sized
 from datetime import timedelta
 
 from patterns_server.core.errors import InvalidArgument
+from patterns_server.core.units import MILLISECOND, seconds_text, span
 
 MAX_NAME_BYTES = 512
 
@@ -35,9 +36,6 @@ def check_names(
         check_name(f"{field}[{index}]", name, max_bytes)
 
 
-MILLISECOND = timedelta(milliseconds=1)
-
-
 def checked_ms(
     field: str,
     value: timedelta | None,
@@ -54,7 +52,7 @@ def checked_ms(
         return 0
     if not low <= value <= high:
         allowed = span(low, high) if required else f"unset, or {span(low, high)}"
-        raise InvalidArgument(field, f"must be {allowed}; got {value}")
+        raise InvalidArgument(field, f"must be {allowed}; got {seconds_text(value)}")
     return max(1, value // MILLISECOND)
 
 
@@ -62,27 +60,3 @@ def optional_ttl_ms(field: str, ttl: timedelta | None, maximum: timedelta) -> in
     """An optional expiry in whole milliseconds, 1 ms to `maximum`; 0 when unset or zero
     ("leave as it is")."""
     return checked_ms(field, ttl, MILLISECOND, maximum)
-
-
-def span(low: timedelta, high: timedelta) -> str:
-    """A range of lengths of time for people: "1 ms to 365 days"."""
-    return f"{_length(low)} to {_length(high)}"
-
-
-_UNITS = (
-    (timedelta(days=1), "day"),
-    (timedelta(hours=1), "hour"),
-    (timedelta(minutes=1), "minute"),
-    (timedelta(seconds=1), "second"),
-)
-
-
-def _length(length: timedelta) -> str:
-    """A length of time in the largest unit it is a whole number of ("3,650 days")."""
-    if not length:
-        return "0"
-    for unit, name in _UNITS:
-        if length % unit == timedelta(0):
-            count = length // unit
-            return f"{count:,} {name}{'s' if count != 1 else ''}"
-    return f"{length / MILLISECOND:g} ms"

@@ -19,9 +19,9 @@ MAX_ITEM_BYTES = 1_024
 MAX_KEYS = 100
 MAX_TTL = timedelta(days=3_650)
 
-ADD = LuaScript.beside(__file__, "lua/add.lua")
-MERGE = LuaScript.beside(__file__, "lua/copy.lua", "lua/merge.lua")
-COUNT_UNION = LuaScript.beside(__file__, "lua/copy.lua", "lua/count_union.lua")
+ADD = LuaScript.load(__file__, "add")
+MERGE = LuaScript.load(__file__, "copy", "merge")
+COUNT_UNION = LuaScript.load(__file__, "copy", "count_union")
 
 
 class UniqueCounter:

@@ -10,6 +10,7 @@ that exist when it is published, in the order one publisher sent it.
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from patterns_server.core.errors import InvalidArgument
@@ -25,14 +26,15 @@ BUFFER_BYTES = 16 << 20
 @dataclass(frozen=True)
 class Event:
     """A published message: its channel, the subscribed pattern that matched it ("" for a
-    channel subscription), its payload, and when the server read it (Unix time). Every
-    stream a message reaches gets the same Event; `memo` keeps what they make of it alike
-    (the serialized response), made once."""
+    channel subscription), its payload, and when the server read it (by the server's own
+    clock: Redis stamps no time on a message). Every stream a message reaches gets the
+    same Event; `memo` keeps what they make of it alike (the serialized response), made
+    once."""
 
     channel: str
     pattern: str
     payload: bytes
-    received_at: float
+    received_at: datetime
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -72,7 +74,7 @@ class EventStream:
                 self._events.channel_name(message.channel),
                 self._pattern_names[pattern] if pattern is not None else "",
                 message.payload,
-                message.received_at,
+                datetime.fromtimestamp(message.received_at, UTC),
             )
         return event
 

@@ -38,9 +38,7 @@ def _serialized(event: Event) -> bytes:
     message.channel = event.channel
     message.pattern = event.pattern
     message.payload = event.payload
-    seconds = int(event.received_at)
-    message.received_at.seconds = seconds
-    message.received_at.nanos = int((event.received_at - seconds) * 1e9)
+    message.received_at.FromDatetime(event.received_at)
     data: bytes = response.SerializeToString()
     event.memo["response"] = data
     return data

@@ -59,16 +59,12 @@ class Standing:
     rank: int
 
 
-def _script(name: str) -> LuaScript:
-    return LuaScript.beside(__file__, "lua/common.lua", f"lua/{name}.lua")
-
-
-SUBMIT = _script("submit")
-RANK = _script("rank")
-TOP = _script("top")
-AROUND = _script("around")
-REMOVE = _script("remove")
-SIZE = _script("size")
+SUBMIT = LuaScript.load(__file__, "submit", clock=True)
+RANK = LuaScript.load(__file__, "rank", clock=True)
+TOP = LuaScript.load(__file__, "top", clock=True)
+AROUND = LuaScript.load(__file__, "around", clock=True)
+REMOVE = LuaScript.load(__file__, "remove", clock=True)
+SIZE = LuaScript.load(__file__, "size", clock=True)
 
 
 class Leaderboard:

@@ -18,44 +18,40 @@ wins.
 
 import asyncio
 import enum
-import secrets
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from patterns_server.core.errors import Aborted, InvalidArgument, Unavailable
+from patterns_server.core.errors import Aborted, Unavailable
+from patterns_server.core.units import instant_us
 from patterns_server.core.validation import check_name, checked_ms
-from patterns_server.storage import CLOCK_LUA, LuaScript, RedisBackend, until_woken
+from patterns_server.storage import LuaScript, RedisBackend
+from patterns_server.storage.leases import (
+    Lease,
+    check_token,
+    deadline_after,
+    granted,
+    new_token,
+)
+from patterns_server.storage.wakeups import until_woken
 
 MIN_TTL = timedelta(milliseconds=1)
 MAX_TTL = timedelta(days=1)
 MIN_HOLD_TTL = timedelta(milliseconds=100)  # a Hold renews every ttl/3
 MAX_WAIT = timedelta(days=1)
-MAX_TOKEN_CHARS = 64
-TOKEN_BYTES = 16  # 128 random bits, 22 URL-safe characters
-# A waiter not woken tries again when the holder's lease would end, and at least this often.
 
-ACQUIRE = LuaScript.beside(__file__, CLOCK_LUA, "lua/common.lua", "lua/acquire.lua")
-RELEASE = LuaScript.beside(__file__, CLOCK_LUA, "lua/common.lua", "lua/release.lua")
-EXTEND = LuaScript.beside(__file__, CLOCK_LUA, "lua/common.lua", "lua/extend.lua")
-INSPECT = LuaScript.beside(__file__, "lua/inspect.lua")
-FORCE_RELEASE = LuaScript.beside(__file__, "lua/force_release.lua")
+ACQUIRE = LuaScript.load(__file__, "acquire", lease=True)
+RELEASE = LuaScript.load(__file__, "release", lease=True)
+EXTEND = LuaScript.load(__file__, "extend", lease=True)
+INSPECT = LuaScript.load(__file__, "inspect", lease=True)
+FORCE_RELEASE = LuaScript.load(__file__, "force_release", lease=True)
 
 
 class ReleaseStatus(enum.Enum):
+    """Release's reply (release.lua)."""
+
     RELEASED = 1
     NOT_HELD = 2
     HELD_BY_OTHER = 3
-
-
-@dataclass(frozen=True)
-class Lease:
-    """The answer to an acquire: granted or not, and if granted, its token, fencing
-    token and end (µs since the epoch, Redis clock)."""
-
-    acquired: bool
-    token: str = ""
-    fencing_token: int = 0
-    expires_at_us: int = 0
 
 
 @dataclass
@@ -89,39 +85,38 @@ class Locker:
         wait: timedelta | None = None,
         time_left: float | None = None,
         ttl_floor: timedelta = MIN_TTL,
-    ) -> Lease:
+    ) -> Lease | None:
         """Take the lock `name` for `ttl`, waiting up to `wait` (and `time_left` seconds,
-        what the caller's deadline leaves) for it to be free."""
+        what the caller's deadline leaves) for it to be free: its lease (whose number is
+        the fencing token), or None when another holds it."""
         check_name("name", name)
         ttl_ms = checked_ms("ttl", ttl, ttl_floor, MAX_TTL, required=True)
         wait_ms = checked_ms("wait_timeout", wait, timedelta(0), MAX_WAIT)
-        token = secrets.token_urlsafe(TOKEN_BYTES)
+        token = new_token()
         lease, _ = await self._try(name, token, ttl_ms)
-        if lease.acquired or wait_ms == 0:
+        if lease is not None or wait_ms == 0:
             return lease
-        patience = wait_ms / 1000 if time_left is None else min(wait_ms / 1000, time_left)
-        return await self._wait(name, token, ttl_ms, patience)
+        deadline = deadline_after(timedelta(milliseconds=wait_ms), time_left)
+        return await self._wait(name, token, ttl_ms, deadline)
 
     async def release(self, name: str, token: str) -> ReleaseStatus:
         """Give up `name` if `token` holds it; never touches anyone else's lease."""
         check_name("name", name)
-        _check_token(token)
+        check_token("token", token)
         status = await self._redis.eval(RELEASE, [self._keys(name)], [token, self._wakeups(name)])
         return ReleaseStatus(status)
 
-    async def extend(self, name: str, token: str, ttl: timedelta | None) -> int | None:
-        """Renew `token`'s lease on `name` to `ttl` from now: its end (µs since the
-        epoch), or None when `token` no longer holds the lock."""
+    async def extend(self, name: str, token: str, ttl: timedelta | None) -> datetime | None:
+        """Renew `token`'s lease on `name` to `ttl` from now: its new end, or None when
+        `token` no longer holds the lock."""
         check_name("name", name)
-        _check_token(token)
+        check_token("token", token)
         ttl_ms = checked_ms("ttl", ttl, MIN_TTL, MAX_TTL, required=True)
-        extended, expires_at_us = await self._redis.eval(
-            EXTEND, [self._keys(name)], [token, ttl_ms]
-        )
-        return int(expires_at_us) if extended else None
+        extended, ends_us = await self._redis.eval(EXTEND, [self._keys(name)], [token, ttl_ms])
+        return instant_us(int(ends_us)) if extended else None
 
-    async def keep(self, name: str, lease: Lease, ttl: timedelta) -> None:
-        """Renew `lease` every ttl/3 until cancelled; raises `Aborted` (LEASE_LOST) once
+    async def keep(self, name: str, token: str, ttl: timedelta) -> None:
+        """Renew `token`'s lease every ttl/3 until cancelled; raises `Aborted` (LEASE_LOST) once
         it is gone: taken away, or expired while Redis could not be reached."""
         loop = asyncio.get_running_loop()
         interval = ttl.total_seconds() / 3
@@ -129,7 +124,7 @@ class Locker:
         while True:
             await asyncio.sleep(interval)
             try:
-                extended = await self.extend(name, lease.token, ttl)
+                extended = await self.extend(name, token, ttl)
             except Unavailable:
                 if loop.time() >= ends_at:
                     raise Aborted(
@@ -151,17 +146,16 @@ class Locker:
         released = await self._redis.eval(FORCE_RELEASE, [self._keys(name)], [self._wakeups(name)])
         return bool(released)
 
-    async def _try(self, name: str, token: str, ttl_ms: int) -> tuple[Lease, int]:
-        """One attempt: the lease, and the ms left of the holder's lease when refused."""
+    async def _try(self, name: str, token: str, ttl_ms: int) -> tuple[Lease | None, int]:
+        """One attempt: the lease, or None and the ms left of the holder's lease."""
         keys = [self._keys(name), self._keys(name, "fence")]
-        granted, fencing_token, value = await self._redis.eval(ACQUIRE, keys, [token, ttl_ms])
-        if granted:
-            return Lease(True, token, int(fencing_token), int(value)), 0
-        return Lease(False), int(value)
+        was_granted, fencing_token, value = await self._redis.eval(ACQUIRE, keys, [token, ttl_ms])
+        if was_granted:
+            return granted(token, fencing_token, value), 0
+        return None, int(value)
 
-    async def _wait(self, name: str, token: str, ttl_ms: int, patience: float) -> Lease:
+    async def _wait(self, name: str, token: str, ttl_ms: int, deadline: float) -> Lease | None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + patience
         line = self._lines.setdefault(name, _Line())
         line.waiting += 1
         try:
@@ -169,7 +163,7 @@ class Locker:
                 async with asyncio.timeout(deadline - loop.time()):
                     await line.turn.acquire()
             except TimeoutError:
-                return Lease(False)
+                return None
             try:
                 return await self._wait_first_in_line(name, token, ttl_ms, deadline)
             finally:
@@ -181,20 +175,15 @@ class Locker:
 
     async def _wait_first_in_line(
         self, name: str, token: str, ttl_ms: int, deadline: float
-    ) -> Lease:
+    ) -> Lease | None:
         """Try whenever the lock may be free (released, or the holder's lease run out),
         until `deadline` (loop time)."""
 
-        async def attempt() -> tuple[Lease, int | None]:
+        async def attempt() -> tuple[Lease | None, int | None]:
             lease, holder_left_ms = await self._try(name, token, ttl_ms)
-            return lease, None if lease.acquired else holder_left_ms
+            return lease, None if lease is not None else holder_left_ms
 
         return await until_woken(self._redis, self._wakeups(name), attempt, deadline)
 
     def _wakeups(self, name: str) -> bytes:
         return self._keys.channel(name)
-
-
-def _check_token(token: str) -> None:
-    if not 1 <= len(token) <= MAX_TOKEN_CHARS:
-        raise InvalidArgument("token", f"must be 1 to {MAX_TOKEN_CHARS} characters")

@@ -9,8 +9,8 @@ from patterns.lock.v1 import lock_pb2 as pb
 from patterns.lock.v1 import lock_pb2_grpc
 
 from patterns_server.core.errors import Aborted
-from patterns_server.lock.lock import MIN_HOLD_TTL, Lease, Locker, ReleaseStatus
-from patterns_server.rpc.convert import optional_timedelta, time_left, timestamp_us
+from patterns_server.lock.lock import MIN_HOLD_TTL, Locker, ReleaseStatus
+from patterns_server.rpc.convert import optional_timedelta, time_left, timestamp
 from patterns_server.rpc.service import Runtime, Service
 
 RELEASE_STATUSES = {
@@ -33,13 +33,13 @@ class LockerServicer(lock_pb2_grpc.LockerServicer):
             optional_timedelta(request, "wait_timeout"),
             time_left(context),
         )
-        if not lease.acquired:
+        if lease is None:
             return pb.AcquireResponse(acquired=False)
         return pb.AcquireResponse(
             acquired=True,
             token=lease.token,
-            fencing_token=lease.fencing_token,
-            expires_at=timestamp_us(lease.expires_at_us),
+            fencing_token=lease.number,
+            expires_at=timestamp(lease.expires_at),
         )
 
     async def Release(
@@ -51,12 +51,12 @@ class LockerServicer(lock_pb2_grpc.LockerServicer):
     async def Extend(
         self, request: pb.ExtendRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExtendResponse:
-        expires_at_us = await self._locker.extend(
+        expires_at = await self._locker.extend(
             request.name, request.token, optional_timedelta(request, "ttl")
         )
-        if expires_at_us is None:
+        if expires_at is None:
             return pb.ExtendResponse(extended=False)
-        return pb.ExtendResponse(extended=True, expires_at=timestamp_us(expires_at_us))
+        return pb.ExtendResponse(extended=True, expires_at=timestamp(expires_at))
 
     async def Hold(
         self, request: pb.HoldRequest, context: grpc.aio.ServicerContext
@@ -69,27 +69,27 @@ class LockerServicer(lock_pb2_grpc.LockerServicer):
             time_left(context),
             ttl_floor=MIN_HOLD_TTL,
         )
-        if not lease.acquired:
+        if lease is None:
             yield pb.HoldResponse(not_acquired=pb.NotAcquired())
             return
         assert ttl is not None  # acquire refuses a missing ttl
         try:
-            acquired = pb.Acquired(token=lease.token, fencing_token=lease.fencing_token)
+            acquired = pb.Acquired(token=lease.token, fencing_token=lease.number)
             yield pb.HoldResponse(acquired=acquired)
             try:
-                await self._locker.keep(request.name, lease, ttl)
+                await self._locker.keep(request.name, lease.token, ttl)
             except Aborted:
                 yield pb.HoldResponse(lost=pb.Lost())
                 raise
         finally:
-            await self._let_go(request.name, lease)
+            await self._let_go(request.name, lease.token)
 
-    async def _let_go(self, name: str, lease: Lease) -> None:
+    async def _let_go(self, name: str, token: str) -> None:
         """Release a Hold's lease as its stream ends, however it ends: shielded from the
         stream's cancellation (a client gone is the usual way a Hold ends). If Redis is
         unreachable, the lease expires on its own within its ttl."""
         with contextlib.suppress(Exception):  # nothing more to do: it expires by itself
-            await asyncio.shield(self._locker.release(name, lease.token))
+            await asyncio.shield(self._locker.release(name, token))
 
     async def Inspect(
         self, request: pb.InspectRequest, context: grpc.aio.ServicerContext

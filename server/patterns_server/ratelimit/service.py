@@ -12,7 +12,7 @@ from patterns_server.ratelimit.ratelimit import (
     RateLimiter,
     check_many_count,
 )
-from patterns_server.rpc.convert import time_left, to_timedelta
+from patterns_server.rpc.convert import set_duration_us, time_left, to_timedelta
 from patterns_server.rpc.service import Runtime, Service
 
 ALGORITHMS: dict[int, Algorithm] = {
@@ -73,11 +73,8 @@ def _response(decision: Decision) -> pb.CheckResponse:
     response = pb.CheckResponse(
         allowed=decision.allowed, limit=decision.limit, remaining=decision.remaining
     )
-    # Setting the durations' fields in place is twice as fast as building Duration messages.
-    response.reset_after.seconds, microseconds = divmod(decision.reset_after_us, 1_000_000)
-    response.reset_after.nanos = microseconds * 1000
-    response.retry_after.seconds, microseconds = divmod(decision.retry_after_us, 1_000_000)
-    response.retry_after.nanos = microseconds * 1000
+    set_duration_us(response.reset_after, decision.reset_after_us)
+    set_duration_us(response.retry_after, decision.retry_after_us)
     return response
 
 

@@ -4,7 +4,7 @@ import grpc
 from patterns.session.v1 import session_pb2 as pb
 from patterns.session.v1 import session_pb2_grpc
 
-from patterns_server.rpc.convert import optional_timedelta, timestamp_ms
+from patterns_server.rpc.convert import optional_timedelta, timestamp
 from patterns_server.rpc.service import Runtime, Service
 from patterns_server.session.session import Session, Sessions
 
@@ -64,9 +64,9 @@ def _message(session: Session) -> pb.Session:
         id=session.id,
         user_id=session.user_id,
         attributes=session.attributes,
-        created_at=timestamp_ms(session.created_at_ms),
-        last_seen_at=timestamp_ms(session.last_seen_at_ms),
-        expires_at=timestamp_ms(session.expires_at_ms),
+        created_at=timestamp(session.created_at),
+        last_seen_at=timestamp(session.last_seen_at),
+        expires_at=timestamp(session.expires_at),
     )
 
 

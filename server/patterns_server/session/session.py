@@ -16,17 +16,19 @@ other's sessions in List.
 """
 
 import base64
+import enum
 import hashlib
 import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from patterns_server.core.errors import InvalidArgument, NotFound
+from patterns_server.core.units import instant_ms
 from patterns_server.core.validation import check_count, check_name, checked_ms
-from patterns_server.storage import CLOCK_LUA, LuaScript, RedisBackend
+from patterns_server.storage import LuaScript, RedisBackend
 
 MIN_TTL = timedelta(seconds=1)
 MAX_TTL = timedelta(days=365)
@@ -42,29 +44,33 @@ ID_PATTERN = re.compile(r"([A-Za-z0-9_-]{43})\.([A-Za-z0-9_-]{16})")
 ATTRIBUTE = "a:"  # the prefix of an attribute's field in a session's hash
 
 
-def _script(name: str) -> LuaScript:
-    return LuaScript.beside(__file__, CLOCK_LUA, "lua/common.lua", f"lua/{name}.lua")
-
-
-CREATE = _script("create")
-GET = _script("get")
-UPDATE = _script("update")
-DESTROY = _script("destroy")
-LIST = _script("list")
-DESTROY_ALL = _script("destroy_all")
-ROTATE = _script("rotate")
+CREATE = LuaScript.load(__file__, "create", clock=True)
+GET = LuaScript.load(__file__, "get", clock=True)
+UPDATE = LuaScript.load(__file__, "update", clock=True)
+DESTROY = LuaScript.load(__file__, "destroy", clock=True)
+LIST = LuaScript.load(__file__, "list", clock=True)
+DESTROY_ALL = LuaScript.load(__file__, "destroy_all", clock=True)
+ROTATE = LuaScript.load(__file__, "rotate", clock=True)
 
 
 @dataclass(frozen=True)
 class Session:
-    """A session; times in ms since the epoch, from the Redis clock."""
+    """A session; times from the Redis clock."""
 
     id: str
     user_id: str
     attributes: dict[str, str]
-    created_at_ms: int
-    last_seen_at_ms: int
-    expires_at_ms: int
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+
+
+class Updated(enum.IntEnum):
+    """What update.lua did (the first element of its reply)."""
+
+    NOT_FOUND = 0
+    UPDATED = 1  # then the session
+    TOO_MANY_ATTRIBUTES = 2  # then how many it would have carried
 
 
 def session_not_found() -> NotFound:
@@ -128,17 +134,19 @@ class Sessions:
                 raise InvalidArgument(f"remove[{index}]", f"{_shown(name)} is also in set")
         random, tag = _parse(session_id)
         removed = [ATTRIBUTE + name for name in dict.fromkeys(remove)]
-        reply = await self._redis.eval(
+        outcome, *reply = await self._redis.eval(
             UPDATE,
             [self._keys(tag)],
             [random, MAX_ATTRIBUTES, len(removed), *removed, *_fields(assign)],
         )
-        if isinstance(reply, int):
+        if outcome == Updated.TOO_MANY_ATTRIBUTES:
             raise InvalidArgument(
                 "set",
-                f"would leave the session with {reply} attributes, more than {MAX_ATTRIBUTES}",
+                f"would leave the session with {reply[0]} attributes, more than {MAX_ATTRIBUTES}",
             )
-        return _found(tag, reply)
+        if outcome == Updated.NOT_FOUND:
+            raise session_not_found()
+        return _session(tag, reply)
 
     async def destroy(self, session_id: str) -> bool:
         """Whether the id named a live session."""
@@ -255,7 +263,7 @@ def _session(tag: str, reply: Sequence[bytes]) -> Session:
             for name, value in fields.items()
             if name.startswith(ATTRIBUTE)
         },
-        created_at_ms=int(fields["c"]),
-        last_seen_at_ms=last_seen,
-        expires_at_ms=last_seen + int(fields["t"]),
+        created_at=instant_ms(int(fields["c"])),
+        last_seen_at=instant_ms(last_seen),
+        expires_at=instant_ms(last_seen + int(fields["t"])),
     )

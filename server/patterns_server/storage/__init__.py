@@ -2,23 +2,15 @@
 hands out (`KeySpace`), and Lua scripts and commands (`LuaScript`, `Command`).
 
 Modules: `backend` (the interface), `batcher` (shared round trips), `pubsub` (one Pub/Sub
-connection for every stream), `wakeups` (waiting without polling), `keys`, `scripts`,
-`errors` (which Redis failures mean "unavailable"), `packing` (hiredis's packer for
-redis-py's asyncio connections).
+connection for every stream), `wakeups` (waiting without polling), `leases` (a token's
+right to something for a while: locks, cache fills), `keys`, `scripts`, `errors` (which
+Redis failures mean "unavailable"), `redispy` (what this server changes in redis-py, in
+one place), `embedded` (a private redis-server for development).
 """
 
 from patterns_server.storage.backend import RedisBackend
 from patterns_server.storage.keys import KeySpace
 from patterns_server.storage.pubsub import Subscription
-from patterns_server.storage.scripts import CLOCK_LUA, Command, LuaScript
-from patterns_server.storage.wakeups import until_woken
+from patterns_server.storage.scripts import Command, LuaScript
 
-__all__ = [
-    "CLOCK_LUA",
-    "Command",
-    "KeySpace",
-    "LuaScript",
-    "RedisBackend",
-    "Subscription",
-    "until_woken",
-]
+__all__ = ["Command", "KeySpace", "LuaScript", "RedisBackend", "Subscription"]

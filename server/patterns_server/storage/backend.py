@@ -9,6 +9,7 @@ being sent at all).
 """
 
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,11 +19,16 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from patterns_server.core.errors import Unavailable
+from patterns_server.core.units import instant_us
 from patterns_server.storage.batcher import Batcher
-from patterns_server.storage.connections import replacing_closed
 from patterns_server.storage.errors import translated
 from patterns_server.storage.keys import KeySpace
 from patterns_server.storage.pubsub import PubSubHub, Subscription
+from patterns_server.storage.redispy import (
+    replace_closed_connections,
+    scan_cursor,
+    scan_members,
+)
 from patterns_server.storage.scripts import Command, LuaScript
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -43,7 +49,7 @@ class RedisBackend:
     ) -> None:
         self._client = client
         self.prefix = prefix
-        self._plain_connection_class = _replace_closed_connections(client)
+        self._plain_connection_class = replace_closed_connections(client)
         self._batcher = Batcher(client, batch_wait)
         self._pubsub = PubSubHub(self._open_connection, timeout, ping_interval)
         # On a Cluster, the Pub/Sub connection and every PUBLISH go to the node that owns
@@ -109,6 +115,13 @@ class RedisBackend:
         (reply,) = await self.run(Command.eval(script, keys, args))
         return reply
 
+    async def now(self) -> datetime:
+        """The Redis clock's time (of the Pub/Sub node on a Cluster): the one clock every
+        server process shares."""
+        (reply,) = await self.run(Command(("TIME",), route=self._pubsub_route))
+        seconds, microseconds = reply
+        return instant_us(int(seconds) * 1_000_000 + int(microseconds))
+
     async def publish(self, channel: bytes, payload: bytes) -> int:
         """PUBLISH `payload` on `channel`; how many Redis subscriber connections took it."""
         (receivers,) = await self.run(
@@ -136,13 +149,28 @@ class RedisBackend:
             cursor = 0
             while True:
                 scan = Command(("SCAN", cursor, "MATCH", match, "COUNT", count), route=route)
-                ((cursor, keys),) = await self.run(scan)
-                if isinstance(cursor, dict):  # redis-py's Cluster gives {node: cursor}
-                    (cursor,) = cursor.values()
+                ((reply_cursor, keys),) = await self.run(scan)
+                cursor = scan_cursor(reply_cursor)
                 if keys:
                     yield keys
                 if cursor == 0:
                     break
+
+    async def sorted_set_members(self, key: str, count: int = 1_000) -> AsyncIterator[list[bytes]]:
+        """The members of the sorted set `key`, in pages of about `count` (ZSCAN: Redis
+        stays responsive whatever its size). Members added or removed meanwhile may or may
+        not be seen; the others are, at least once."""
+        cursor = 0
+        while True:
+            ((reply_cursor, page),) = await self.run(
+                Command(("ZSCAN", key, cursor, "COUNT", count))
+            )
+            cursor = int(reply_cursor)
+            members = scan_members(page)
+            if members:
+                yield members
+            if cursor == 0:
+                break
 
     async def check(self) -> None:
         """Raises unless Redis can serve what calls need: a write to the Redis (to every
@@ -196,18 +224,3 @@ class RedisBackend:
 
 def _probe(key: str) -> Command:
     return Command(("SET", key, "1", "PX", HEALTH_KEY_TTL_MS))
-
-
-def _replace_closed_connections(client: "Redis | RedisCluster") -> type[AbstractConnection]:
-    """Make every connection of `client` check, before it carries a command, that Redis
-    has not closed it (see `connections.py`); the connection class it used before."""
-    if isinstance(client, RedisCluster):
-        # Nodes are made from these options, at start-up and as the topology changes.
-        plain: type[AbstractConnection] = client.connection_kwargs["connection_class"]
-        client.connection_kwargs["connection_class"] = replacing_closed(plain)
-        for node in client.startup_nodes:
-            node.connection_class = client.connection_kwargs["connection_class"]
-        return plain
-    plain = client.connection_pool.connection_class
-    client.connection_pool.connection_class = replacing_closed(plain)
-    return plain

@@ -12,26 +12,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# The clock functions every pattern's scripts may use (now_ms, now_us, expire_no_sooner):
-# name it first in `LuaScript.beside`.
-CLOCK_LUA = str(Path(__file__).parent / "lua" / "clock.lua")
+# Storage's own Lua functions, which a pattern's scripts include by asking for them.
+LIBRARY = Path(__file__).parent / "lua"
 
 
 @dataclass(frozen=True)
 class LuaScript:
-    """A Lua script read from `.lua` files; sent as EVALSHA, as EVAL where Redis lacks it."""
+    """A Lua script made of `.lua` files; sent as EVALSHA, as EVAL where Redis lacks it."""
 
+    body: Path  # the file of its own (the others are shared functions)
     source: str
     sha: str
 
     @classmethod
-    def beside(cls, module_file: str, *filenames: str) -> "LuaScript":
-        """The script made of `filenames`, joined in order, relative to the folder of the
-        module `module_file` (pass `__file__`), or absolute (CLOCK_LUA): shared Lua
-        functions go in the first files."""
-        folder = Path(module_file).parent
-        source = "\n".join((folder / filename).read_text() for filename in filenames)
-        return cls(source, hashlib.sha1(source.encode()).hexdigest())
+    def load(
+        cls, module_file: str, *names: str, clock: bool = False, lease: bool = False
+    ) -> "LuaScript":
+        """The script of the pattern beside `module_file` (pass `__file__`) made of its
+        `lua/<name>.lua` files joined in order, after the pattern's `lua/common.lua` when
+        it has one, and after storage's clock functions (`clock`: now_ms, now_us,
+        expire_no_sooner, from `lua/clock.lua`) and lease functions (`lease`: from
+        `lua/lease.lua`, which need the clock). The last name is the script's body: its
+        header says what it does, its KEYS, ARGV, reply and clock."""
+        folder = Path(module_file).parent / "lua"
+        files = []
+        if clock or lease:
+            files.append(LIBRARY / "clock.lua")
+        if lease:
+            files.append(LIBRARY / "lease.lua")
+        if (folder / "common.lua").exists():
+            files.append(folder / "common.lua")
+        files.extend(folder / f"{name}.lua" for name in names)
+        source = "\n".join(file.read_text() for file in files)
+        return cls(files[-1], source, hashlib.sha1(source.encode()).hexdigest())
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 -- KEYS[1]  the entry
 -- KEYS[2]  its fill lease
 -- ARGV[1]  the channel on which waiters for the fill listen
--- Returns 1 when the entry existed, else 0.
+-- Reply    1 when the entry existed, else 0
+-- Clock    none
 local deleted = redis.call('DEL', KEYS[1])
-end_lease(KEYS[2], ARGV[1])
+lease_end(KEYS[2], ARGV[1])
 return deleted

@@ -1,6 +1,8 @@
 -- Reads an entry.
 -- KEYS[1]  the entry
--- Returns {1, value, ms left} when found, else {0, '', 0}.
+-- ARGV     none
+-- Reply    {1, value, ms left} when found, else {0, '', 0}
+-- Clock    none (PTTL)
 local value = redis.call('HGET', KEYS[1], 'v')
 if not value then
   return {0, '', 0}

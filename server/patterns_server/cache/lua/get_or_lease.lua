@@ -3,16 +3,17 @@
 -- KEYS[2]  its fill lease
 -- ARGV[1]  the token of a new lease
 -- ARGV[2]  the lease's length (ms)
--- Returns {1, value, ms left} on a hit; {2, '', ms left of someone's lease} while another
--- caller fills; {3, '', lease end (ms since the epoch)} when this caller gets the lease.
+-- Reply    {1 (hit), value, ms left of the entry}; {2 (pending), '', ms left of another
+--          caller's lease} while it fills; {3 (leased), when it was granted (ms since the
+--          epoch), its end (µs since the epoch)} when this caller gets the lease (cache.py's
+--          Lookup)
+-- Clock    now_ms() for the lease's number (when it was granted), now_us() for its end
 local value = redis.call('HGET', KEYS[1], 'v')
 if value then
   return {1, value, redis.call('PTTL', KEYS[1])}
 end
-local leased = redis.call('PTTL', KEYS[2])
-if leased > 0 then
-  return {2, '', leased}
+local granted_at, ends = lease_grant(KEYS[2], ARGV[1], ARGV[2], now_ms)
+if not granted_at then
+  return {2, '', ends}
 end
-local now = now_ms()
-redis.call('SET', KEYS[2], ARGV[1] .. ':' .. now, 'PX', ARGV[2])
-return {3, '', now + tonumber(ARGV[2])}
+return {3, granted_at, ends}

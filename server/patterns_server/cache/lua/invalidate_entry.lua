@@ -4,7 +4,8 @@
 -- KEYS[2]  its fill lease
 -- ARGV[1]  the tags, a JSON object {"tag": true, ...}
 -- ARGV[2]  the channel on which waiters for the fill listen
--- Returns 1 when the entry was deleted, else 0.
+-- Reply    1 when the entry was deleted, else 0
+-- Clock    none
 local deleted = 0
 local carried = redis.call('HGET', KEYS[1], 't')
 if carried then
@@ -17,5 +18,5 @@ if carried then
     end
   end
 end
-end_lease(KEYS[2], ARGV[2])
+lease_end(KEYS[2], ARGV[2])
 return deleted

@@ -10,24 +10,16 @@
 -- ARGV[7]  the latest invalidation (ms since the epoch) of any of the tags, "0" if none:
 --          a lease granted before it is no longer valid
 -- ARGV[8]  the channel on which waiters for the fill listen
--- Returns 1 when stored, else 0.
+-- Reply    1 when stored, else 0
+-- Clock    now_ms(), to place the expiry
 local now = now_ms()
-local expire_at = tonumber(ARGV[3])
-if ARGV[2] == 'ttl' then
-  expire_at = now + expire_at
-end
+local expire_at = expiry_of(ARGV[2], ARGV[3], now)
 if expire_at <= now then
   return 0
 end
-local lease = redis.call('GET', KEYS[2])
-if ARGV[5] ~= '' then
-  if not lease then
-    return 0
-  end
-  local token, granted = string.match(lease, '^(.*):(%d+)$')
-  if token ~= ARGV[5] or tonumber(granted) <= tonumber(ARGV[7]) then
-    return 0
-  end
+local holder, granted_at = lease_holder(KEYS[2])
+if ARGV[5] ~= '' and (holder ~= ARGV[5] or granted_at <= tonumber(ARGV[7])) then
+  return 0
 end
 if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
@@ -35,7 +27,7 @@ end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 't', ARGV[6])
 redis.call('PEXPIREAT', KEYS[1], expire_at)
-if lease then  -- a value is here: no fill needed any more, and waiters can read it
-  end_lease(KEYS[2], ARGV[8])
+if holder then  -- a value is here: no fill needed any more, and waiters can read it
+  lease_end(KEYS[2], ARGV[8])
 end
 return 1

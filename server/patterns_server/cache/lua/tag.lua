@@ -4,13 +4,10 @@
 -- KEYS[2]  the tag's invalidation marker
 -- ARGV[1]  the key
 -- ARGV[2]  "ttl" or "at", ARGV[3] the entry's expiry (as in set.lua)
--- Returns the tag's last invalidation (ms since the epoch), 0 if none.
+-- Reply    the tag's last invalidation (ms since the epoch), 0 if none
+-- Clock    now_ms(), to place the expiry and prune expired keys
 local now = now_ms()
-local expire_at = tonumber(ARGV[3])
-if ARGV[2] == 'ttl' then
-  expire_at = now + expire_at
-end
-expire_at = expire_at + 1000  -- the entry is stored a little later: outlive it
+local expire_at = expiry_of(ARGV[2], ARGV[3], now) + 1000  -- stored a little later: outlive it
 -- Forget some keys whose entries have expired since they were tagged.
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
 if #dead > 0 then

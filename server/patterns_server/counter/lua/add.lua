@@ -2,7 +2,8 @@
 -- KEYS[1]   the HyperLogLog
 -- ARGV[1]   expiry in milliseconds from now; "0" leaves the key's expiry as it is
 -- ARGV[2..] the items (any number: added in chunks that stay below Lua's unpack limit)
--- Returns 1 when any register changed (some item was very probably new), else 0.
+-- Reply     1 when any register changed (some item was very probably new), else 0
+-- Clock     none
 local changed = 0
 local last_item = #ARGV
 for first = 2, last_item, 1000 do

@@ -5,7 +5,8 @@
 -- KEYS[2]   scratch key for one copied value
 -- KEYS[3..] sources in this slot
 -- ARGV[1..] raw values of sources in other slots
--- Returns the estimated cardinality of the union.
+-- Reply     the estimated cardinality of the union
+-- Clock     none
 redis.call('PFMERGE', KEYS[1], unpack(KEYS, 3))
 merge_values(KEYS[1], KEYS[2], ARGV, 1)
 local count = redis.call('PFCOUNT', KEYS[1])

@@ -4,7 +4,8 @@
 -- KEYS[3..] sources in this slot
 -- ARGV[1]   expiry of the destination in milliseconds from now; "0" leaves it as it is
 -- ARGV[2..] raw values of sources in other slots (see copy.lua)
--- Returns the destination's estimated cardinality.
+-- Reply     the destination's estimated cardinality
+-- Clock     none
 redis.call('PFMERGE', KEYS[1], unpack(KEYS, 3))
 merge_values(KEYS[1], KEYS[2], ARGV, 2)
 local ttl = tonumber(ARGV[1])

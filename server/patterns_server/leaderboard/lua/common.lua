@@ -44,7 +44,7 @@ local function board()
   if period == 'none' then
     return KEYS[1] .. ':all', nil
   end
-  local day = math.floor(tonumber(redis.call('TIME')[1]) / DAY)
+  local day = math.floor(now_ms() / 1000 / DAY)
   if period == 'day' then
     local index = day + offset
     return KEYS[1] .. ':day' .. index, (index + 2) * DAY

@@ -1,5 +1,8 @@
--- A member's standing. ARGV[3] the member.
--- Returns {stored score, rank}, or {} when the member is not on the board.
+-- A member's standing.
+-- KEYS[1]  the board's base key; ARGV[1], ARGV[2] its period and offset (see common.lua)
+-- ARGV[3]  the member
+-- Reply    {stored score, rank}, or {} when the member is not on the board
+-- Clock    now_ms(), for the period's board
 local key = board()
 local stored = redis.call('ZSCORE', key, ARGV[3])
 if not stored then

@@ -1,6 +1,10 @@
--- Records a score. ARGV[3] the member; ARGV[4] "set", "increment" or "best"; ARGV[5] the
--- stored score (or, to increment, the stored delta).
--- Returns {stored score, rank, 1 if the score changed else 0}.
+-- Records a score.
+-- KEYS[1]  the board's base key; ARGV[1], ARGV[2] its period and offset (see common.lua)
+-- ARGV[3]  the member
+-- ARGV[4]  "set", "increment" or "best"
+-- ARGV[5]  the stored score (or, to increment, the stored delta)
+-- Reply    {stored score, rank, 1 if the score changed else 0}
+-- Clock    now_ms(), for the period's board
 local key, expires = board()
 local member, mode, value = ARGV[3], ARGV[4], ARGV[5]
 local changed

@@ -2,9 +2,10 @@
 -- KEYS[1]  the lock
 -- ARGV[1]  the holder's token
 -- ARGV[2]  the new lease, in milliseconds
--- Returns {1, lease end (µs since the epoch)} when extended, else {0, 0}.
-if not held_by(redis.call('GET', KEYS[1]), ARGV[1]) then
+-- Reply    {1, lease end (µs since the epoch)} when extended, else {0, 0}
+-- Clock    now_us(), for the lease's end
+local ends = lease_extend(KEYS[1], ARGV[1], ARGV[2])
+if not ends then
   return {0, 0}
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {1, now_us() + tonumber(ARGV[2]) * 1000}
+return {1, ends}

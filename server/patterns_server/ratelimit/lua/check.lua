@@ -3,10 +3,10 @@
 -- ARGV[1]  "1": all or nothing (consume only if every check admits); "0": each on its own
 -- ARGV[2..] six values per check: algorithm name, limit, period (µs), burst (capacity for
 --          the buckets), cost, peek ("1" reports without consuming)
--- Returns four integers per check: allowed (1/0), remaining, reset_after (µs),
--- retry_after (µs).
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+-- Reply    four integers per check: allowed (1/0), remaining, reset_after (µs),
+--          retry_after (µs)
+-- Clock    now_us(), once, for every check
+local now = now_us()
 local all_or_nothing = ARGV[1] == '1'
 
 -- Each check on its own is decided and consumed in turn, so a later check sees what an

@@ -1,11 +1,13 @@
 -- Starts a session, first ending the user's sessions that would end soonest while the
 -- user has `cap` or more (the new one is never among them).
+-- KEYS[1]  the user's base key (see common.lua)
 -- ARGV[1]  the random part of the new session's id
 -- ARGV[2]  the user id
 -- ARGV[3]  the session's ttl (ms)
 -- ARGV[4]  the most sessions the user may have
 -- ARGV[5..]  attribute fields and values ('a:<name>', value, ...)
--- Returns the new session (see reply_of).
+-- Reply    the new session (see reply_of)
+-- Clock    now_ms(): when it starts, and to prune the index
 local now = now_ms()
 prune(now)
 local excess = redis.call('ZCARD', index) - tonumber(ARGV[4]) + 1

@@ -1,5 +1,7 @@
 -- Ends a session.
+-- KEYS[1]  the user's base key (see common.lua)
 -- ARGV[1]  the random part of its id
--- Returns 1 when it was live, else 0.
+-- Reply    1 when it was live, else 0
+-- Clock    none
 redis.call('ZREM', index, ARGV[1])
 return redis.call('DEL', session_key(ARGV[1]))

@@ -1,6 +1,8 @@
 -- A user's live sessions, newest first (by creation, then id), and how many there are.
+-- KEYS[1]  the user's base key (see common.lua)
 -- ARGV[1]  the most sessions to return
--- Returns {total, session, session, ...} (each as reply_of makes it).
+-- Reply    {total, session, session, ...} (each as reply_of makes it)
+-- Clock    now_ms(), to prune the index
 prune(now_ms())
 local live = {}
 for _, random in ipairs(redis.call('ZRANGE', index, 0, -1)) do

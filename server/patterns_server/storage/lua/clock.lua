@@ -1,5 +1,5 @@
--- Time in scripts, from the Redis clock (every server agrees on it). Joined first, before
--- a pattern's own files, by the scripts that name CLOCK_LUA.
+-- Time in scripts, from the Redis clock (every server agrees on it): every script that
+-- needs the time asks for these functions (LuaScript.load(..., clock=True)).
 
 -- Milliseconds since the epoch.
 local function now_ms()
