@@ -15,7 +15,16 @@ GEN    := $(BIN)/python -m grpc_tools.protoc -I protos --python_out=$$out --grpc
 # What `buf breaking` compares the contract with: the main branch, as committed.
 BREAKING_AGAINST ?= .git\#branch=main,subdir=protos
 
-.PHONY: help run test lint protos protos-check plugins bench clean
+# The oldest redis-py that pyproject.toml allows, and a virtualenv that has it instead of the
+# pinned (newest) one.
+REDIS_PY_OLDEST := $(shell sed -n 's/.*"redis\[hiredis\]>=\([0-9.]*\),.*/\1/p' pyproject.toml)
+OLDEST_VENV := .venv-redis-py-$(REDIS_PY_OLDEST)
+# The suites that meet redis-py: storage, the patterns below gRPC, faults and the services.
+REDIS_SUITES := tests/test_storage.py tests/test_patterns.py tests/test_redis_faults.py \
+	tests/test_hardening.py tests/test_ratelimit.py tests/test_counter.py tests/test_events.py \
+	tests/test_lock.py tests/test_cache.py tests/test_leaderboard.py tests/test_session.py
+
+.PHONY: help run test test-redis-py-oldest lint protos protos-check plugins bench clean
 .DEFAULT_GOAL := help
 
 ## help: list these targets
@@ -39,6 +48,19 @@ run: $(STAMP)
 ## test: the whole suite against real Redis (standalone and Cluster) and a real server
 test: $(STAMP)
 	$(BIN)/pytest $(ARGS)
+
+## test-redis-py-oldest: the suites that meet redis-py, again with the oldest redis-py the server allows
+test-redis-py-oldest: $(OLDEST_VENV)/.installed
+	$(OLDEST_VENV)/bin/pytest $(REDIS_SUITES) $(ARGS)
+
+$(OLDEST_VENV)/.installed: pyproject.toml clients/python/pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/pip install --quiet --upgrade pip
+	grep -v '^redis==' constraints.txt > $(OLDEST_VENV)/constraints.txt
+	echo 'redis==$(REDIS_PY_OLDEST)' >> $(OLDEST_VENV)/constraints.txt
+	$(OLDEST_VENV)/bin/pip install --quiet -c $(OLDEST_VENV)/constraints.txt \
+		--config-settings editable_mode=compat -e clients/python -e '.[dev,embedded]'
+	touch $@
 
 ## lint: buf lint, format and breaking (against main) on the contract; ruff, mypy and the import layers on the Python
 lint: $(STAMP)
@@ -88,4 +110,4 @@ bench: $(STAMP)
 
 ## clean: remove the virtualenv and tool caches
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .tools clients/ts/node_modules clients/java/target
+	rm -rf $(VENV) .venv-redis-py-* .pytest_cache .mypy_cache .ruff_cache .tools clients/ts/node_modules clients/java/target
