@@ -315,8 +315,13 @@ def report(rounds: list[dict[str, Figures]], header: list[str], command: str) ->
     for name, numerator, denominator, measure in RATIOS:
         if numerator in medians and denominator in medians:
             per_round = sorted(
-                getattr(r[numerator], measure) / getattr(r[denominator], measure) for r in rounds
+                getattr(r[numerator], measure) / getattr(r[denominator], measure)
+                for r in rounds
+                if getattr(r[denominator], measure)  # a round without one call says nothing
             )
+            if not per_round:
+                lines.append(f"- {name}: n/a (no {denominator} call completed)")
+                continue
             lines.append(
                 f"- {name}: **{statistics.median(per_round):.2f}** "
                 f"(rounds: {', '.join(f'{v:.2f}' for v in per_round)})"
