@@ -1,9 +1,9 @@
 """One version for every manifest: VERSION is the source, and each copy must agree with it.
 
 The root pyproject.toml reads VERSION (setuptools' dynamic version); the manifests that
-cannot read a file keep a literal copy, checked here. Releasing a version: change
-VERSION, run this test, and copy the number into each file it names. Go's module takes
-its version from a git tag, not a file.
+cannot read a file keep a literal copy, checked here, as is the newest released heading
+of CHANGELOG.md. Releasing a version: change VERSION, run this test, and copy the number
+into each file it names. Go's module takes its version from a git tag, not a file.
 """
 
 import json
@@ -25,6 +25,8 @@ SEMVER = re.compile(
     r"(-((0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(\.(0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
     r"(\+([0-9a-zA-Z-]+(\.[0-9a-zA-Z-]+)*))?"
 )
+# A released heading of Keep a Changelog ("## [1.2.3] - 2026-11-28"): any but Unreleased.
+RELEASED = re.compile(r"^## \[(?!unreleased\])(?P<version>[^\]]+)\]", re.MULTILINE | re.I)
 POM = {"pom": "http://maven.apache.org/POM/4.0.0"}
 
 
@@ -77,6 +79,13 @@ def java_pom() -> str:
     return version.text.strip()
 
 
+def changelog() -> str:
+    text = (ROOT / "CHANGELOG.md").read_text()
+    released = RELEASED.search(text)  # the first is the newest
+    assert released, "CHANGELOG.md has no released version heading (## [x.y.z] - date)"
+    return released["version"]
+
+
 def server_package() -> str:
     return patterns_server.__version__
 
@@ -91,6 +100,7 @@ COPIES: dict[str, Callable[[], str]] = {
     'clients/ts/package-lock.json "version"': ts_lock,
     'clients/ts/package-lock.json packages[""].version': ts_lock_root_package,
     "clients/java/pom.xml <version>": java_pom,
+    "CHANGELOG.md newest released heading": changelog,
     # What is installed in the virtualenv: `make` reinstalls when VERSION changes.
     "patterns_server.__version__ (installed)": server_package,
     "patterns_client.__version__ (installed)": client_package,
