@@ -4,7 +4,7 @@
 
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY constraints.txt pyproject.toml README.md ./
+COPY constraints.txt pyproject.toml README.md VERSION LICENSE ./
 COPY clients/python clients/python
 COPY server server
 RUN python -m venv /opt/venv \

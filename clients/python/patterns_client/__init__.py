@@ -12,6 +12,8 @@ values (str, bytes, timedelta, datetime, frozen dataclasses); every failure is a
 `patterns.<service>.v1`.
 """
 
+from importlib.metadata import version as _version
+
 from patterns_client import aio
 from patterns_client._client import Client
 from patterns_client.cache import Entry
@@ -39,6 +41,9 @@ from patterns_client.leaderboard import Board, Mode, Order, Page, Period, Standi
 from patterns_client.locks import AsyncHeldLock, HeldLock, Lease, LockState, ReleaseStatus
 from patterns_client.ratelimit import Algorithm, Decision, Policy
 from patterns_client.sessions import Session, SessionList
+
+# The installed distribution's, the number in pyproject.toml (and VERSION).
+__version__ = _version("patterns-client")
 
 __all__ = [
     "Aborted",
