@@ -32,6 +32,10 @@ class CacheStub:
     google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
     (with google.rpc.RetryInfo) while Redis is unreachable: a caller should then read its
     source directly (the cache is an optimisation, never the only way to the data).
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     def __init__(self, channel):
@@ -84,10 +88,15 @@ class CacheServicer:
     google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
     (with google.rpc.RetryInfo) while Redis is unreachable: a caller should then read its
     source directly (the cache is an optimisation, never the only way to the data).
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     def Get(self, request, context):
         """Get reads one value.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -95,6 +104,7 @@ class CacheServicer:
 
     def GetMany(self, request, context):
         """GetMany reads up to 1,000 values in one call (one Redis round trip per node).
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,6 +112,7 @@ class CacheServicer:
 
     def Set(self, request, context):
         """Set stores a value, replacing the key's value and tags.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,6 +120,7 @@ class CacheServicer:
 
     def Delete(self, request, context):
         """Delete removes keys (and ends any fill of them in progress: see GetOrLease).
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,6 +129,7 @@ class CacheServicer:
     def InvalidateTags(self, request, context):
         """InvalidateTags deletes every entry that carries one of the tags when the call is made,
         and only those: an entry set again without the tag survives.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,6 +138,7 @@ class CacheServicer:
     def InvalidatePrefix(self, request, context):
         """InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
         namespace, scanning Redis (SCAN, never KEYS) on every node.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,6 +149,7 @@ class CacheServicer:
         a lease to compute it: the others wait (woken by the fill, not polling) and receive
         the value. The lease holder stores the value with Set, carrying the lease token; if
         it dies, its lease expires after lease_ttl and one waiter gets the next lease.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -193,6 +208,10 @@ class Cache:
     google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
     (with google.rpc.RetryInfo) while Redis is unreachable: a caller should then read its
     source directly (the cache is an optimisation, never the only way to the data).
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     @staticmethod

@@ -1734,10 +1734,17 @@ export const Pending: MessageFns<Pending> = {
  * google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
  * (with google.rpc.RetryInfo) while Redis is unreachable: a caller should then read its
  * source directly (the cache is an optimisation, never the only way to the data).
+ *
+ * Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+ * any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+ * SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
  */
 export type CacheService = typeof CacheService;
 export const CacheService = {
-  /** Get reads one value. */
+  /**
+   * Get reads one value.
+   * Reasons: INVALID_ARGUMENT.
+   */
   get: {
     path: "/patterns.cache.v1.Cache/Get" as const,
     requestStream: false as const,
@@ -1747,7 +1754,10 @@ export const CacheService = {
     responseSerialize: (value: GetResponse): Buffer => Buffer.from(GetResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetResponse => GetResponse.decode(value),
   },
-  /** GetMany reads up to 1,000 values in one call (one Redis round trip per node). */
+  /**
+   * GetMany reads up to 1,000 values in one call (one Redis round trip per node).
+   * Reasons: INVALID_ARGUMENT.
+   */
   getMany: {
     path: "/patterns.cache.v1.Cache/GetMany" as const,
     requestStream: false as const,
@@ -1757,7 +1767,10 @@ export const CacheService = {
     responseSerialize: (value: GetManyResponse): Buffer => Buffer.from(GetManyResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetManyResponse => GetManyResponse.decode(value),
   },
-  /** Set stores a value, replacing the key's value and tags. */
+  /**
+   * Set stores a value, replacing the key's value and tags.
+   * Reasons: INVALID_ARGUMENT.
+   */
   set: {
     path: "/patterns.cache.v1.Cache/Set" as const,
     requestStream: false as const,
@@ -1767,7 +1780,10 @@ export const CacheService = {
     responseSerialize: (value: SetResponse): Buffer => Buffer.from(SetResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SetResponse => SetResponse.decode(value),
   },
-  /** Delete removes keys (and ends any fill of them in progress: see GetOrLease). */
+  /**
+   * Delete removes keys (and ends any fill of them in progress: see GetOrLease).
+   * Reasons: INVALID_ARGUMENT.
+   */
   delete: {
     path: "/patterns.cache.v1.Cache/Delete" as const,
     requestStream: false as const,
@@ -1780,6 +1796,7 @@ export const CacheService = {
   /**
    * InvalidateTags deletes every entry that carries one of the tags when the call is made,
    * and only those: an entry set again without the tag survives.
+   * Reasons: INVALID_ARGUMENT.
    */
   invalidateTags: {
     path: "/patterns.cache.v1.Cache/InvalidateTags" as const,
@@ -1795,6 +1812,7 @@ export const CacheService = {
   /**
    * InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
    * namespace, scanning Redis (SCAN, never KEYS) on every node.
+   * Reasons: INVALID_ARGUMENT.
    */
   invalidatePrefix: {
     path: "/patterns.cache.v1.Cache/InvalidatePrefix" as const,
@@ -1812,6 +1830,7 @@ export const CacheService = {
    * a lease to compute it: the others wait (woken by the fill, not polling) and receive
    * the value. The lease holder stores the value with Set, carrying the lease token; if
    * it dies, its lease expires after lease_ttl and one waiter gets the next lease.
+   * Reasons: INVALID_ARGUMENT.
    */
   getOrLease: {
     path: "/patterns.cache.v1.Cache/GetOrLease" as const,
@@ -1825,22 +1844,36 @@ export const CacheService = {
 } as const;
 
 export interface CacheServer extends UntypedServiceImplementation {
-  /** Get reads one value. */
+  /**
+   * Get reads one value.
+   * Reasons: INVALID_ARGUMENT.
+   */
   get: handleUnaryCall<GetRequest, GetResponse>;
-  /** GetMany reads up to 1,000 values in one call (one Redis round trip per node). */
+  /**
+   * GetMany reads up to 1,000 values in one call (one Redis round trip per node).
+   * Reasons: INVALID_ARGUMENT.
+   */
   getMany: handleUnaryCall<GetManyRequest, GetManyResponse>;
-  /** Set stores a value, replacing the key's value and tags. */
+  /**
+   * Set stores a value, replacing the key's value and tags.
+   * Reasons: INVALID_ARGUMENT.
+   */
   set: handleUnaryCall<SetRequest, SetResponse>;
-  /** Delete removes keys (and ends any fill of them in progress: see GetOrLease). */
+  /**
+   * Delete removes keys (and ends any fill of them in progress: see GetOrLease).
+   * Reasons: INVALID_ARGUMENT.
+   */
   delete: handleUnaryCall<DeleteRequest, DeleteResponse>;
   /**
    * InvalidateTags deletes every entry that carries one of the tags when the call is made,
    * and only those: an entry set again without the tag survives.
+   * Reasons: INVALID_ARGUMENT.
    */
   invalidateTags: handleUnaryCall<InvalidateTagsRequest, InvalidateTagsResponse>;
   /**
    * InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
    * namespace, scanning Redis (SCAN, never KEYS) on every node.
+   * Reasons: INVALID_ARGUMENT.
    */
   invalidatePrefix: handleUnaryCall<InvalidatePrefixRequest, InvalidatePrefixResponse>;
   /**
@@ -1848,12 +1881,16 @@ export interface CacheServer extends UntypedServiceImplementation {
    * a lease to compute it: the others wait (woken by the fill, not polling) and receive
    * the value. The lease holder stores the value with Set, carrying the lease token; if
    * it dies, its lease expires after lease_ttl and one waiter gets the next lease.
+   * Reasons: INVALID_ARGUMENT.
    */
   getOrLease: handleUnaryCall<GetOrLeaseRequest, GetOrLeaseResponse>;
 }
 
 export interface CacheClient extends Client {
-  /** Get reads one value. */
+  /**
+   * Get reads one value.
+   * Reasons: INVALID_ARGUMENT.
+   */
   get(request: GetRequest, callback: (error: ServiceError | null, response: GetResponse) => void): ClientUnaryCall;
   get(
     request: GetRequest,
@@ -1866,7 +1903,10 @@ export interface CacheClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetResponse) => void,
   ): ClientUnaryCall;
-  /** GetMany reads up to 1,000 values in one call (one Redis round trip per node). */
+  /**
+   * GetMany reads up to 1,000 values in one call (one Redis round trip per node).
+   * Reasons: INVALID_ARGUMENT.
+   */
   getMany(
     request: GetManyRequest,
     callback: (error: ServiceError | null, response: GetManyResponse) => void,
@@ -1882,7 +1922,10 @@ export interface CacheClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetManyResponse) => void,
   ): ClientUnaryCall;
-  /** Set stores a value, replacing the key's value and tags. */
+  /**
+   * Set stores a value, replacing the key's value and tags.
+   * Reasons: INVALID_ARGUMENT.
+   */
   set(request: SetRequest, callback: (error: ServiceError | null, response: SetResponse) => void): ClientUnaryCall;
   set(
     request: SetRequest,
@@ -1895,7 +1938,10 @@ export interface CacheClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SetResponse) => void,
   ): ClientUnaryCall;
-  /** Delete removes keys (and ends any fill of them in progress: see GetOrLease). */
+  /**
+   * Delete removes keys (and ends any fill of them in progress: see GetOrLease).
+   * Reasons: INVALID_ARGUMENT.
+   */
   delete(
     request: DeleteRequest,
     callback: (error: ServiceError | null, response: DeleteResponse) => void,
@@ -1914,6 +1960,7 @@ export interface CacheClient extends Client {
   /**
    * InvalidateTags deletes every entry that carries one of the tags when the call is made,
    * and only those: an entry set again without the tag survives.
+   * Reasons: INVALID_ARGUMENT.
    */
   invalidateTags(
     request: InvalidateTagsRequest,
@@ -1933,6 +1980,7 @@ export interface CacheClient extends Client {
   /**
    * InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
    * namespace, scanning Redis (SCAN, never KEYS) on every node.
+   * Reasons: INVALID_ARGUMENT.
    */
   invalidatePrefix(
     request: InvalidatePrefixRequest,
@@ -1954,6 +2002,7 @@ export interface CacheClient extends Client {
    * a lease to compute it: the others wait (woken by the fill, not polling) and receive
    * the value. The lease holder stores the value with Set, carrying the lease token; if
    * it dies, its lease expires after lease_ttl and one waiter gets the next lease.
+   * Reasons: INVALID_ARGUMENT.
    */
   getOrLease(
     request: GetOrLeaseRequest,

@@ -645,12 +645,17 @@ export const Event: MessageFns<Event> = {
  * when its reader falls more than the server's buffer behind (--events-buffer messages or
  * 16 MiB), with UNAVAILABLE (with google.rpc.RetryInfo) when the server loses Redis or
  * shuts down (reason SHUTTING_DOWN): subscribe again, and expect a gap.
+ *
+ * Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+ * any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+ * SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
  */
 export type EventsService = typeof EventsService;
 export const EventsService = {
   /**
    * Publish sends a message to every stream subscribed to its channel, or to a pattern
    * that matches it, at this moment.
+   * Reasons: INVALID_ARGUMENT.
    */
   publish: {
     path: "/patterns.events.v1.Events/Publish" as const,
@@ -666,6 +671,7 @@ export const EventsService = {
    * `subscribed`, sent once the subscription is live: every message published after the
    * client has it reaches the stream, and none published before the call did. The stream
    * lasts until the client cancels it or its deadline passes.
+   * Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, UNAVAILABLE, CLOSED.
    */
   subscribe: {
     path: "/patterns.events.v1.Events/Subscribe" as const,
@@ -682,6 +688,7 @@ export interface EventsServer extends UntypedServiceImplementation {
   /**
    * Publish sends a message to every stream subscribed to its channel, or to a pattern
    * that matches it, at this moment.
+   * Reasons: INVALID_ARGUMENT.
    */
   publish: handleUnaryCall<PublishRequest, PublishResponse>;
   /**
@@ -689,6 +696,7 @@ export interface EventsServer extends UntypedServiceImplementation {
    * `subscribed`, sent once the subscription is live: every message published after the
    * client has it reaches the stream, and none published before the call did. The stream
    * lasts until the client cancels it or its deadline passes.
+   * Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, UNAVAILABLE, CLOSED.
    */
   subscribe: handleServerStreamingCall<SubscribeRequest, SubscribeResponse>;
 }
@@ -697,6 +705,7 @@ export interface EventsClient extends Client {
   /**
    * Publish sends a message to every stream subscribed to its channel, or to a pattern
    * that matches it, at this moment.
+   * Reasons: INVALID_ARGUMENT.
    */
   publish(
     request: PublishRequest,
@@ -718,6 +727,7 @@ export interface EventsClient extends Client {
    * `subscribed`, sent once the subscription is live: every message published after the
    * client has it reaches the stream, and none published before the call did. The stream
    * lasts until the client cancels it or its deadline passes.
+   * Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, UNAVAILABLE, CLOSED.
    */
   subscribe(request: SubscribeRequest, options?: Partial<CallOptions>): ClientReadableStream<SubscribeResponse>;
   subscribe(
