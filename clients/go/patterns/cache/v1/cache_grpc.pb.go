@@ -35,7 +35,10 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Cache stores opaque values under keys of the caller's namespace.
+// Cache stores opaque values under keys of a namespace. Today every caller shares one,
+// `default`: a key names the same entry for everyone, and tags and prefixes reach every
+// caller's entries. (Authentication and tenants come later; then each tenant gets a
+// namespace of its own.)
 //
 // A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
 // google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
@@ -62,8 +65,9 @@ type CacheClient interface {
 	// and only those: an entry set again without the tag survives.
 	// Reasons: INVALID_ARGUMENT.
 	InvalidateTags(ctx context.Context, in *InvalidateTagsRequest, opts ...grpc.CallOption) (*InvalidateTagsResponse, error)
-	// InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
-	// namespace, scanning Redis (SCAN, never KEYS) on every node.
+	// InvalidatePrefix deletes every entry whose key starts with the prefix, in the namespace
+	// (today `default`, which every caller shares), scanning Redis (SCAN, never KEYS) on
+	// every node.
 	// Reasons: INVALID_ARGUMENT.
 	InvalidatePrefix(ctx context.Context, in *InvalidatePrefixRequest, opts ...grpc.CallOption) (*InvalidatePrefixResponse, error)
 	// GetOrLease reads a value, or, on a miss, grants exactly one caller of the whole fleet
@@ -156,7 +160,10 @@ func (c *cacheClient) GetOrLease(ctx context.Context, in *GetOrLeaseRequest, opt
 // All implementations must embed UnimplementedCacheServer
 // for forward compatibility.
 //
-// Cache stores opaque values under keys of the caller's namespace.
+// Cache stores opaque values under keys of a namespace. Today every caller shares one,
+// `default`: a key names the same entry for everyone, and tags and prefixes reach every
+// caller's entries. (Authentication and tenants come later; then each tenant gets a
+// namespace of its own.)
 //
 // A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
 // google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
@@ -183,8 +190,9 @@ type CacheServer interface {
 	// and only those: an entry set again without the tag survives.
 	// Reasons: INVALID_ARGUMENT.
 	InvalidateTags(context.Context, *InvalidateTagsRequest) (*InvalidateTagsResponse, error)
-	// InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
-	// namespace, scanning Redis (SCAN, never KEYS) on every node.
+	// InvalidatePrefix deletes every entry whose key starts with the prefix, in the namespace
+	// (today `default`, which every caller shares), scanning Redis (SCAN, never KEYS) on
+	// every node.
 	// Reasons: INVALID_ARGUMENT.
 	InvalidatePrefix(context.Context, *InvalidatePrefixRequest) (*InvalidatePrefixResponse, error)
 	// GetOrLease reads a value, or, on a miss, grants exactly one caller of the whole fleet

@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class CacheStub:
-    """Cache stores opaque values under keys of the caller's namespace.
+    """Cache stores opaque values under keys of a namespace. Today every caller shares one,
+    `default`: a key names the same entry for everyone, and tags and prefixes reach every
+    caller's entries. (Authentication and tenants come later; then each tenant gets a
+    namespace of its own.)
 
     A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
     google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
@@ -82,7 +85,10 @@ class CacheStub:
 
 
 class CacheServicer:
-    """Cache stores opaque values under keys of the caller's namespace.
+    """Cache stores opaque values under keys of a namespace. Today every caller shares one,
+    `default`: a key names the same entry for everyone, and tags and prefixes reach every
+    caller's entries. (Authentication and tenants come later; then each tenant gets a
+    namespace of its own.)
 
     A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
     google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
@@ -136,8 +142,9 @@ class CacheServicer:
         raise NotImplementedError('Method not implemented!')
 
     def InvalidatePrefix(self, request, context):
-        """InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
-        namespace, scanning Redis (SCAN, never KEYS) on every node.
+        """InvalidatePrefix deletes every entry whose key starts with the prefix, in the namespace
+        (today `default`, which every caller shares), scanning Redis (SCAN, never KEYS) on
+        every node.
         Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -202,7 +209,10 @@ def add_CacheServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Cache:
-    """Cache stores opaque values under keys of the caller's namespace.
+    """Cache stores opaque values under keys of a namespace. Today every caller shares one,
+    `default`: a key names the same entry for everyone, and tags and prefixes reach every
+    caller's entries. (Authentication and tenants come later; then each tenant gets a
+    namespace of its own.)
 
     A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
     google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE

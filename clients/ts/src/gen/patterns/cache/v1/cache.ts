@@ -1728,7 +1728,10 @@ export const Pending: MessageFns<Pending> = {
 };
 
 /**
- * Cache stores opaque values under keys of the caller's namespace.
+ * Cache stores opaque values under keys of a namespace. Today every caller shares one,
+ * `default`: a key names the same entry for everyone, and tags and prefixes reach every
+ * caller's entries. (Authentication and tenants come later; then each tenant gets a
+ * namespace of its own.)
  *
  * A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
  * google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
@@ -1810,8 +1813,9 @@ export const CacheService = {
     responseDeserialize: (value: Buffer): InvalidateTagsResponse => InvalidateTagsResponse.decode(value),
   },
   /**
-   * InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
-   * namespace, scanning Redis (SCAN, never KEYS) on every node.
+   * InvalidatePrefix deletes every entry whose key starts with the prefix, in the namespace
+   * (today `default`, which every caller shares), scanning Redis (SCAN, never KEYS) on
+   * every node.
    * Reasons: INVALID_ARGUMENT.
    */
   invalidatePrefix: {
@@ -1871,8 +1875,9 @@ export interface CacheServer extends UntypedServiceImplementation {
    */
   invalidateTags: handleUnaryCall<InvalidateTagsRequest, InvalidateTagsResponse>;
   /**
-   * InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
-   * namespace, scanning Redis (SCAN, never KEYS) on every node.
+   * InvalidatePrefix deletes every entry whose key starts with the prefix, in the namespace
+   * (today `default`, which every caller shares), scanning Redis (SCAN, never KEYS) on
+   * every node.
    * Reasons: INVALID_ARGUMENT.
    */
   invalidatePrefix: handleUnaryCall<InvalidatePrefixRequest, InvalidatePrefixResponse>;
@@ -1978,8 +1983,9 @@ export interface CacheClient extends Client {
     callback: (error: ServiceError | null, response: InvalidateTagsResponse) => void,
   ): ClientUnaryCall;
   /**
-   * InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
-   * namespace, scanning Redis (SCAN, never KEYS) on every node.
+   * InvalidatePrefix deletes every entry whose key starts with the prefix, in the namespace
+   * (today `default`, which every caller shares), scanning Redis (SCAN, never KEYS) on
+   * every node.
    * Reasons: INVALID_ARGUMENT.
    */
   invalidatePrefix(

@@ -29,8 +29,10 @@ export const protobufFileName = "patterns/events/v1/events.proto";
 /** PublishRequest is one message for one channel. */
 export interface PublishRequest {
   /**
-   * The channel, 1 to 512 bytes of UTF-8 (for example "orders.eu"). Channels live in the
-   * caller's namespace: no one in another namespace sees them.
+   * The channel, 1 to 512 bytes of UTF-8 (for example "orders.eu"). Channels live in a
+   * namespace, and today every caller shares one, `default`: any caller can subscribe to
+   * what any other publishes. (Authentication and tenants come later; then each tenant
+   * gets a namespace of its own, whose channels no one else sees.)
    */
   channel: string;
   /**
@@ -63,7 +65,8 @@ export interface SubscribeRequest {
   /**
    * Glob-style patterns of channels (Redis PSUBSCRIBE): `*` any run of characters, `?` one
    * character, `[abc]` one of a set, `\` escapes the next; each 1 to 512 bytes, matched
-   * against channel names of the caller's namespace only.
+   * against channel names of the namespace only (today `default`, which every caller
+   * shares: see PublishRequest.channel).
    */
   patterns: string[];
 }
