@@ -14,10 +14,17 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from patterns.errors.v1 import errors_pb2
 
 from devtools.processes import PatternsServer
 
 T = TypeVar("T")
+
+# The reasons the contract lists (patterns.errors.v1.ErrorReason). `details()` refuses an
+# ErrorInfo with any other, so every suite that reads an error's details also checks that
+# the server sent a reason the contract lists.
+LISTED_REASONS = frozenset(errors_pb2.ErrorReason.keys()) - {"ERROR_REASON_UNSPECIFIED"}
+ERROR_DOMAIN = "patterns-server"
 
 
 def ms(milliseconds: int) -> Duration:
@@ -74,7 +81,8 @@ def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
 
 
 def details(error: grpc.RpcError) -> dict[str, Any]:
-    """The status details of `error`, by message name (BadRequest, ErrorInfo, ...)."""
+    """The status details of `error`, by message name (BadRequest, ErrorInfo, ...); an
+    ErrorInfo must be of the server's domain, with a reason the contract lists."""
     status = rpc_status.from_call(error)
     assert status is not None, f"no rich status on {error}"
     found: dict[str, Any] = {}
@@ -88,6 +96,13 @@ def details(error: grpc.RpcError) -> dict[str, Any]:
                 message = kind()
                 packed.Unpack(message)
                 found[kind.DESCRIPTOR.name] = message
+    info = found.get("ErrorInfo")
+    if info is not None:
+        assert info.domain == ERROR_DOMAIN, f"an ErrorInfo of another domain: {info}"
+        assert info.reason in LISTED_REASONS, (
+            f"reason {info.reason!r} is not in patterns.errors.v1.ErrorReason "
+            "(protos/patterns/errors/v1/errors.proto)"
+        )
     return found
 
 

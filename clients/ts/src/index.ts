@@ -12,6 +12,7 @@ import { Status } from "./gen/google/rpc/status";
 
 export * as cache from "./gen/patterns/cache/v1/cache";
 export * as counter from "./gen/patterns/counter/v1/counter";
+export * as errors from "./gen/patterns/errors/v1/errors";
 export * as events from "./gen/patterns/events/v1/events";
 export * as leaderboard from "./gen/patterns/leaderboard/v1/leaderboard";
 export * as lock from "./gen/patterns/lock/v1/lock";

@@ -35,31 +35,46 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Cache stores opaque values under keys of the caller's namespace.
+// Cache stores opaque values under keys of a namespace. Today every caller shares one,
+// `default`: a key names the same entry for everyone, and tags and prefixes reach every
+// caller's entries. (Authentication and tenants come later; then each tenant gets a
+// namespace of its own.)
 //
 // A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
 // google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
 // (with google.rpc.RetryInfo) while Redis is unreachable: a caller should then read its
 // source directly (the cache is an optimisation, never the only way to the data).
+//
+// Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+// any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
 type CacheClient interface {
 	// Get reads one value.
+	// Reasons: INVALID_ARGUMENT.
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
 	// GetMany reads up to 1,000 values in one call (one Redis round trip per node).
+	// Reasons: INVALID_ARGUMENT.
 	GetMany(ctx context.Context, in *GetManyRequest, opts ...grpc.CallOption) (*GetManyResponse, error)
 	// Set stores a value, replacing the key's value and tags.
+	// Reasons: INVALID_ARGUMENT.
 	Set(ctx context.Context, in *SetRequest, opts ...grpc.CallOption) (*SetResponse, error)
 	// Delete removes keys (and ends any fill of them in progress: see GetOrLease).
+	// Reasons: INVALID_ARGUMENT.
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
 	// InvalidateTags deletes every entry that carries one of the tags when the call is made,
 	// and only those: an entry set again without the tag survives.
+	// Reasons: INVALID_ARGUMENT.
 	InvalidateTags(ctx context.Context, in *InvalidateTagsRequest, opts ...grpc.CallOption) (*InvalidateTagsResponse, error)
-	// InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
-	// namespace, scanning Redis (SCAN, never KEYS) on every node.
+	// InvalidatePrefix deletes every entry whose key starts with the prefix, in the namespace
+	// (today `default`, which every caller shares), scanning Redis (SCAN, never KEYS) on
+	// every node.
+	// Reasons: INVALID_ARGUMENT.
 	InvalidatePrefix(ctx context.Context, in *InvalidatePrefixRequest, opts ...grpc.CallOption) (*InvalidatePrefixResponse, error)
 	// GetOrLease reads a value, or, on a miss, grants exactly one caller of the whole fleet
 	// a lease to compute it: the others wait (woken by the fill, not polling) and receive
 	// the value. The lease holder stores the value with Set, carrying the lease token; if
 	// it dies, its lease expires after lease_ttl and one waiter gets the next lease.
+	// Reasons: INVALID_ARGUMENT.
 	GetOrLease(ctx context.Context, in *GetOrLeaseRequest, opts ...grpc.CallOption) (*GetOrLeaseResponse, error)
 }
 
@@ -145,31 +160,46 @@ func (c *cacheClient) GetOrLease(ctx context.Context, in *GetOrLeaseRequest, opt
 // All implementations must embed UnimplementedCacheServer
 // for forward compatibility.
 //
-// Cache stores opaque values under keys of the caller's namespace.
+// Cache stores opaque values under keys of a namespace. Today every caller shares one,
+// `default`: a key names the same entry for everyone, and tags and prefixes reach every
+// caller's entries. (Authentication and tenants come later; then each tenant gets a
+// namespace of its own.)
 //
 // A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
 // google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
 // (with google.rpc.RetryInfo) while Redis is unreachable: a caller should then read its
 // source directly (the cache is an optimisation, never the only way to the data).
+//
+// Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+// any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
 type CacheServer interface {
 	// Get reads one value.
+	// Reasons: INVALID_ARGUMENT.
 	Get(context.Context, *GetRequest) (*GetResponse, error)
 	// GetMany reads up to 1,000 values in one call (one Redis round trip per node).
+	// Reasons: INVALID_ARGUMENT.
 	GetMany(context.Context, *GetManyRequest) (*GetManyResponse, error)
 	// Set stores a value, replacing the key's value and tags.
+	// Reasons: INVALID_ARGUMENT.
 	Set(context.Context, *SetRequest) (*SetResponse, error)
 	// Delete removes keys (and ends any fill of them in progress: see GetOrLease).
+	// Reasons: INVALID_ARGUMENT.
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
 	// InvalidateTags deletes every entry that carries one of the tags when the call is made,
 	// and only those: an entry set again without the tag survives.
+	// Reasons: INVALID_ARGUMENT.
 	InvalidateTags(context.Context, *InvalidateTagsRequest) (*InvalidateTagsResponse, error)
-	// InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
-	// namespace, scanning Redis (SCAN, never KEYS) on every node.
+	// InvalidatePrefix deletes every entry whose key starts with the prefix, in the namespace
+	// (today `default`, which every caller shares), scanning Redis (SCAN, never KEYS) on
+	// every node.
+	// Reasons: INVALID_ARGUMENT.
 	InvalidatePrefix(context.Context, *InvalidatePrefixRequest) (*InvalidatePrefixResponse, error)
 	// GetOrLease reads a value, or, on a miss, grants exactly one caller of the whole fleet
 	// a lease to compute it: the others wait (woken by the fill, not polling) and receive
 	// the value. The lease holder stores the value with Set, carrying the lease token; if
 	// it dies, its lease expires after lease_ttl and one waiter gets the next lease.
+	// Reasons: INVALID_ARGUMENT.
 	GetOrLease(context.Context, *GetOrLeaseRequest) (*GetOrLeaseResponse, error)
 	mustEmbedUnimplementedCacheServer()
 }

@@ -36,16 +36,23 @@ const (
 //
 // Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field) for input outside
 // the limits below; UNAVAILABLE (with google.rpc.RetryInfo) while Redis is unreachable.
+//
+// Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+// any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
 type UniqueCounterClient interface {
 	// Add records items under a key; counting an item twice changes nothing.
+	// Reasons: INVALID_ARGUMENT.
 	Add(ctx context.Context, in *AddRequest, opts ...grpc.CallOption) (*AddResponse, error)
 	// Count estimates the number of distinct items in the union of one or more keys
 	// (for example one key per day: "unique visitors over a date range").
+	// Reasons: INVALID_ARGUMENT.
 	Count(ctx context.Context, in *CountRequest, opts ...grpc.CallOption) (*CountResponse, error)
 	// Merge stores the union of the source keys into the destination key (which keeps
 	// its own items) and returns the destination's new count. On standalone Redis it is one
 	// atomic step; on Redis Cluster, sources held on other nodes are read just before the
 	// merge, so an Add racing with it may or may not be included.
+	// Reasons: INVALID_ARGUMENT.
 	Merge(ctx context.Context, in *MergeRequest, opts ...grpc.CallOption) (*MergeResponse, error)
 }
 
@@ -95,16 +102,23 @@ func (c *uniqueCounterClient) Merge(ctx context.Context, in *MergeRequest, opts 
 //
 // Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field) for input outside
 // the limits below; UNAVAILABLE (with google.rpc.RetryInfo) while Redis is unreachable.
+//
+// Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+// any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
 type UniqueCounterServer interface {
 	// Add records items under a key; counting an item twice changes nothing.
+	// Reasons: INVALID_ARGUMENT.
 	Add(context.Context, *AddRequest) (*AddResponse, error)
 	// Count estimates the number of distinct items in the union of one or more keys
 	// (for example one key per day: "unique visitors over a date range").
+	// Reasons: INVALID_ARGUMENT.
 	Count(context.Context, *CountRequest) (*CountResponse, error)
 	// Merge stores the union of the source keys into the destination key (which keeps
 	// its own items) and returns the destination's new count. On standalone Redis it is one
 	// atomic step; on Redis Cluster, sources held on other nodes are read just before the
 	// merge, so an Add racing with it may or may not be included.
+	// Reasons: INVALID_ARGUMENT.
 	Merge(context.Context, *MergeRequest) (*MergeResponse, error)
 	mustEmbedUnimplementedUniqueCounterServer()
 }

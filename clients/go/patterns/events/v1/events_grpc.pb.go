@@ -42,14 +42,20 @@ const (
 // when its reader falls more than the server's buffer behind (--events-buffer messages or
 // 16 MiB), with UNAVAILABLE (with google.rpc.RetryInfo) when the server loses Redis or
 // shuts down (reason SHUTTING_DOWN): subscribe again, and expect a gap.
+//
+// Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+// any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
 type EventsClient interface {
 	// Publish sends a message to every stream subscribed to its channel, or to a pattern
 	// that matches it, at this moment.
+	// Reasons: INVALID_ARGUMENT.
 	Publish(ctx context.Context, in *PublishRequest, opts ...grpc.CallOption) (*PublishResponse, error)
 	// Subscribe streams the messages of channels and patterns. The first message is
 	// `subscribed`, sent once the subscription is live: every message published after the
 	// client has it reaches the stream, and none published before the call did. The stream
 	// lasts until the client cancels it or its deadline passes.
+	// Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, UNAVAILABLE, CLOSED.
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
 }
 
@@ -106,14 +112,20 @@ type Events_SubscribeClient = grpc.ServerStreamingClient[SubscribeResponse]
 // when its reader falls more than the server's buffer behind (--events-buffer messages or
 // 16 MiB), with UNAVAILABLE (with google.rpc.RetryInfo) when the server loses Redis or
 // shuts down (reason SHUTTING_DOWN): subscribe again, and expect a gap.
+//
+// Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+// any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
 type EventsServer interface {
 	// Publish sends a message to every stream subscribed to its channel, or to a pattern
 	// that matches it, at this moment.
+	// Reasons: INVALID_ARGUMENT.
 	Publish(context.Context, *PublishRequest) (*PublishResponse, error)
 	// Subscribe streams the messages of channels and patterns. The first message is
 	// `subscribed`, sent once the subscription is live: every message published after the
 	// client has it reaches the stream, and none published before the call did. The stream
 	// lasts until the client cancels it or its deadline passes.
+	// Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, UNAVAILABLE, CLOSED.
 	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
 	mustEmbedUnimplementedEventsServer()
 }

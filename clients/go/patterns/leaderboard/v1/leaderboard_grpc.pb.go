@@ -43,19 +43,29 @@ const (
 // with the other order (or another period) is another board, so use each name with one.
 // Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field) for input outside
 // the limits below; UNAVAILABLE (with google.rpc.RetryInfo) while Redis is unreachable.
+//
+// Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+// any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
 type LeaderboardClient interface {
 	// Submit records a member's score (set, add to it, or keep the better one) and answers
 	// with its score and rank after the write.
+	// Reasons: INVALID_ARGUMENT.
 	Submit(ctx context.Context, in *SubmitRequest, opts ...grpc.CallOption) (*SubmitResponse, error)
 	// GetRank is a member's rank and score.
+	// Reasons: INVALID_ARGUMENT.
 	GetRank(ctx context.Context, in *GetRankRequest, opts ...grpc.CallOption) (*GetRankResponse, error)
 	// Top is a page of the board, best first.
+	// Reasons: INVALID_ARGUMENT.
 	Top(ctx context.Context, in *TopRequest, opts ...grpc.CallOption) (*TopResponse, error)
 	// Around is a member and its neighbours, best first.
+	// Reasons: INVALID_ARGUMENT.
 	Around(ctx context.Context, in *AroundRequest, opts ...grpc.CallOption) (*AroundResponse, error)
 	// Remove takes members off a board.
+	// Reasons: INVALID_ARGUMENT.
 	Remove(ctx context.Context, in *RemoveRequest, opts ...grpc.CallOption) (*RemoveResponse, error)
 	// Size is the number of members on a board.
+	// Reasons: INVALID_ARGUMENT.
 	Size(ctx context.Context, in *SizeRequest, opts ...grpc.CallOption) (*SizeResponse, error)
 }
 
@@ -140,19 +150,29 @@ func (c *leaderboardClient) Size(ctx context.Context, in *SizeRequest, opts ...g
 // with the other order (or another period) is another board, so use each name with one.
 // Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field) for input outside
 // the limits below; UNAVAILABLE (with google.rpc.RetryInfo) while Redis is unreachable.
+//
+// Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+// any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
 type LeaderboardServer interface {
 	// Submit records a member's score (set, add to it, or keep the better one) and answers
 	// with its score and rank after the write.
+	// Reasons: INVALID_ARGUMENT.
 	Submit(context.Context, *SubmitRequest) (*SubmitResponse, error)
 	// GetRank is a member's rank and score.
+	// Reasons: INVALID_ARGUMENT.
 	GetRank(context.Context, *GetRankRequest) (*GetRankResponse, error)
 	// Top is a page of the board, best first.
+	// Reasons: INVALID_ARGUMENT.
 	Top(context.Context, *TopRequest) (*TopResponse, error)
 	// Around is a member and its neighbours, best first.
+	// Reasons: INVALID_ARGUMENT.
 	Around(context.Context, *AroundRequest) (*AroundResponse, error)
 	// Remove takes members off a board.
+	// Reasons: INVALID_ARGUMENT.
 	Remove(context.Context, *RemoveRequest) (*RemoveResponse, error)
 	// Size is the number of members on a board.
+	// Reasons: INVALID_ARGUMENT.
 	Size(context.Context, *SizeRequest) (*SizeResponse, error)
 	mustEmbedUnimplementedLeaderboardServer()
 }

@@ -43,14 +43,21 @@ const (
 // not an error. Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field)
 // for input outside the limits below; UNAVAILABLE (with google.rpc.RetryInfo) while Redis
 // is unreachable; ABORTED (reason LEASE_LOST) when a Hold's lease is lost.
+//
+// Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+// any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
 type LockerClient interface {
 	// Acquire takes the lock if it is free, waiting up to wait_timeout for it to be
 	// released or to expire. Waiting is woken by releases, not by polling.
+	// Reasons: INVALID_ARGUMENT.
 	Acquire(ctx context.Context, in *AcquireRequest, opts ...grpc.CallOption) (*AcquireResponse, error)
 	// Release gives the lock up, if the token still holds it. It never releases anyone
 	// else's lease.
+	// Reasons: INVALID_ARGUMENT.
 	Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error)
 	// Extend sets the remaining lease to ttl from now, if the token still holds the lock.
+	// Reasons: INVALID_ARGUMENT.
 	Extend(ctx context.Context, in *ExtendRequest, opts ...grpc.CallOption) (*ExtendResponse, error)
 	// Hold acquires the lock as Acquire does, then keeps it for as long as the call stays
 	// open: the server renews the lease every ttl/3, and releases it when the client
@@ -58,12 +65,15 @@ type LockerClient interface {
 	// The first message is `acquired` (or `not_acquired`, after wait_timeout, and the
 	// stream ends). If a renewal finds the lease gone, the server sends `lost` and ends the
 	// stream with ABORTED (reason LEASE_LOST).
+	// Reasons: INVALID_ARGUMENT, LEASE_LOST.
 	Hold(ctx context.Context, in *HoldRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[HoldResponse], error)
 	// Inspect says whether a lock is held, with its fencing token and remaining time, but
 	// never its token: for debugging with grpcurl.
+	// Reasons: INVALID_ARGUMENT.
 	Inspect(ctx context.Context, in *InspectRequest, opts ...grpc.CallOption) (*InspectResponse, error)
 	// ForceRelease ends whoever's lease on the name: an operator's tool. The holder learns it
 	// at its next Release (NOT_HELD), Extend (false), or Hold renewal (`lost`).
+	// Reasons: INVALID_ARGUMENT.
 	ForceRelease(ctx context.Context, in *ForceReleaseRequest, opts ...grpc.CallOption) (*ForceReleaseResponse, error)
 }
 
@@ -157,14 +167,21 @@ func (c *lockerClient) ForceRelease(ctx context.Context, in *ForceReleaseRequest
 // not an error. Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field)
 // for input outside the limits below; UNAVAILABLE (with google.rpc.RetryInfo) while Redis
 // is unreachable; ABORTED (reason LEASE_LOST) when a Hold's lease is lost.
+//
+// Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+// any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
 type LockerServer interface {
 	// Acquire takes the lock if it is free, waiting up to wait_timeout for it to be
 	// released or to expire. Waiting is woken by releases, not by polling.
+	// Reasons: INVALID_ARGUMENT.
 	Acquire(context.Context, *AcquireRequest) (*AcquireResponse, error)
 	// Release gives the lock up, if the token still holds it. It never releases anyone
 	// else's lease.
+	// Reasons: INVALID_ARGUMENT.
 	Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error)
 	// Extend sets the remaining lease to ttl from now, if the token still holds the lock.
+	// Reasons: INVALID_ARGUMENT.
 	Extend(context.Context, *ExtendRequest) (*ExtendResponse, error)
 	// Hold acquires the lock as Acquire does, then keeps it for as long as the call stays
 	// open: the server renews the lease every ttl/3, and releases it when the client
@@ -172,12 +189,15 @@ type LockerServer interface {
 	// The first message is `acquired` (or `not_acquired`, after wait_timeout, and the
 	// stream ends). If a renewal finds the lease gone, the server sends `lost` and ends the
 	// stream with ABORTED (reason LEASE_LOST).
+	// Reasons: INVALID_ARGUMENT, LEASE_LOST.
 	Hold(*HoldRequest, grpc.ServerStreamingServer[HoldResponse]) error
 	// Inspect says whether a lock is held, with its fencing token and remaining time, but
 	// never its token: for debugging with grpcurl.
+	// Reasons: INVALID_ARGUMENT.
 	Inspect(context.Context, *InspectRequest) (*InspectResponse, error)
 	// ForceRelease ends whoever's lease on the name: an operator's tool. The holder learns it
 	// at its next Release (NOT_HELD), Extend (false), or Hold renewal (`lost`).
+	// Reasons: INVALID_ARGUMENT.
 	ForceRelease(context.Context, *ForceReleaseRequest) (*ForceReleaseResponse, error)
 	mustEmbedUnimplementedLockerServer()
 }

@@ -39,15 +39,24 @@ const (
 // with --ratelimit-failure-mode=open, which then admits every check (and answers before
 // the call's deadline even when Redis hangs). A call that fails UNAVAILABLE or
 // DEADLINE_EXCEEDED may still have been charged: retrying it can charge twice.
+//
+// Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+// any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+// With --ratelimit-failure-mode=open, Check and CheckMany admit instead of returning
+// REDIS_UNAVAILABLE or REDIS_TIMEOUT; Reset still returns them.
 type RateLimiterClient interface {
 	// Check decides one request against one policy, and consumes its cost when admitted.
+	// Reasons: INVALID_ARGUMENT.
 	Check(ctx context.Context, in *CheckRequest, opts ...grpc.CallOption) (*CheckResponse, error)
 	// CheckMany decides up to 1,000 checks in one call (one Redis round trip per node).
 	// With all_or_nothing (up to 50 checks), every check must share one key, and nothing is
 	// consumed unless every check admits (for example 10 per second and 1,000 per day on one
 	// user).
+	// Reasons: INVALID_ARGUMENT.
 	CheckMany(ctx context.Context, in *CheckManyRequest, opts ...grpc.CallOption) (*CheckManyResponse, error)
 	// Reset forgets what a key has consumed under a policy: its next check starts afresh.
+	// Reasons: INVALID_ARGUMENT.
 	Reset(ctx context.Context, in *ResetRequest, opts ...grpc.CallOption) (*ResetResponse, error)
 }
 
@@ -101,15 +110,24 @@ func (c *rateLimiterClient) Reset(ctx context.Context, in *ResetRequest, opts ..
 // with --ratelimit-failure-mode=open, which then admits every check (and answers before
 // the call's deadline even when Redis hangs). A call that fails UNAVAILABLE or
 // DEADLINE_EXCEEDED may still have been charged: retrying it can charge twice.
+//
+// Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+// any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+// With --ratelimit-failure-mode=open, Check and CheckMany admit instead of returning
+// REDIS_UNAVAILABLE or REDIS_TIMEOUT; Reset still returns them.
 type RateLimiterServer interface {
 	// Check decides one request against one policy, and consumes its cost when admitted.
+	// Reasons: INVALID_ARGUMENT.
 	Check(context.Context, *CheckRequest) (*CheckResponse, error)
 	// CheckMany decides up to 1,000 checks in one call (one Redis round trip per node).
 	// With all_or_nothing (up to 50 checks), every check must share one key, and nothing is
 	// consumed unless every check admits (for example 10 per second and 1,000 per day on one
 	// user).
+	// Reasons: INVALID_ARGUMENT.
 	CheckMany(context.Context, *CheckManyRequest) (*CheckManyResponse, error)
 	// Reset forgets what a key has consumed under a policy: its next check starts afresh.
+	// Reasons: INVALID_ARGUMENT.
 	Reset(context.Context, *ResetRequest) (*ResetResponse, error)
 	mustEmbedUnimplementedRateLimiterServer()
 }

@@ -40,24 +40,36 @@ const (
 // Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field) for input outside
 // the limits below; NOT_FOUND (reason SESSION_NOT_FOUND) for an id that names no live
 // session (expired, destroyed, rotated away, or not an id at all); UNAVAILABLE (with
-// google.rpc.RetryInfo) while Redis is unreachable. Every change to a session is atomic: an update never brings back a session
-// that was destroyed or expired.
+// google.rpc.RetryInfo) while Redis is unreachable. Every change to a session is atomic:
+// an update never brings back a session that was destroyed or expired.
+//
+// Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+// any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
 type SessionsClient interface {
 	// Create starts a session for a user.
+	// Reasons: INVALID_ARGUMENT.
 	Create(ctx context.Context, in *CreateRequest, opts ...grpc.CallOption) (*CreateResponse, error)
 	// Get reads a session, and with touch slides its expiry.
+	// Reasons: SESSION_NOT_FOUND.
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
 	// Update sets and removes attributes of a live session.
+	// Reasons: INVALID_ARGUMENT, SESSION_NOT_FOUND.
 	Update(ctx context.Context, in *UpdateRequest, opts ...grpc.CallOption) (*UpdateResponse, error)
 	// Destroy ends a session.
+	// Reasons: only those of every RPC (an id that names no live session is an answer:
+	// destroyed = false).
 	Destroy(ctx context.Context, in *DestroyRequest, opts ...grpc.CallOption) (*DestroyResponse, error)
 	// List is a user's live sessions, newest first.
+	// Reasons: INVALID_ARGUMENT.
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
 	// DestroyAll ends every session of a user ("log out everywhere"), or every one but one
 	// ("everywhere else").
+	// Reasons: INVALID_ARGUMENT.
 	DestroyAll(ctx context.Context, in *DestroyAllRequest, opts ...grpc.CallOption) (*DestroyAllResponse, error)
 	// Rotate moves a session to a new id (against session fixation, after a login or a
 	// change of privileges): the old id is dead at once.
+	// Reasons: SESSION_NOT_FOUND.
 	Rotate(ctx context.Context, in *RotateRequest, opts ...grpc.CallOption) (*RotateResponse, error)
 }
 
@@ -148,24 +160,36 @@ func (c *sessionsClient) Rotate(ctx context.Context, in *RotateRequest, opts ...
 // Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field) for input outside
 // the limits below; NOT_FOUND (reason SESSION_NOT_FOUND) for an id that names no live
 // session (expired, destroyed, rotated away, or not an id at all); UNAVAILABLE (with
-// google.rpc.RetryInfo) while Redis is unreachable. Every change to a session is atomic: an update never brings back a session
-// that was destroyed or expired.
+// google.rpc.RetryInfo) while Redis is unreachable. Every change to a session is atomic:
+// an update never brings back a session that was destroyed or expired.
+//
+// Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+// any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
 type SessionsServer interface {
 	// Create starts a session for a user.
+	// Reasons: INVALID_ARGUMENT.
 	Create(context.Context, *CreateRequest) (*CreateResponse, error)
 	// Get reads a session, and with touch slides its expiry.
+	// Reasons: SESSION_NOT_FOUND.
 	Get(context.Context, *GetRequest) (*GetResponse, error)
 	// Update sets and removes attributes of a live session.
+	// Reasons: INVALID_ARGUMENT, SESSION_NOT_FOUND.
 	Update(context.Context, *UpdateRequest) (*UpdateResponse, error)
 	// Destroy ends a session.
+	// Reasons: only those of every RPC (an id that names no live session is an answer:
+	// destroyed = false).
 	Destroy(context.Context, *DestroyRequest) (*DestroyResponse, error)
 	// List is a user's live sessions, newest first.
+	// Reasons: INVALID_ARGUMENT.
 	List(context.Context, *ListRequest) (*ListResponse, error)
 	// DestroyAll ends every session of a user ("log out everywhere"), or every one but one
 	// ("everywhere else").
+	// Reasons: INVALID_ARGUMENT.
 	DestroyAll(context.Context, *DestroyAllRequest) (*DestroyAllResponse, error)
 	// Rotate moves a session to a new id (against session fixation, after a login or a
 	// change of privileges): the old id is dead at once.
+	// Reasons: SESSION_NOT_FOUND.
 	Rotate(context.Context, *RotateRequest) (*RotateResponse, error)
 	mustEmbedUnimplementedSessionsServer()
 }

@@ -26,12 +26,19 @@ if _version_not_supported:
 
 
 class CacheStub:
-    """Cache stores opaque values under keys of the caller's namespace.
+    """Cache stores opaque values under keys of a namespace. Today every caller shares one,
+    `default`: a key names the same entry for everyone, and tags and prefixes reach every
+    caller's entries. (Authentication and tenants come later; then each tenant gets a
+    namespace of its own.)
 
     A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
     google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
     (with google.rpc.RetryInfo) while Redis is unreachable: a caller should then read its
     source directly (the cache is an optimisation, never the only way to the data).
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     def __init__(self, channel):
@@ -78,16 +85,24 @@ class CacheStub:
 
 
 class CacheServicer:
-    """Cache stores opaque values under keys of the caller's namespace.
+    """Cache stores opaque values under keys of a namespace. Today every caller shares one,
+    `default`: a key names the same entry for everyone, and tags and prefixes reach every
+    caller's entries. (Authentication and tenants come later; then each tenant gets a
+    namespace of its own.)
 
     A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
     google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
     (with google.rpc.RetryInfo) while Redis is unreachable: a caller should then read its
     source directly (the cache is an optimisation, never the only way to the data).
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     def Get(self, request, context):
         """Get reads one value.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -95,6 +110,7 @@ class CacheServicer:
 
     def GetMany(self, request, context):
         """GetMany reads up to 1,000 values in one call (one Redis round trip per node).
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,6 +118,7 @@ class CacheServicer:
 
     def Set(self, request, context):
         """Set stores a value, replacing the key's value and tags.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,6 +126,7 @@ class CacheServicer:
 
     def Delete(self, request, context):
         """Delete removes keys (and ends any fill of them in progress: see GetOrLease).
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,14 +135,17 @@ class CacheServicer:
     def InvalidateTags(self, request, context):
         """InvalidateTags deletes every entry that carries one of the tags when the call is made,
         and only those: an entry set again without the tag survives.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def InvalidatePrefix(self, request, context):
-        """InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
-        namespace, scanning Redis (SCAN, never KEYS) on every node.
+        """InvalidatePrefix deletes every entry whose key starts with the prefix, in the namespace
+        (today `default`, which every caller shares), scanning Redis (SCAN, never KEYS) on
+        every node.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,6 +156,7 @@ class CacheServicer:
         a lease to compute it: the others wait (woken by the fill, not polling) and receive
         the value. The lease holder stores the value with Set, carrying the lease token; if
         it dies, its lease expires after lease_ttl and one waiter gets the next lease.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -187,12 +209,19 @@ def add_CacheServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Cache:
-    """Cache stores opaque values under keys of the caller's namespace.
+    """Cache stores opaque values under keys of a namespace. Today every caller shares one,
+    `default`: a key names the same entry for everyone, and tags and prefixes reach every
+    caller's entries. (Authentication and tenants come later; then each tenant gets a
+    namespace of its own.)
 
     A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
     google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
     (with google.rpc.RetryInfo) while Redis is unreachable: a caller should then read its
     source directly (the cache is an optimisation, never the only way to the data).
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     @staticmethod

@@ -30,6 +30,10 @@ class UniqueCounterStub:
 
     Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field) for input outside
     the limits below; UNAVAILABLE (with google.rpc.RetryInfo) while Redis is unreachable.
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     def __init__(self, channel):
@@ -60,10 +64,15 @@ class UniqueCounterServicer:
 
     Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field) for input outside
     the limits below; UNAVAILABLE (with google.rpc.RetryInfo) while Redis is unreachable.
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     def Add(self, request, context):
         """Add records items under a key; counting an item twice changes nothing.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -72,6 +81,7 @@ class UniqueCounterServicer:
     def Count(self, request, context):
         """Count estimates the number of distinct items in the union of one or more keys
         (for example one key per day: "unique visitors over a date range").
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -82,6 +92,7 @@ class UniqueCounterServicer:
         its own items) and returns the destination's new count. On standalone Redis it is one
         atomic step; on Redis Cluster, sources held on other nodes are read just before the
         merge, so an Add racing with it may or may not be included.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -118,6 +129,10 @@ class UniqueCounter:
 
     Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field) for input outside
     the limits below; UNAVAILABLE (with google.rpc.RetryInfo) while Redis is unreachable.
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     @staticmethod

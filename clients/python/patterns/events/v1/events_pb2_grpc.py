@@ -38,6 +38,10 @@ class EventsStub:
     when its reader falls more than the server's buffer behind (--events-buffer messages or
     16 MiB), with UNAVAILABLE (with google.rpc.RetryInfo) when the server loses Redis or
     shuts down (reason SHUTTING_DOWN): subscribe again, and expect a gap.
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     def __init__(self, channel):
@@ -71,11 +75,16 @@ class EventsServicer:
     when its reader falls more than the server's buffer behind (--events-buffer messages or
     16 MiB), with UNAVAILABLE (with google.rpc.RetryInfo) when the server loses Redis or
     shuts down (reason SHUTTING_DOWN): subscribe again, and expect a gap.
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     def Publish(self, request, context):
         """Publish sends a message to every stream subscribed to its channel, or to a pattern
         that matches it, at this moment.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -86,6 +95,7 @@ class EventsServicer:
         `subscribed`, sent once the subscription is live: every message published after the
         client has it reaches the stream, and none published before the call did. The stream
         lasts until the client cancels it or its deadline passes.
+        Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, UNAVAILABLE, CLOSED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,6 +135,10 @@ class Events:
     when its reader falls more than the server's buffer behind (--events-buffer messages or
     16 MiB), with UNAVAILABLE (with google.rpc.RetryInfo) when the server loses Redis or
     shuts down (reason SHUTTING_DOWN): subscribe again, and expect a gap.
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     @staticmethod

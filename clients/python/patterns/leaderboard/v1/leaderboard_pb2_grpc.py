@@ -35,6 +35,10 @@ class LeaderboardStub:
     with the other order (or another period) is another board, so use each name with one.
     Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field) for input outside
     the limits below; UNAVAILABLE (with google.rpc.RetryInfo) while Redis is unreachable.
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     def __init__(self, channel):
@@ -85,11 +89,16 @@ class LeaderboardServicer:
     with the other order (or another period) is another board, so use each name with one.
     Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field) for input outside
     the limits below; UNAVAILABLE (with google.rpc.RetryInfo) while Redis is unreachable.
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     def Submit(self, request, context):
         """Submit records a member's score (set, add to it, or keep the better one) and answers
         with its score and rank after the write.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,6 +106,7 @@ class LeaderboardServicer:
 
     def GetRank(self, request, context):
         """GetRank is a member's rank and score.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -104,6 +114,7 @@ class LeaderboardServicer:
 
     def Top(self, request, context):
         """Top is a page of the board, best first.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,6 +122,7 @@ class LeaderboardServicer:
 
     def Around(self, request, context):
         """Around is a member and its neighbours, best first.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -118,6 +130,7 @@ class LeaderboardServicer:
 
     def Remove(self, request, context):
         """Remove takes members off a board.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,6 +138,7 @@ class LeaderboardServicer:
 
     def Size(self, request, context):
         """Size is the number of members on a board.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -181,6 +195,10 @@ class Leaderboard:
     with the other order (or another period) is another board, so use each name with one.
     Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field) for input outside
     the limits below; UNAVAILABLE (with google.rpc.RetryInfo) while Redis is unreachable.
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     @staticmethod

@@ -35,6 +35,10 @@ class LockerStub:
     not an error. Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field)
     for input outside the limits below; UNAVAILABLE (with google.rpc.RetryInfo) while Redis
     is unreachable; ABORTED (reason LEASE_LOST) when a Hold's lease is lost.
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     def __init__(self, channel):
@@ -85,11 +89,16 @@ class LockerServicer:
     not an error. Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field)
     for input outside the limits below; UNAVAILABLE (with google.rpc.RetryInfo) while Redis
     is unreachable; ABORTED (reason LEASE_LOST) when a Hold's lease is lost.
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     def Acquire(self, request, context):
         """Acquire takes the lock if it is free, waiting up to wait_timeout for it to be
         released or to expire. Waiting is woken by releases, not by polling.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -98,6 +107,7 @@ class LockerServicer:
     def Release(self, request, context):
         """Release gives the lock up, if the token still holds it. It never releases anyone
         else's lease.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -105,6 +115,7 @@ class LockerServicer:
 
     def Extend(self, request, context):
         """Extend sets the remaining lease to ttl from now, if the token still holds the lock.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,6 +128,7 @@ class LockerServicer:
         The first message is `acquired` (or `not_acquired`, after wait_timeout, and the
         stream ends). If a renewal finds the lease gone, the server sends `lost` and ends the
         stream with ABORTED (reason LEASE_LOST).
+        Reasons: INVALID_ARGUMENT, LEASE_LOST.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,6 +137,7 @@ class LockerServicer:
     def Inspect(self, request, context):
         """Inspect says whether a lock is held, with its fencing token and remaining time, but
         never its token: for debugging with grpcurl.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -133,6 +146,7 @@ class LockerServicer:
     def ForceRelease(self, request, context):
         """ForceRelease ends whoever's lease on the name: an operator's tool. The holder learns it
         at its next Release (NOT_HELD), Extend (false), or Hold renewal (`lost`).
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -189,6 +203,10 @@ class Locker:
     not an error. Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field)
     for input outside the limits below; UNAVAILABLE (with google.rpc.RetryInfo) while Redis
     is unreachable; ABORTED (reason LEASE_LOST) when a Hold's lease is lost.
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     @staticmethod

@@ -34,6 +34,12 @@ class RateLimiterStub:
     with --ratelimit-failure-mode=open, which then admits every check (and answers before
     the call's deadline even when Redis hangs). A call that fails UNAVAILABLE or
     DEADLINE_EXCEEDED may still have been charged: retrying it can charge twice.
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+    With --ratelimit-failure-mode=open, Check and CheckMany admit instead of returning
+    REDIS_UNAVAILABLE or REDIS_TIMEOUT; Reset still returns them.
     """
 
     def __init__(self, channel):
@@ -68,10 +74,17 @@ class RateLimiterServicer:
     with --ratelimit-failure-mode=open, which then admits every check (and answers before
     the call's deadline even when Redis hangs). A call that fails UNAVAILABLE or
     DEADLINE_EXCEEDED may still have been charged: retrying it can charge twice.
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+    With --ratelimit-failure-mode=open, Check and CheckMany admit instead of returning
+    REDIS_UNAVAILABLE or REDIS_TIMEOUT; Reset still returns them.
     """
 
     def Check(self, request, context):
         """Check decides one request against one policy, and consumes its cost when admitted.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -82,6 +95,7 @@ class RateLimiterServicer:
         With all_or_nothing (up to 50 checks), every check must share one key, and nothing is
         consumed unless every check admits (for example 10 per second and 1,000 per day on one
         user).
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -89,6 +103,7 @@ class RateLimiterServicer:
 
     def Reset(self, request, context):
         """Reset forgets what a key has consumed under a policy: its next check starts afresh.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,6 +144,12 @@ class RateLimiter:
     with --ratelimit-failure-mode=open, which then admits every check (and answers before
     the call's deadline even when Redis hangs). A call that fails UNAVAILABLE or
     DEADLINE_EXCEEDED may still have been charged: retrying it can charge twice.
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+    With --ratelimit-failure-mode=open, Check and CheckMany admit instead of returning
+    REDIS_UNAVAILABLE or REDIS_TIMEOUT; Reset still returns them.
     """
 
     @staticmethod

@@ -31,8 +31,12 @@ class SessionsStub:
     Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field) for input outside
     the limits below; NOT_FOUND (reason SESSION_NOT_FOUND) for an id that names no live
     session (expired, destroyed, rotated away, or not an id at all); UNAVAILABLE (with
-    google.rpc.RetryInfo) while Redis is unreachable. Every change to a session is atomic: an update never brings back a session
-    that was destroyed or expired.
+    google.rpc.RetryInfo) while Redis is unreachable. Every change to a session is atomic:
+    an update never brings back a session that was destroyed or expired.
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     def __init__(self, channel):
@@ -84,12 +88,17 @@ class SessionsServicer:
     Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field) for input outside
     the limits below; NOT_FOUND (reason SESSION_NOT_FOUND) for an id that names no live
     session (expired, destroyed, rotated away, or not an id at all); UNAVAILABLE (with
-    google.rpc.RetryInfo) while Redis is unreachable. Every change to a session is atomic: an update never brings back a session
-    that was destroyed or expired.
+    google.rpc.RetryInfo) while Redis is unreachable. Every change to a session is atomic:
+    an update never brings back a session that was destroyed or expired.
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     def Create(self, request, context):
         """Create starts a session for a user.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,6 +106,7 @@ class SessionsServicer:
 
     def Get(self, request, context):
         """Get reads a session, and with touch slides its expiry.
+        Reasons: SESSION_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -104,6 +114,7 @@ class SessionsServicer:
 
     def Update(self, request, context):
         """Update sets and removes attributes of a live session.
+        Reasons: INVALID_ARGUMENT, SESSION_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,6 +122,8 @@ class SessionsServicer:
 
     def Destroy(self, request, context):
         """Destroy ends a session.
+        Reasons: only those of every RPC (an id that names no live session is an answer:
+        destroyed = false).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -118,6 +131,7 @@ class SessionsServicer:
 
     def List(self, request, context):
         """List is a user's live sessions, newest first.
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -126,6 +140,7 @@ class SessionsServicer:
     def DestroyAll(self, request, context):
         """DestroyAll ends every session of a user ("log out everywhere"), or every one but one
         ("everywhere else").
+        Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,6 +149,7 @@ class SessionsServicer:
     def Rotate(self, request, context):
         """Rotate moves a session to a new id (against session fixation, after a login or a
         change of privileges): the old id is dead at once.
+        Reasons: SESSION_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -191,8 +207,12 @@ class Sessions:
     Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field) for input outside
     the limits below; NOT_FOUND (reason SESSION_NOT_FOUND) for an id that names no live
     session (expired, destroyed, rotated away, or not an id at all); UNAVAILABLE (with
-    google.rpc.RetryInfo) while Redis is unreachable. Every change to a session is atomic: an update never brings back a session
-    that was destroyed or expired.
+    google.rpc.RetryInfo) while Redis is unreachable. Every change to a session is atomic:
+    an update never brings back a session that was destroyed or expired.
+
+    Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+    any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
     """
 
     @staticmethod

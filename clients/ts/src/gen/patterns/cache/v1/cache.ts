@@ -1728,16 +1728,26 @@ export const Pending: MessageFns<Pending> = {
 };
 
 /**
- * Cache stores opaque values under keys of the caller's namespace.
+ * Cache stores opaque values under keys of a namespace. Today every caller shares one,
+ * `default`: a key names the same entry for everyone, and tags and prefixes reach every
+ * caller's entries. (Authentication and tenants come later; then each tenant gets a
+ * namespace of its own.)
  *
  * A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
  * google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
  * (with google.rpc.RetryInfo) while Redis is unreachable: a caller should then read its
  * source directly (the cache is an optimisation, never the only way to the data).
+ *
+ * Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+ * any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+ * SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
  */
 export type CacheService = typeof CacheService;
 export const CacheService = {
-  /** Get reads one value. */
+  /**
+   * Get reads one value.
+   * Reasons: INVALID_ARGUMENT.
+   */
   get: {
     path: "/patterns.cache.v1.Cache/Get" as const,
     requestStream: false as const,
@@ -1747,7 +1757,10 @@ export const CacheService = {
     responseSerialize: (value: GetResponse): Buffer => Buffer.from(GetResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetResponse => GetResponse.decode(value),
   },
-  /** GetMany reads up to 1,000 values in one call (one Redis round trip per node). */
+  /**
+   * GetMany reads up to 1,000 values in one call (one Redis round trip per node).
+   * Reasons: INVALID_ARGUMENT.
+   */
   getMany: {
     path: "/patterns.cache.v1.Cache/GetMany" as const,
     requestStream: false as const,
@@ -1757,7 +1770,10 @@ export const CacheService = {
     responseSerialize: (value: GetManyResponse): Buffer => Buffer.from(GetManyResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetManyResponse => GetManyResponse.decode(value),
   },
-  /** Set stores a value, replacing the key's value and tags. */
+  /**
+   * Set stores a value, replacing the key's value and tags.
+   * Reasons: INVALID_ARGUMENT.
+   */
   set: {
     path: "/patterns.cache.v1.Cache/Set" as const,
     requestStream: false as const,
@@ -1767,7 +1783,10 @@ export const CacheService = {
     responseSerialize: (value: SetResponse): Buffer => Buffer.from(SetResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SetResponse => SetResponse.decode(value),
   },
-  /** Delete removes keys (and ends any fill of them in progress: see GetOrLease). */
+  /**
+   * Delete removes keys (and ends any fill of them in progress: see GetOrLease).
+   * Reasons: INVALID_ARGUMENT.
+   */
   delete: {
     path: "/patterns.cache.v1.Cache/Delete" as const,
     requestStream: false as const,
@@ -1780,6 +1799,7 @@ export const CacheService = {
   /**
    * InvalidateTags deletes every entry that carries one of the tags when the call is made,
    * and only those: an entry set again without the tag survives.
+   * Reasons: INVALID_ARGUMENT.
    */
   invalidateTags: {
     path: "/patterns.cache.v1.Cache/InvalidateTags" as const,
@@ -1793,8 +1813,10 @@ export const CacheService = {
     responseDeserialize: (value: Buffer): InvalidateTagsResponse => InvalidateTagsResponse.decode(value),
   },
   /**
-   * InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
-   * namespace, scanning Redis (SCAN, never KEYS) on every node.
+   * InvalidatePrefix deletes every entry whose key starts with the prefix, in the namespace
+   * (today `default`, which every caller shares), scanning Redis (SCAN, never KEYS) on
+   * every node.
+   * Reasons: INVALID_ARGUMENT.
    */
   invalidatePrefix: {
     path: "/patterns.cache.v1.Cache/InvalidatePrefix" as const,
@@ -1812,6 +1834,7 @@ export const CacheService = {
    * a lease to compute it: the others wait (woken by the fill, not polling) and receive
    * the value. The lease holder stores the value with Set, carrying the lease token; if
    * it dies, its lease expires after lease_ttl and one waiter gets the next lease.
+   * Reasons: INVALID_ARGUMENT.
    */
   getOrLease: {
     path: "/patterns.cache.v1.Cache/GetOrLease" as const,
@@ -1825,22 +1848,37 @@ export const CacheService = {
 } as const;
 
 export interface CacheServer extends UntypedServiceImplementation {
-  /** Get reads one value. */
+  /**
+   * Get reads one value.
+   * Reasons: INVALID_ARGUMENT.
+   */
   get: handleUnaryCall<GetRequest, GetResponse>;
-  /** GetMany reads up to 1,000 values in one call (one Redis round trip per node). */
+  /**
+   * GetMany reads up to 1,000 values in one call (one Redis round trip per node).
+   * Reasons: INVALID_ARGUMENT.
+   */
   getMany: handleUnaryCall<GetManyRequest, GetManyResponse>;
-  /** Set stores a value, replacing the key's value and tags. */
+  /**
+   * Set stores a value, replacing the key's value and tags.
+   * Reasons: INVALID_ARGUMENT.
+   */
   set: handleUnaryCall<SetRequest, SetResponse>;
-  /** Delete removes keys (and ends any fill of them in progress: see GetOrLease). */
+  /**
+   * Delete removes keys (and ends any fill of them in progress: see GetOrLease).
+   * Reasons: INVALID_ARGUMENT.
+   */
   delete: handleUnaryCall<DeleteRequest, DeleteResponse>;
   /**
    * InvalidateTags deletes every entry that carries one of the tags when the call is made,
    * and only those: an entry set again without the tag survives.
+   * Reasons: INVALID_ARGUMENT.
    */
   invalidateTags: handleUnaryCall<InvalidateTagsRequest, InvalidateTagsResponse>;
   /**
-   * InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
-   * namespace, scanning Redis (SCAN, never KEYS) on every node.
+   * InvalidatePrefix deletes every entry whose key starts with the prefix, in the namespace
+   * (today `default`, which every caller shares), scanning Redis (SCAN, never KEYS) on
+   * every node.
+   * Reasons: INVALID_ARGUMENT.
    */
   invalidatePrefix: handleUnaryCall<InvalidatePrefixRequest, InvalidatePrefixResponse>;
   /**
@@ -1848,12 +1886,16 @@ export interface CacheServer extends UntypedServiceImplementation {
    * a lease to compute it: the others wait (woken by the fill, not polling) and receive
    * the value. The lease holder stores the value with Set, carrying the lease token; if
    * it dies, its lease expires after lease_ttl and one waiter gets the next lease.
+   * Reasons: INVALID_ARGUMENT.
    */
   getOrLease: handleUnaryCall<GetOrLeaseRequest, GetOrLeaseResponse>;
 }
 
 export interface CacheClient extends Client {
-  /** Get reads one value. */
+  /**
+   * Get reads one value.
+   * Reasons: INVALID_ARGUMENT.
+   */
   get(request: GetRequest, callback: (error: ServiceError | null, response: GetResponse) => void): ClientUnaryCall;
   get(
     request: GetRequest,
@@ -1866,7 +1908,10 @@ export interface CacheClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetResponse) => void,
   ): ClientUnaryCall;
-  /** GetMany reads up to 1,000 values in one call (one Redis round trip per node). */
+  /**
+   * GetMany reads up to 1,000 values in one call (one Redis round trip per node).
+   * Reasons: INVALID_ARGUMENT.
+   */
   getMany(
     request: GetManyRequest,
     callback: (error: ServiceError | null, response: GetManyResponse) => void,
@@ -1882,7 +1927,10 @@ export interface CacheClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetManyResponse) => void,
   ): ClientUnaryCall;
-  /** Set stores a value, replacing the key's value and tags. */
+  /**
+   * Set stores a value, replacing the key's value and tags.
+   * Reasons: INVALID_ARGUMENT.
+   */
   set(request: SetRequest, callback: (error: ServiceError | null, response: SetResponse) => void): ClientUnaryCall;
   set(
     request: SetRequest,
@@ -1895,7 +1943,10 @@ export interface CacheClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SetResponse) => void,
   ): ClientUnaryCall;
-  /** Delete removes keys (and ends any fill of them in progress: see GetOrLease). */
+  /**
+   * Delete removes keys (and ends any fill of them in progress: see GetOrLease).
+   * Reasons: INVALID_ARGUMENT.
+   */
   delete(
     request: DeleteRequest,
     callback: (error: ServiceError | null, response: DeleteResponse) => void,
@@ -1914,6 +1965,7 @@ export interface CacheClient extends Client {
   /**
    * InvalidateTags deletes every entry that carries one of the tags when the call is made,
    * and only those: an entry set again without the tag survives.
+   * Reasons: INVALID_ARGUMENT.
    */
   invalidateTags(
     request: InvalidateTagsRequest,
@@ -1931,8 +1983,10 @@ export interface CacheClient extends Client {
     callback: (error: ServiceError | null, response: InvalidateTagsResponse) => void,
   ): ClientUnaryCall;
   /**
-   * InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
-   * namespace, scanning Redis (SCAN, never KEYS) on every node.
+   * InvalidatePrefix deletes every entry whose key starts with the prefix, in the namespace
+   * (today `default`, which every caller shares), scanning Redis (SCAN, never KEYS) on
+   * every node.
+   * Reasons: INVALID_ARGUMENT.
    */
   invalidatePrefix(
     request: InvalidatePrefixRequest,
@@ -1954,6 +2008,7 @@ export interface CacheClient extends Client {
    * a lease to compute it: the others wait (woken by the fill, not polling) and receive
    * the value. The lease holder stores the value with Set, carrying the lease token; if
    * it dies, its lease expires after lease_ttl and one waiter gets the next lease.
+   * Reasons: INVALID_ARGUMENT.
    */
   getOrLease(
     request: GetOrLeaseRequest,

@@ -553,10 +553,17 @@ export const MergeResponse: MessageFns<MergeResponse> = {
  *
  * Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field) for input outside
  * the limits below; UNAVAILABLE (with google.rpc.RetryInfo) while Redis is unreachable.
+ *
+ * Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+ * any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+ * SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
  */
 export type UniqueCounterService = typeof UniqueCounterService;
 export const UniqueCounterService = {
-  /** Add records items under a key; counting an item twice changes nothing. */
+  /**
+   * Add records items under a key; counting an item twice changes nothing.
+   * Reasons: INVALID_ARGUMENT.
+   */
   add: {
     path: "/patterns.counter.v1.UniqueCounter/Add" as const,
     requestStream: false as const,
@@ -569,6 +576,7 @@ export const UniqueCounterService = {
   /**
    * Count estimates the number of distinct items in the union of one or more keys
    * (for example one key per day: "unique visitors over a date range").
+   * Reasons: INVALID_ARGUMENT.
    */
   count: {
     path: "/patterns.counter.v1.UniqueCounter/Count" as const,
@@ -584,6 +592,7 @@ export const UniqueCounterService = {
    * its own items) and returns the destination's new count. On standalone Redis it is one
    * atomic step; on Redis Cluster, sources held on other nodes are read just before the
    * merge, so an Add racing with it may or may not be included.
+   * Reasons: INVALID_ARGUMENT.
    */
   merge: {
     path: "/patterns.counter.v1.UniqueCounter/Merge" as const,
@@ -597,11 +606,15 @@ export const UniqueCounterService = {
 } as const;
 
 export interface UniqueCounterServer extends UntypedServiceImplementation {
-  /** Add records items under a key; counting an item twice changes nothing. */
+  /**
+   * Add records items under a key; counting an item twice changes nothing.
+   * Reasons: INVALID_ARGUMENT.
+   */
   add: handleUnaryCall<AddRequest, AddResponse>;
   /**
    * Count estimates the number of distinct items in the union of one or more keys
    * (for example one key per day: "unique visitors over a date range").
+   * Reasons: INVALID_ARGUMENT.
    */
   count: handleUnaryCall<CountRequest, CountResponse>;
   /**
@@ -609,12 +622,16 @@ export interface UniqueCounterServer extends UntypedServiceImplementation {
    * its own items) and returns the destination's new count. On standalone Redis it is one
    * atomic step; on Redis Cluster, sources held on other nodes are read just before the
    * merge, so an Add racing with it may or may not be included.
+   * Reasons: INVALID_ARGUMENT.
    */
   merge: handleUnaryCall<MergeRequest, MergeResponse>;
 }
 
 export interface UniqueCounterClient extends Client {
-  /** Add records items under a key; counting an item twice changes nothing. */
+  /**
+   * Add records items under a key; counting an item twice changes nothing.
+   * Reasons: INVALID_ARGUMENT.
+   */
   add(request: AddRequest, callback: (error: ServiceError | null, response: AddResponse) => void): ClientUnaryCall;
   add(
     request: AddRequest,
@@ -630,6 +647,7 @@ export interface UniqueCounterClient extends Client {
   /**
    * Count estimates the number of distinct items in the union of one or more keys
    * (for example one key per day: "unique visitors over a date range").
+   * Reasons: INVALID_ARGUMENT.
    */
   count(
     request: CountRequest,
@@ -651,6 +669,7 @@ export interface UniqueCounterClient extends Client {
    * its own items) and returns the destination's new count. On standalone Redis it is one
    * atomic step; on Redis Cluster, sources held on other nodes are read just before the
    * merge, so an Add racing with it may or may not be included.
+   * Reasons: INVALID_ARGUMENT.
    */
   merge(
     request: MergeRequest,

@@ -29,8 +29,10 @@ export const protobufFileName = "patterns/events/v1/events.proto";
 /** PublishRequest is one message for one channel. */
 export interface PublishRequest {
   /**
-   * The channel, 1 to 512 bytes of UTF-8 (for example "orders.eu"). Channels live in the
-   * caller's namespace: no one in another namespace sees them.
+   * The channel, 1 to 512 bytes of UTF-8 (for example "orders.eu"). Channels live in a
+   * namespace, and today every caller shares one, `default`: any caller can subscribe to
+   * what any other publishes. (Authentication and tenants come later; then each tenant
+   * gets a namespace of its own, whose channels no one else sees.)
    */
   channel: string;
   /**
@@ -63,7 +65,8 @@ export interface SubscribeRequest {
   /**
    * Glob-style patterns of channels (Redis PSUBSCRIBE): `*` any run of characters, `?` one
    * character, `[abc]` one of a set, `\` escapes the next; each 1 to 512 bytes, matched
-   * against channel names of the caller's namespace only.
+   * against channel names of the namespace only (today `default`, which every caller
+   * shares: see PublishRequest.channel).
    */
   patterns: string[];
 }
@@ -645,12 +648,17 @@ export const Event: MessageFns<Event> = {
  * when its reader falls more than the server's buffer behind (--events-buffer messages or
  * 16 MiB), with UNAVAILABLE (with google.rpc.RetryInfo) when the server loses Redis or
  * shuts down (reason SHUTTING_DOWN): subscribe again, and expect a gap.
+ *
+ * Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+ * any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+ * SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
  */
 export type EventsService = typeof EventsService;
 export const EventsService = {
   /**
    * Publish sends a message to every stream subscribed to its channel, or to a pattern
    * that matches it, at this moment.
+   * Reasons: INVALID_ARGUMENT.
    */
   publish: {
     path: "/patterns.events.v1.Events/Publish" as const,
@@ -666,6 +674,7 @@ export const EventsService = {
    * `subscribed`, sent once the subscription is live: every message published after the
    * client has it reaches the stream, and none published before the call did. The stream
    * lasts until the client cancels it or its deadline passes.
+   * Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, UNAVAILABLE, CLOSED.
    */
   subscribe: {
     path: "/patterns.events.v1.Events/Subscribe" as const,
@@ -682,6 +691,7 @@ export interface EventsServer extends UntypedServiceImplementation {
   /**
    * Publish sends a message to every stream subscribed to its channel, or to a pattern
    * that matches it, at this moment.
+   * Reasons: INVALID_ARGUMENT.
    */
   publish: handleUnaryCall<PublishRequest, PublishResponse>;
   /**
@@ -689,6 +699,7 @@ export interface EventsServer extends UntypedServiceImplementation {
    * `subscribed`, sent once the subscription is live: every message published after the
    * client has it reaches the stream, and none published before the call did. The stream
    * lasts until the client cancels it or its deadline passes.
+   * Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, UNAVAILABLE, CLOSED.
    */
   subscribe: handleServerStreamingCall<SubscribeRequest, SubscribeResponse>;
 }
@@ -697,6 +708,7 @@ export interface EventsClient extends Client {
   /**
    * Publish sends a message to every stream subscribed to its channel, or to a pattern
    * that matches it, at this moment.
+   * Reasons: INVALID_ARGUMENT.
    */
   publish(
     request: PublishRequest,
@@ -718,6 +730,7 @@ export interface EventsClient extends Client {
    * `subscribed`, sent once the subscription is live: every message published after the
    * client has it reaches the stream, and none published before the call did. The stream
    * lasts until the client cancels it or its deadline passes.
+   * Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, UNAVAILABLE, CLOSED.
    */
   subscribe(request: SubscribeRequest, options?: Partial<CallOptions>): ClientReadableStream<SubscribeResponse>;
   subscribe(

@@ -1771,12 +1771,17 @@ export const SizeResponse: MessageFns<SizeResponse> = {
  * with the other order (or another period) is another board, so use each name with one.
  * Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field) for input outside
  * the limits below; UNAVAILABLE (with google.rpc.RetryInfo) while Redis is unreachable.
+ *
+ * Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+ * any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+ * SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
  */
 export type LeaderboardService = typeof LeaderboardService;
 export const LeaderboardService = {
   /**
    * Submit records a member's score (set, add to it, or keep the better one) and answers
    * with its score and rank after the write.
+   * Reasons: INVALID_ARGUMENT.
    */
   submit: {
     path: "/patterns.leaderboard.v1.Leaderboard/Submit" as const,
@@ -1787,7 +1792,10 @@ export const LeaderboardService = {
     responseSerialize: (value: SubmitResponse): Buffer => Buffer.from(SubmitResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SubmitResponse => SubmitResponse.decode(value),
   },
-  /** GetRank is a member's rank and score. */
+  /**
+   * GetRank is a member's rank and score.
+   * Reasons: INVALID_ARGUMENT.
+   */
   getRank: {
     path: "/patterns.leaderboard.v1.Leaderboard/GetRank" as const,
     requestStream: false as const,
@@ -1797,7 +1805,10 @@ export const LeaderboardService = {
     responseSerialize: (value: GetRankResponse): Buffer => Buffer.from(GetRankResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetRankResponse => GetRankResponse.decode(value),
   },
-  /** Top is a page of the board, best first. */
+  /**
+   * Top is a page of the board, best first.
+   * Reasons: INVALID_ARGUMENT.
+   */
   top: {
     path: "/patterns.leaderboard.v1.Leaderboard/Top" as const,
     requestStream: false as const,
@@ -1807,7 +1818,10 @@ export const LeaderboardService = {
     responseSerialize: (value: TopResponse): Buffer => Buffer.from(TopResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): TopResponse => TopResponse.decode(value),
   },
-  /** Around is a member and its neighbours, best first. */
+  /**
+   * Around is a member and its neighbours, best first.
+   * Reasons: INVALID_ARGUMENT.
+   */
   around: {
     path: "/patterns.leaderboard.v1.Leaderboard/Around" as const,
     requestStream: false as const,
@@ -1817,7 +1831,10 @@ export const LeaderboardService = {
     responseSerialize: (value: AroundResponse): Buffer => Buffer.from(AroundResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): AroundResponse => AroundResponse.decode(value),
   },
-  /** Remove takes members off a board. */
+  /**
+   * Remove takes members off a board.
+   * Reasons: INVALID_ARGUMENT.
+   */
   remove: {
     path: "/patterns.leaderboard.v1.Leaderboard/Remove" as const,
     requestStream: false as const,
@@ -1827,7 +1844,10 @@ export const LeaderboardService = {
     responseSerialize: (value: RemoveResponse): Buffer => Buffer.from(RemoveResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RemoveResponse => RemoveResponse.decode(value),
   },
-  /** Size is the number of members on a board. */
+  /**
+   * Size is the number of members on a board.
+   * Reasons: INVALID_ARGUMENT.
+   */
   size: {
     path: "/patterns.leaderboard.v1.Leaderboard/Size" as const,
     requestStream: false as const,
@@ -1843,17 +1863,33 @@ export interface LeaderboardServer extends UntypedServiceImplementation {
   /**
    * Submit records a member's score (set, add to it, or keep the better one) and answers
    * with its score and rank after the write.
+   * Reasons: INVALID_ARGUMENT.
    */
   submit: handleUnaryCall<SubmitRequest, SubmitResponse>;
-  /** GetRank is a member's rank and score. */
+  /**
+   * GetRank is a member's rank and score.
+   * Reasons: INVALID_ARGUMENT.
+   */
   getRank: handleUnaryCall<GetRankRequest, GetRankResponse>;
-  /** Top is a page of the board, best first. */
+  /**
+   * Top is a page of the board, best first.
+   * Reasons: INVALID_ARGUMENT.
+   */
   top: handleUnaryCall<TopRequest, TopResponse>;
-  /** Around is a member and its neighbours, best first. */
+  /**
+   * Around is a member and its neighbours, best first.
+   * Reasons: INVALID_ARGUMENT.
+   */
   around: handleUnaryCall<AroundRequest, AroundResponse>;
-  /** Remove takes members off a board. */
+  /**
+   * Remove takes members off a board.
+   * Reasons: INVALID_ARGUMENT.
+   */
   remove: handleUnaryCall<RemoveRequest, RemoveResponse>;
-  /** Size is the number of members on a board. */
+  /**
+   * Size is the number of members on a board.
+   * Reasons: INVALID_ARGUMENT.
+   */
   size: handleUnaryCall<SizeRequest, SizeResponse>;
 }
 
@@ -1861,6 +1897,7 @@ export interface LeaderboardClient extends Client {
   /**
    * Submit records a member's score (set, add to it, or keep the better one) and answers
    * with its score and rank after the write.
+   * Reasons: INVALID_ARGUMENT.
    */
   submit(
     request: SubmitRequest,
@@ -1877,7 +1914,10 @@ export interface LeaderboardClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: SubmitResponse) => void,
   ): ClientUnaryCall;
-  /** GetRank is a member's rank and score. */
+  /**
+   * GetRank is a member's rank and score.
+   * Reasons: INVALID_ARGUMENT.
+   */
   getRank(
     request: GetRankRequest,
     callback: (error: ServiceError | null, response: GetRankResponse) => void,
@@ -1893,7 +1933,10 @@ export interface LeaderboardClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetRankResponse) => void,
   ): ClientUnaryCall;
-  /** Top is a page of the board, best first. */
+  /**
+   * Top is a page of the board, best first.
+   * Reasons: INVALID_ARGUMENT.
+   */
   top(request: TopRequest, callback: (error: ServiceError | null, response: TopResponse) => void): ClientUnaryCall;
   top(
     request: TopRequest,
@@ -1906,7 +1949,10 @@ export interface LeaderboardClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: TopResponse) => void,
   ): ClientUnaryCall;
-  /** Around is a member and its neighbours, best first. */
+  /**
+   * Around is a member and its neighbours, best first.
+   * Reasons: INVALID_ARGUMENT.
+   */
   around(
     request: AroundRequest,
     callback: (error: ServiceError | null, response: AroundResponse) => void,
@@ -1922,7 +1968,10 @@ export interface LeaderboardClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: AroundResponse) => void,
   ): ClientUnaryCall;
-  /** Remove takes members off a board. */
+  /**
+   * Remove takes members off a board.
+   * Reasons: INVALID_ARGUMENT.
+   */
   remove(
     request: RemoveRequest,
     callback: (error: ServiceError | null, response: RemoveResponse) => void,
@@ -1938,7 +1987,10 @@ export interface LeaderboardClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RemoveResponse) => void,
   ): ClientUnaryCall;
-  /** Size is the number of members on a board. */
+  /**
+   * Size is the number of members on a board.
+   * Reasons: INVALID_ARGUMENT.
+   */
   size(request: SizeRequest, callback: (error: ServiceError | null, response: SizeResponse) => void): ClientUnaryCall;
   size(
     request: SizeRequest,

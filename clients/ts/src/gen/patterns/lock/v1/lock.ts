@@ -1527,12 +1527,17 @@ export const ForceReleaseResponse: MessageFns<ForceReleaseResponse> = {
  * not an error. Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field)
  * for input outside the limits below; UNAVAILABLE (with google.rpc.RetryInfo) while Redis
  * is unreachable; ABORTED (reason LEASE_LOST) when a Hold's lease is lost.
+ *
+ * Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+ * any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+ * SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
  */
 export type LockerService = typeof LockerService;
 export const LockerService = {
   /**
    * Acquire takes the lock if it is free, waiting up to wait_timeout for it to be
    * released or to expire. Waiting is woken by releases, not by polling.
+   * Reasons: INVALID_ARGUMENT.
    */
   acquire: {
     path: "/patterns.lock.v1.Locker/Acquire" as const,
@@ -1546,6 +1551,7 @@ export const LockerService = {
   /**
    * Release gives the lock up, if the token still holds it. It never releases anyone
    * else's lease.
+   * Reasons: INVALID_ARGUMENT.
    */
   release: {
     path: "/patterns.lock.v1.Locker/Release" as const,
@@ -1556,7 +1562,10 @@ export const LockerService = {
     responseSerialize: (value: ReleaseResponse): Buffer => Buffer.from(ReleaseResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReleaseResponse => ReleaseResponse.decode(value),
   },
-  /** Extend sets the remaining lease to ttl from now, if the token still holds the lock. */
+  /**
+   * Extend sets the remaining lease to ttl from now, if the token still holds the lock.
+   * Reasons: INVALID_ARGUMENT.
+   */
   extend: {
     path: "/patterns.lock.v1.Locker/Extend" as const,
     requestStream: false as const,
@@ -1573,6 +1582,7 @@ export const LockerService = {
    * The first message is `acquired` (or `not_acquired`, after wait_timeout, and the
    * stream ends). If a renewal finds the lease gone, the server sends `lost` and ends the
    * stream with ABORTED (reason LEASE_LOST).
+   * Reasons: INVALID_ARGUMENT, LEASE_LOST.
    */
   hold: {
     path: "/patterns.lock.v1.Locker/Hold" as const,
@@ -1586,6 +1596,7 @@ export const LockerService = {
   /**
    * Inspect says whether a lock is held, with its fencing token and remaining time, but
    * never its token: for debugging with grpcurl.
+   * Reasons: INVALID_ARGUMENT.
    */
   inspect: {
     path: "/patterns.lock.v1.Locker/Inspect" as const,
@@ -1599,6 +1610,7 @@ export const LockerService = {
   /**
    * ForceRelease ends whoever's lease on the name: an operator's tool. The holder learns it
    * at its next Release (NOT_HELD), Extend (false), or Hold renewal (`lost`).
+   * Reasons: INVALID_ARGUMENT.
    */
   forceRelease: {
     path: "/patterns.lock.v1.Locker/ForceRelease" as const,
@@ -1616,14 +1628,19 @@ export interface LockerServer extends UntypedServiceImplementation {
   /**
    * Acquire takes the lock if it is free, waiting up to wait_timeout for it to be
    * released or to expire. Waiting is woken by releases, not by polling.
+   * Reasons: INVALID_ARGUMENT.
    */
   acquire: handleUnaryCall<AcquireRequest, AcquireResponse>;
   /**
    * Release gives the lock up, if the token still holds it. It never releases anyone
    * else's lease.
+   * Reasons: INVALID_ARGUMENT.
    */
   release: handleUnaryCall<ReleaseRequest, ReleaseResponse>;
-  /** Extend sets the remaining lease to ttl from now, if the token still holds the lock. */
+  /**
+   * Extend sets the remaining lease to ttl from now, if the token still holds the lock.
+   * Reasons: INVALID_ARGUMENT.
+   */
   extend: handleUnaryCall<ExtendRequest, ExtendResponse>;
   /**
    * Hold acquires the lock as Acquire does, then keeps it for as long as the call stays
@@ -1632,16 +1649,19 @@ export interface LockerServer extends UntypedServiceImplementation {
    * The first message is `acquired` (or `not_acquired`, after wait_timeout, and the
    * stream ends). If a renewal finds the lease gone, the server sends `lost` and ends the
    * stream with ABORTED (reason LEASE_LOST).
+   * Reasons: INVALID_ARGUMENT, LEASE_LOST.
    */
   hold: handleServerStreamingCall<HoldRequest, HoldResponse>;
   /**
    * Inspect says whether a lock is held, with its fencing token and remaining time, but
    * never its token: for debugging with grpcurl.
+   * Reasons: INVALID_ARGUMENT.
    */
   inspect: handleUnaryCall<InspectRequest, InspectResponse>;
   /**
    * ForceRelease ends whoever's lease on the name: an operator's tool. The holder learns it
    * at its next Release (NOT_HELD), Extend (false), or Hold renewal (`lost`).
+   * Reasons: INVALID_ARGUMENT.
    */
   forceRelease: handleUnaryCall<ForceReleaseRequest, ForceReleaseResponse>;
 }
@@ -1650,6 +1670,7 @@ export interface LockerClient extends Client {
   /**
    * Acquire takes the lock if it is free, waiting up to wait_timeout for it to be
    * released or to expire. Waiting is woken by releases, not by polling.
+   * Reasons: INVALID_ARGUMENT.
    */
   acquire(
     request: AcquireRequest,
@@ -1669,6 +1690,7 @@ export interface LockerClient extends Client {
   /**
    * Release gives the lock up, if the token still holds it. It never releases anyone
    * else's lease.
+   * Reasons: INVALID_ARGUMENT.
    */
   release(
     request: ReleaseRequest,
@@ -1685,7 +1707,10 @@ export interface LockerClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReleaseResponse) => void,
   ): ClientUnaryCall;
-  /** Extend sets the remaining lease to ttl from now, if the token still holds the lock. */
+  /**
+   * Extend sets the remaining lease to ttl from now, if the token still holds the lock.
+   * Reasons: INVALID_ARGUMENT.
+   */
   extend(
     request: ExtendRequest,
     callback: (error: ServiceError | null, response: ExtendResponse) => void,
@@ -1708,12 +1733,14 @@ export interface LockerClient extends Client {
    * The first message is `acquired` (or `not_acquired`, after wait_timeout, and the
    * stream ends). If a renewal finds the lease gone, the server sends `lost` and ends the
    * stream with ABORTED (reason LEASE_LOST).
+   * Reasons: INVALID_ARGUMENT, LEASE_LOST.
    */
   hold(request: HoldRequest, options?: Partial<CallOptions>): ClientReadableStream<HoldResponse>;
   hold(request: HoldRequest, metadata?: Metadata, options?: Partial<CallOptions>): ClientReadableStream<HoldResponse>;
   /**
    * Inspect says whether a lock is held, with its fencing token and remaining time, but
    * never its token: for debugging with grpcurl.
+   * Reasons: INVALID_ARGUMENT.
    */
   inspect(
     request: InspectRequest,
@@ -1733,6 +1760,7 @@ export interface LockerClient extends Client {
   /**
    * ForceRelease ends whoever's lease on the name: an operator's tool. The holder learns it
    * at its next Release (NOT_HELD), Extend (false), or Hold renewal (`lost`).
+   * Reasons: INVALID_ARGUMENT.
    */
   forceRelease(
     request: ForceReleaseRequest,

@@ -916,10 +916,19 @@ export const ResetResponse: MessageFns<ResetResponse> = {
  * with --ratelimit-failure-mode=open, which then admits every check (and answers before
  * the call's deadline even when Redis hangs). A call that fails UNAVAILABLE or
  * DEADLINE_EXCEEDED may still have been charged: retrying it can charge twice.
+ *
+ * Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+ * any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+ * SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+ * With --ratelimit-failure-mode=open, Check and CheckMany admit instead of returning
+ * REDIS_UNAVAILABLE or REDIS_TIMEOUT; Reset still returns them.
  */
 export type RateLimiterService = typeof RateLimiterService;
 export const RateLimiterService = {
-  /** Check decides one request against one policy, and consumes its cost when admitted. */
+  /**
+   * Check decides one request against one policy, and consumes its cost when admitted.
+   * Reasons: INVALID_ARGUMENT.
+   */
   check: {
     path: "/patterns.ratelimit.v1.RateLimiter/Check" as const,
     requestStream: false as const,
@@ -934,6 +943,7 @@ export const RateLimiterService = {
    * With all_or_nothing (up to 50 checks), every check must share one key, and nothing is
    * consumed unless every check admits (for example 10 per second and 1,000 per day on one
    * user).
+   * Reasons: INVALID_ARGUMENT.
    */
   checkMany: {
     path: "/patterns.ratelimit.v1.RateLimiter/CheckMany" as const,
@@ -944,7 +954,10 @@ export const RateLimiterService = {
     responseSerialize: (value: CheckManyResponse): Buffer => Buffer.from(CheckManyResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CheckManyResponse => CheckManyResponse.decode(value),
   },
-  /** Reset forgets what a key has consumed under a policy: its next check starts afresh. */
+  /**
+   * Reset forgets what a key has consumed under a policy: its next check starts afresh.
+   * Reasons: INVALID_ARGUMENT.
+   */
   reset: {
     path: "/patterns.ratelimit.v1.RateLimiter/Reset" as const,
     requestStream: false as const,
@@ -957,21 +970,31 @@ export const RateLimiterService = {
 } as const;
 
 export interface RateLimiterServer extends UntypedServiceImplementation {
-  /** Check decides one request against one policy, and consumes its cost when admitted. */
+  /**
+   * Check decides one request against one policy, and consumes its cost when admitted.
+   * Reasons: INVALID_ARGUMENT.
+   */
   check: handleUnaryCall<CheckRequest, CheckResponse>;
   /**
    * CheckMany decides up to 1,000 checks in one call (one Redis round trip per node).
    * With all_or_nothing (up to 50 checks), every check must share one key, and nothing is
    * consumed unless every check admits (for example 10 per second and 1,000 per day on one
    * user).
+   * Reasons: INVALID_ARGUMENT.
    */
   checkMany: handleUnaryCall<CheckManyRequest, CheckManyResponse>;
-  /** Reset forgets what a key has consumed under a policy: its next check starts afresh. */
+  /**
+   * Reset forgets what a key has consumed under a policy: its next check starts afresh.
+   * Reasons: INVALID_ARGUMENT.
+   */
   reset: handleUnaryCall<ResetRequest, ResetResponse>;
 }
 
 export interface RateLimiterClient extends Client {
-  /** Check decides one request against one policy, and consumes its cost when admitted. */
+  /**
+   * Check decides one request against one policy, and consumes its cost when admitted.
+   * Reasons: INVALID_ARGUMENT.
+   */
   check(
     request: CheckRequest,
     callback: (error: ServiceError | null, response: CheckResponse) => void,
@@ -992,6 +1015,7 @@ export interface RateLimiterClient extends Client {
    * With all_or_nothing (up to 50 checks), every check must share one key, and nothing is
    * consumed unless every check admits (for example 10 per second and 1,000 per day on one
    * user).
+   * Reasons: INVALID_ARGUMENT.
    */
   checkMany(
     request: CheckManyRequest,
@@ -1008,7 +1032,10 @@ export interface RateLimiterClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CheckManyResponse) => void,
   ): ClientUnaryCall;
-  /** Reset forgets what a key has consumed under a policy: its next check starts afresh. */
+  /**
+   * Reset forgets what a key has consumed under a policy: its next check starts afresh.
+   * Reasons: INVALID_ARGUMENT.
+   */
   reset(
     request: ResetRequest,
     callback: (error: ServiceError | null, response: ResetResponse) => void,

@@ -1820,12 +1820,19 @@ export const RotateResponse: MessageFns<RotateResponse> = {
  * Errors: INVALID_ARGUMENT (with a google.rpc.BadRequest naming the field) for input outside
  * the limits below; NOT_FOUND (reason SESSION_NOT_FOUND) for an id that names no live
  * session (expired, destroyed, rotated away, or not an id at all); UNAVAILABLE (with
- * google.rpc.RetryInfo) while Redis is unreachable. Every change to a session is atomic: an update never brings back a session
- * that was destroyed or expired.
+ * google.rpc.RetryInfo) while Redis is unreachable. Every change to a session is atomic:
+ * an update never brings back a session that was destroyed or expired.
+ *
+ * Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
+ * any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
+ * SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
  */
 export type SessionsService = typeof SessionsService;
 export const SessionsService = {
-  /** Create starts a session for a user. */
+  /**
+   * Create starts a session for a user.
+   * Reasons: INVALID_ARGUMENT.
+   */
   create: {
     path: "/patterns.session.v1.Sessions/Create" as const,
     requestStream: false as const,
@@ -1835,7 +1842,10 @@ export const SessionsService = {
     responseSerialize: (value: CreateResponse): Buffer => Buffer.from(CreateResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CreateResponse => CreateResponse.decode(value),
   },
-  /** Get reads a session, and with touch slides its expiry. */
+  /**
+   * Get reads a session, and with touch slides its expiry.
+   * Reasons: SESSION_NOT_FOUND.
+   */
   get: {
     path: "/patterns.session.v1.Sessions/Get" as const,
     requestStream: false as const,
@@ -1845,7 +1855,10 @@ export const SessionsService = {
     responseSerialize: (value: GetResponse): Buffer => Buffer.from(GetResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetResponse => GetResponse.decode(value),
   },
-  /** Update sets and removes attributes of a live session. */
+  /**
+   * Update sets and removes attributes of a live session.
+   * Reasons: INVALID_ARGUMENT, SESSION_NOT_FOUND.
+   */
   update: {
     path: "/patterns.session.v1.Sessions/Update" as const,
     requestStream: false as const,
@@ -1855,7 +1868,11 @@ export const SessionsService = {
     responseSerialize: (value: UpdateResponse): Buffer => Buffer.from(UpdateResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): UpdateResponse => UpdateResponse.decode(value),
   },
-  /** Destroy ends a session. */
+  /**
+   * Destroy ends a session.
+   * Reasons: only those of every RPC (an id that names no live session is an answer:
+   * destroyed = false).
+   */
   destroy: {
     path: "/patterns.session.v1.Sessions/Destroy" as const,
     requestStream: false as const,
@@ -1865,7 +1882,10 @@ export const SessionsService = {
     responseSerialize: (value: DestroyResponse): Buffer => Buffer.from(DestroyResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DestroyResponse => DestroyResponse.decode(value),
   },
-  /** List is a user's live sessions, newest first. */
+  /**
+   * List is a user's live sessions, newest first.
+   * Reasons: INVALID_ARGUMENT.
+   */
   list: {
     path: "/patterns.session.v1.Sessions/List" as const,
     requestStream: false as const,
@@ -1878,6 +1898,7 @@ export const SessionsService = {
   /**
    * DestroyAll ends every session of a user ("log out everywhere"), or every one but one
    * ("everywhere else").
+   * Reasons: INVALID_ARGUMENT.
    */
   destroyAll: {
     path: "/patterns.session.v1.Sessions/DestroyAll" as const,
@@ -1891,6 +1912,7 @@ export const SessionsService = {
   /**
    * Rotate moves a session to a new id (against session fixation, after a login or a
    * change of privileges): the old id is dead at once.
+   * Reasons: SESSION_NOT_FOUND.
    */
   rotate: {
     path: "/patterns.session.v1.Sessions/Rotate" as const,
@@ -1904,30 +1926,51 @@ export const SessionsService = {
 } as const;
 
 export interface SessionsServer extends UntypedServiceImplementation {
-  /** Create starts a session for a user. */
+  /**
+   * Create starts a session for a user.
+   * Reasons: INVALID_ARGUMENT.
+   */
   create: handleUnaryCall<CreateRequest, CreateResponse>;
-  /** Get reads a session, and with touch slides its expiry. */
+  /**
+   * Get reads a session, and with touch slides its expiry.
+   * Reasons: SESSION_NOT_FOUND.
+   */
   get: handleUnaryCall<GetRequest, GetResponse>;
-  /** Update sets and removes attributes of a live session. */
+  /**
+   * Update sets and removes attributes of a live session.
+   * Reasons: INVALID_ARGUMENT, SESSION_NOT_FOUND.
+   */
   update: handleUnaryCall<UpdateRequest, UpdateResponse>;
-  /** Destroy ends a session. */
+  /**
+   * Destroy ends a session.
+   * Reasons: only those of every RPC (an id that names no live session is an answer:
+   * destroyed = false).
+   */
   destroy: handleUnaryCall<DestroyRequest, DestroyResponse>;
-  /** List is a user's live sessions, newest first. */
+  /**
+   * List is a user's live sessions, newest first.
+   * Reasons: INVALID_ARGUMENT.
+   */
   list: handleUnaryCall<ListRequest, ListResponse>;
   /**
    * DestroyAll ends every session of a user ("log out everywhere"), or every one but one
    * ("everywhere else").
+   * Reasons: INVALID_ARGUMENT.
    */
   destroyAll: handleUnaryCall<DestroyAllRequest, DestroyAllResponse>;
   /**
    * Rotate moves a session to a new id (against session fixation, after a login or a
    * change of privileges): the old id is dead at once.
+   * Reasons: SESSION_NOT_FOUND.
    */
   rotate: handleUnaryCall<RotateRequest, RotateResponse>;
 }
 
 export interface SessionsClient extends Client {
-  /** Create starts a session for a user. */
+  /**
+   * Create starts a session for a user.
+   * Reasons: INVALID_ARGUMENT.
+   */
   create(
     request: CreateRequest,
     callback: (error: ServiceError | null, response: CreateResponse) => void,
@@ -1943,7 +1986,10 @@ export interface SessionsClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CreateResponse) => void,
   ): ClientUnaryCall;
-  /** Get reads a session, and with touch slides its expiry. */
+  /**
+   * Get reads a session, and with touch slides its expiry.
+   * Reasons: SESSION_NOT_FOUND.
+   */
   get(request: GetRequest, callback: (error: ServiceError | null, response: GetResponse) => void): ClientUnaryCall;
   get(
     request: GetRequest,
@@ -1956,7 +2002,10 @@ export interface SessionsClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetResponse) => void,
   ): ClientUnaryCall;
-  /** Update sets and removes attributes of a live session. */
+  /**
+   * Update sets and removes attributes of a live session.
+   * Reasons: INVALID_ARGUMENT, SESSION_NOT_FOUND.
+   */
   update(
     request: UpdateRequest,
     callback: (error: ServiceError | null, response: UpdateResponse) => void,
@@ -1972,7 +2021,11 @@ export interface SessionsClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: UpdateResponse) => void,
   ): ClientUnaryCall;
-  /** Destroy ends a session. */
+  /**
+   * Destroy ends a session.
+   * Reasons: only those of every RPC (an id that names no live session is an answer:
+   * destroyed = false).
+   */
   destroy(
     request: DestroyRequest,
     callback: (error: ServiceError | null, response: DestroyResponse) => void,
@@ -1988,7 +2041,10 @@ export interface SessionsClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DestroyResponse) => void,
   ): ClientUnaryCall;
-  /** List is a user's live sessions, newest first. */
+  /**
+   * List is a user's live sessions, newest first.
+   * Reasons: INVALID_ARGUMENT.
+   */
   list(request: ListRequest, callback: (error: ServiceError | null, response: ListResponse) => void): ClientUnaryCall;
   list(
     request: ListRequest,
@@ -2004,6 +2060,7 @@ export interface SessionsClient extends Client {
   /**
    * DestroyAll ends every session of a user ("log out everywhere"), or every one but one
    * ("everywhere else").
+   * Reasons: INVALID_ARGUMENT.
    */
   destroyAll(
     request: DestroyAllRequest,
@@ -2023,6 +2080,7 @@ export interface SessionsClient extends Client {
   /**
    * Rotate moves a session to a new id (against session fixation, after a login or a
    * change of privileges): the old id is dead at once.
+   * Reasons: SESSION_NOT_FOUND.
    */
   rotate(
     request: RotateRequest,
