@@ -16,6 +16,9 @@ from tests.conftest import require_tool
 
 CLIENTS = Path(__file__).parents[1] / "clients"
 on_redis7 = pytest.mark.parametrize("backend_url", ["redis7"], indirect=True)
+# A first build downloads its dependencies: each step has a timeout of its own (up to
+# 1,200 s, 1,800 s for a whole example), so the suite's 300 s per test is too short here.
+pytestmark = pytest.mark.timeout(2_400)
 
 # What every example prints, in each language's own notation; one line per step.
 EXPECTED = {
