@@ -32,7 +32,7 @@ from patterns_client import (
     ReleaseStatus,
     Unavailable,
 )
-from tests.rpc import eventually
+from tests.waiting import eventually
 
 # The contract tests run on every backend; the client's, on Redis 7 and the Cluster.
 live = pytest.mark.parametrize("backend_url", ["redis7", "cluster"], indirect=True)

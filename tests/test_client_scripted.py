@@ -19,7 +19,7 @@ from patterns.events.v1 import events_pb2
 from patterns.session.v1 import session_pb2
 
 from patterns_client import Client, DeadlineExceeded, Event, Gap, PermissionDenied, Unavailable
-from tests.rpc import eventually
+from tests.waiting import eventually
 
 EVENTS = events_pb2.DESCRIPTOR.services_by_name["Events"]
 SESSIONS = session_pb2.DESCRIPTOR.services_by_name["Sessions"]

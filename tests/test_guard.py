@@ -20,7 +20,8 @@ from patterns_server.core.settings import Settings
 from patterns_server.rpc.service import Service
 from patterns_server.runtime.calls import Calls
 from patterns_server.runtime.serving import add_service
-from tests.rpc import details, eventually_async
+from tests.rpc import details
+from tests.waiting import eventually_async
 
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
 SERVING = health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)

@@ -31,6 +31,7 @@ from patterns_server.core.errors import InvalidArgument
 from patterns_server.rpc.convert import optional_datetime, to_timedelta
 from tests.conftest import windows_of
 from tests.rpc import assert_invalid, details, retry_delay, rpc_error
+from tests.waiting import eventually
 
 CONTRACT = Path(__file__).parents[1] / "server" / "patterns_server" / "contract.binpb"
 HOUR = Duration(seconds=3_600)
@@ -345,11 +346,11 @@ def test_health_turns_not_serving_when_redis_refuses_writes(own_redis: RedisServ
             def status() -> int:
                 return stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status
 
-            _until(lambda: status() == health_pb2.HealthCheckResponse.SERVING)
+            eventually(lambda: status() == health_pb2.HealthCheckResponse.SERVING)
             own_redis.client().config_set("maxmemory", 1)  # with noeviction: no write fits
-            _until(lambda: status() == health_pb2.HealthCheckResponse.NOT_SERVING)
+            eventually(lambda: status() == health_pb2.HealthCheckResponse.NOT_SERVING)
             own_redis.client().config_set("maxmemory", 0)
-            _until(lambda: status() == health_pb2.HealthCheckResponse.SERVING)
+            eventually(lambda: status() == health_pb2.HealthCheckResponse.SERVING)
     finally:
         server.stop()
 
@@ -441,10 +442,3 @@ def test_calls_racing_shutdown_are_answered_unavailable_never_cancelled(
     asyncio.run(scenario())
     assert codes.count("OK") > 100
     assert set(codes) <= {"OK", "UNAVAILABLE"}, {code: codes.count(code) for code in set(codes)}
-
-
-def _until(condition: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.05)

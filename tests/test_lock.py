@@ -19,12 +19,12 @@ from patterns.lock.v1 import lock_pb2 as pb
 from patterns.lock.v1 import lock_pb2_grpc
 
 from devtools.processes import PatternsServer, RedisServer
+from tests.durations import duration_ms
 from tests.rpc import (
     assert_invalid,
     assert_unavailable,
     details,
     grpcurl_call,
-    ms,
     once_answered,
     stub_for,
 )
@@ -40,7 +40,9 @@ def locker(channel: grpc.Channel) -> Stub:
 
 
 def acquire(locker: Stub, name: str, ttl: Duration = MINUTE, wait: int = 0) -> pb.AcquireResponse:
-    return locker.Acquire(pb.AcquireRequest(name=name, ttl=ttl, wait_timeout=ms(wait)), timeout=30)
+    return locker.Acquire(
+        pb.AcquireRequest(name=name, ttl=ttl, wait_timeout=duration_ms(wait)), timeout=30
+    )
 
 
 def release(locker: Stub, name: str, token: str) -> int:
@@ -69,7 +71,7 @@ def test_a_lease_expires_and_its_holder_learns_it_late(
     locker: Stub, new_key: Callable[[], str]
 ) -> None:
     name = new_key()
-    lapsed = acquire(locker, name, ttl=ms(200))
+    lapsed = acquire(locker, name, ttl=duration_ms(200))
     time.sleep(0.35)
     assert release(locker, name, lapsed.token) == pb.RELEASE_STATUS_NOT_HELD
     extend = pb.ExtendRequest(name=name, token=lapsed.token, ttl=MINUTE)
@@ -81,7 +83,7 @@ def test_a_lease_expires_and_its_holder_learns_it_late(
 
 def test_extend_sets_the_remaining_lease(locker: Stub, new_key: Callable[[], str]) -> None:
     name = new_key()
-    lease = acquire(locker, name, ttl=ms(300))
+    lease = acquire(locker, name, ttl=duration_ms(300))
     extended = locker.Extend(pb.ExtendRequest(name=name, token=lease.token, ttl=MINUTE))
     assert extended.extended and extended.expires_at.ToSeconds() > lease.expires_at.ToSeconds()
     time.sleep(0.4)
@@ -109,7 +111,7 @@ def test_fencing_tokens_survive_expiry_and_restarts(own_redis: RedisServer) -> N
         try:
             with grpc.insecure_channel(server.address) as channel:
                 for _ in range(3):
-                    tokens.append(acquire(Stub(channel), "job", ttl=ms(50)).fencing_token)
+                    tokens.append(acquire(Stub(channel), "job", ttl=duration_ms(50)).fencing_token)
                     time.sleep(0.08)
         finally:
             server.stop()
@@ -138,14 +140,14 @@ def test_a_waiter_is_woken_by_the_release(
             assert granted.acquired and granted.fencing_token == held.fencing_token + 1
             return time.monotonic() - released_at
 
-    assert run(scenario) < 1.0  # woken by the release, not by the 2 s fallback
+    assert asyncio.run(scenario()) < 1.0  # woken by the release, not by the 2 s fallback
 
 
 def test_a_waiter_gets_an_expired_lock_and_gives_up_in_time(
     locker: Stub, new_key: Callable[[], str]
 ) -> None:
     name, other = new_key(), new_key()
-    acquire(locker, name, ttl=ms(300))  # never released: expires
+    acquire(locker, name, ttl=duration_ms(300))  # never released: expires
     started = time.monotonic()
     assert acquire(locker, name, wait=5_000).acquired
     assert time.monotonic() - started < 2.0
@@ -162,10 +164,6 @@ def test_a_wait_never_outlasts_the_deadline(locker: Stub, new_key: Callable[[], 
     request = pb.AcquireRequest(name=name, ttl=MINUTE, wait_timeout=MINUTE)
     assert locker.Acquire(request, timeout=1.0).acquired is False  # answered, not timed out
     assert time.monotonic() - started < 1.0
-
-
-def run(scenario: Callable[[], Any]) -> Any:
-    return asyncio.run(scenario())
 
 
 def test_mutual_exclusion_with_strictly_growing_fencing_tokens(
@@ -203,7 +201,7 @@ def test_mutual_exclusion_with_strictly_growing_fencing_tokens(
             for channel in channels:
                 await channel.close()
 
-    run(scenario)
+    asyncio.run(scenario())
     assert int(store.get(counter)) == 1_000
     assert all(a < b for a, b in itertools.pairwise(seen)), "fencing tokens must grow"
 
@@ -232,7 +230,7 @@ def test_a_thousand_waiters_share_one_redis_connection(own_redis: RedisServer) -
             return connections, winners
 
     try:
-        connections, winners = run(scenario)
+        connections, winners = asyncio.run(scenario())
     finally:
         server.stop()
     assert winners == 1_000
@@ -262,19 +260,19 @@ def test_hold_keeps_the_lock_past_its_ttl_and_frees_it_when_cancelled(
 
     async def scenario() -> None:
         async with stub_for(server.address, Stub) as stub:
-            hold = stub.Hold(pb.HoldRequest(name=name, ttl=ms(300)))
+            hold = stub.Hold(pb.HoldRequest(name=name, ttl=duration_ms(300)))
             first = await hold.read()
             assert first.WhichOneof("kind") == "acquired" and first.acquired.fencing_token
             await asyncio.sleep(1.0)  # three ttls: renewed meanwhile
             refused = await stub.Acquire(pb.AcquireRequest(name=name, ttl=MINUTE))
             assert not refused.acquired
             hold.cancel()
-            request = pb.AcquireRequest(name=name, ttl=MINUTE, wait_timeout=ms(2_000))
+            request = pb.AcquireRequest(name=name, ttl=MINUTE, wait_timeout=duration_ms(2_000))
             started = time.monotonic()
             assert (await stub.Acquire(request)).acquired
             assert time.monotonic() - started < 1.0  # released at once, not expired
 
-    run(scenario)
+    asyncio.run(scenario())
 
 
 def test_a_killed_holders_lock_is_free_within_its_ttl(
@@ -306,7 +304,7 @@ def test_a_hold_that_loses_its_lease_says_so_and_aborts(
 
     async def scenario() -> None:
         async with stub_for(server.address, Stub) as stub:
-            hold = stub.Hold(pb.HoldRequest(name=name, ttl=ms(600)))
+            hold = stub.Hold(pb.HoldRequest(name=name, ttl=duration_ms(600)))
             assert (await hold.read()).WhichOneof("kind") == "acquired"
             await stub.ForceRelease(pb.ForceReleaseRequest(name=name))
             assert (await hold.read()).WhichOneof("kind") == "lost"
@@ -315,7 +313,7 @@ def test_a_hold_that_loses_its_lease_says_so_and_aborts(
             assert ended.value.code() == grpc.StatusCode.ABORTED
             assert details(ended.value)["ErrorInfo"].reason == "LEASE_LOST"
 
-    run(scenario)
+    asyncio.run(scenario())
 
 
 def test_a_hold_that_waits_in_vain_says_not_acquired(
@@ -323,7 +321,9 @@ def test_a_hold_that_waits_in_vain_says_not_acquired(
 ) -> None:
     name = new_key()
     acquire(locker, name)
-    messages = list(locker.Hold(pb.HoldRequest(name=name, ttl=SECOND, wait_timeout=ms(200))))
+    messages = list(
+        locker.Hold(pb.HoldRequest(name=name, ttl=SECOND, wait_timeout=duration_ms(200)))
+    )
     assert [m.WhichOneof("kind") for m in messages] == ["not_acquired"]
 
 
@@ -344,7 +344,7 @@ def test_shutdown_releases_held_locks(own_redis: RedisServer) -> None:
             assert (await stub.Acquire(pb.AcquireRequest(name="job", ttl=MINUTE))).acquired
 
     try:
-        run(scenario)
+        asyncio.run(scenario())
     finally:
         server.stop()
         other.stop()
@@ -383,7 +383,9 @@ def test_the_other_calls_reject_bad_input(locker: Stub) -> None:
     assert_invalid(lambda: locker.Extend(pb.ExtendRequest(name="n", ttl=SECOND)), "token")
     assert_invalid(lambda: locker.Inspect(pb.InspectRequest(name="n" * 513)), "name")
     assert_invalid(lambda: locker.ForceRelease(pb.ForceReleaseRequest()), "name")
-    hold = pb.HoldRequest(name="n", ttl=ms(99))  # a Hold renews every ttl/3: 100 ms at least
+    hold = pb.HoldRequest(
+        name="n", ttl=duration_ms(99)
+    )  # a Hold renews every ttl/3: 100 ms at least
     assert_invalid(lambda: list(locker.Hold(hold, timeout=10)), "ttl")
 
 
@@ -440,4 +442,4 @@ def test_waiters_of_one_server_are_served_in_arrival_order(
             await asyncio.gather(*waiters)
             return order
 
-    assert run(scenario) == list(range(10))
+    assert asyncio.run(scenario()) == list(range(10))

@@ -15,6 +15,7 @@ from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 
 from devtools.processes import PatternsServer, RedisServer
 from tests.conftest import windows_of
+from tests.durations import in_ms, in_us
 from tests.rpc import assert_invalid, assert_unavailable
 from tests.windows import Windows
 
@@ -53,14 +54,6 @@ def policy(algorithm: Algorithm, limit: int, period: Duration, burst: int = 0) -
     return pb.Policy(algorithm=algorithm, limit=limit, period=period, burst=burst)
 
 
-def ms(duration: Duration) -> float:
-    return duration.seconds * 1000 + duration.nanos / 1e6
-
-
-def us(duration: Duration) -> int:
-    return duration.seconds * 1_000_000 + duration.nanos // 1000
-
-
 def check(
     limiter: Stub, key: str, rule: pb.Policy, cost: int = 0, peek: bool = False
 ) -> pb.CheckResponse:
@@ -75,11 +68,11 @@ def test_admits_up_to_the_limit_then_refuses(
     assert [a.allowed for a in answers] == [True, True, True, False]
     assert [a.remaining for a in answers] == [2, 1, 0, 0]
     assert {a.limit for a in answers} == {3}
-    assert [ms(a.retry_after) for a in answers[:3]] == [0, 0, 0]
+    assert [in_ms(a.retry_after) for a in answers[:3]] == [0, 0, 0]
     refused = answers[3]
     # Whatever the algorithm: the refused units fit again no later than the state resets,
     # which is within two periods (the sliding counter's reach).
-    assert 0 < us(refused.retry_after) <= us(refused.reset_after) <= 2 * us(day)
+    assert 0 < in_us(refused.retry_after) <= in_us(refused.reset_after) <= 2 * in_us(day)
 
 
 @pytest.mark.parametrize("elapsed", [0.0, 0.2, 0.5, 0.99], ids=lambda e: f"{e:.0%}-into-window")
@@ -94,12 +87,12 @@ def test_sliding_counter_says_when_anywhere_in_the_window(
     assert [a.allowed for a in answers] == [True, True, True, False]
     refused = answers[3]
     # The state lives to the end of the next window: reset_after = until_end + period.
-    until_end = us(refused.reset_after) - us(period)
-    assert 0 < until_end <= us(period)
+    until_end = in_us(refused.reset_after) - in_us(period)
+    assert 0 < until_end <= in_us(period)
     # In the next window the three units weigh 3 * (1 - e / period): one unit fits once
     # that is at most 2, a third of the way in.
-    expected = until_end + us(period) / 3
-    assert us(refused.retry_after) == pytest.approx(expected, abs=2)
+    expected = until_end + in_us(period) / 3
+    assert in_us(refused.retry_after) == pytest.approx(expected, abs=2)
 
 
 def test_cost_takes_several_units(
@@ -122,7 +115,7 @@ def test_peek_reports_without_consuming(
         assert peeked.allowed and peeked.remaining == 2
     check(limiter, key, rule, cost=2)
     peeked = check(limiter, key, rule, peek=True)
-    assert not peeked.allowed and peeked.remaining == 0 and ms(peeked.retry_after) > 0
+    assert not peeked.allowed and peeked.remaining == 0 and in_ms(peeked.retry_after) > 0
 
 
 def test_keys_and_policies_count_separately(
@@ -184,7 +177,7 @@ def test_exact_under_concurrency(
 
 
 def sleep_for(duration: Duration) -> None:
-    time.sleep(ms(duration) / 1000 + 0.005)
+    time.sleep(in_ms(duration) / 1000 + 0.005)
 
 
 def test_fixed_window_allows_twice_the_limit_around_a_boundary(
@@ -206,7 +199,7 @@ def test_sliding_log_has_no_boundary_burst(limiter: Stub, new_key: Callable[[], 
     assert all(check(limiter, key, rule).allowed for _ in range(4))
     refused = check(limiter, key, rule)
     assert not refused.allowed
-    assert 0 < ms(refused.retry_after) <= 1000 - 300  # when the first, older one leaves
+    assert 0 < in_ms(refused.retry_after) <= 1000 - 300  # when the first, older one leaves
     sleep_for(refused.retry_after)
     # Only the first admission has left the window: one unit, not a fresh five.
     answers = [check(limiter, key, rule) for _ in range(3)]
@@ -222,8 +215,8 @@ def test_sliding_counter_weighs_the_previous_window(
     assert sum(a.allowed for a in first) == 10
     refused = first[-1]
     # The next unit fits once the full previous window weighs under 9: 10% into the next.
-    until_window_end = us(refused.reset_after) - us(period)
-    assert us(refused.retry_after) == pytest.approx(until_window_end + us(period) / 10, abs=2)
+    until_window_end = in_us(refused.reset_after) - in_us(period)
+    assert in_us(refused.retry_after) == pytest.approx(until_window_end + in_us(period) / 10, abs=2)
     sleep_for(refused.retry_after)
     assert check(limiter, key, rule).allowed
 
@@ -239,8 +232,8 @@ def test_bucket_bursts_then_refills_at_the_rate(
     assert burst[0].limit == 3
     refused = burst[-1]
     # Less the time the four calls took, half a second at most even on a busy machine.
-    assert 0 < ms(refused.retry_after) <= 500
-    assert ms(refused.reset_after) == pytest.approx(ms(refused.retry_after) + 1000, abs=1)
+    assert 0 < in_ms(refused.retry_after) <= 500
+    assert in_ms(refused.reset_after) == pytest.approx(in_ms(refused.retry_after) + 1000, abs=1)
     sleep_for(refused.retry_after)
     assert check(limiter, key, rule).allowed
     assert not check(limiter, key, rule).allowed

@@ -43,10 +43,6 @@ def listed(sessions: Stub, user: str, limit: int = 0) -> pb.ListResponse:
     return sessions.List(pb.ListRequest(user_id=user, limit=limit), timeout=10)
 
 
-def ms(stamp: Any) -> int:
-    return int(stamp.ToMilliseconds())
-
-
 def assert_not_found(call: Callable[[], Any]) -> None:
     error = rpc_error(call)
     assert error.code() == grpc.StatusCode.NOT_FOUND, error
@@ -75,8 +71,8 @@ def test_create_then_get(sessions: Stub, new_key: Callable[[], str]) -> None:
     assert ID.fullmatch(made.id)
     assert made.user_id == user
     assert dict(made.attributes) == {"ip": "10.0.0.1", "device": "phone"}
-    assert ms(made.last_seen_at) == ms(made.created_at)
-    assert ms(made.expires_at) == ms(made.created_at) + 3_600_000
+    assert made.last_seen_at.ToMilliseconds() == made.created_at.ToMilliseconds()
+    assert made.expires_at.ToMilliseconds() == made.created_at.ToMilliseconds() + 3_600_000
     got = sessions.Get(pb.GetRequest(id=made.id), timeout=10).session
     assert got == made
 
@@ -99,13 +95,15 @@ def test_touch_slides_the_end_and_a_plain_get_does_not(
     plain = sessions.Get(pb.GetRequest(id=made.id), timeout=10).session
     assert plain == made
     touched = sessions.Get(pb.GetRequest(id=made.id, touch=True), timeout=10).session
-    assert ms(touched.last_seen_at) >= ms(made.created_at) + 20
-    assert ms(touched.expires_at) == ms(touched.last_seen_at) + 60_000
+    assert touched.last_seen_at.ToMilliseconds() >= made.created_at.ToMilliseconds() + 20
+    assert touched.expires_at.ToMilliseconds() == touched.last_seen_at.ToMilliseconds() + 60_000
     assert touched.created_at == made.created_at
     again = sessions.Get(pb.GetRequest(id=made.id), timeout=10).session
     assert again == touched
     (session_key,) = [k for k in user_keys(backend_redis, made) if ":s:" in k]
-    assert abs(expires_at_ms(backend_redis, session_key) - ms(touched.expires_at)) < 1_000
+    assert (
+        abs(expires_at_ms(backend_redis, session_key) - touched.expires_at.ToMilliseconds()) < 1_000
+    )
 
 
 def test_sessions_expire_and_leave_nothing_behind(
@@ -130,14 +128,14 @@ def test_the_index_lives_as_long_as_its_longest_session_and_drops_dead_ids(
     long = create(sessions, user, ttl=Duration(seconds=86_400))
     create(sessions, user, ttl=Duration(seconds=60))
     index = next(k for k in user_keys(backend_redis, long) if k.endswith(":u"))
-    assert abs(expires_at_ms(backend_redis, index) - ms(long.expires_at)) < 1_000
+    assert abs(expires_at_ms(backend_redis, index) - long.expires_at.ToMilliseconds()) < 1_000
     assert backend_redis.zcard(index) == 3
     time.sleep(1.1)
     create(sessions, user)  # a write prunes the ended session from the index
     assert backend_redis.zcard(index) == 3
     members = {m.decode() for m in backend_redis.zrange(index, 0, -1)}
     assert short.id.split(".")[0] not in members
-    assert abs(expires_at_ms(backend_redis, index) - ms(long.expires_at)) < 1_000
+    assert abs(expires_at_ms(backend_redis, index) - long.expires_at.ToMilliseconds()) < 1_000
 
 
 # Update, Destroy, List, DestroyAll, Rotate
