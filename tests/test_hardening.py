@@ -27,6 +27,7 @@ from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 
 from devtools.processes import PatternsServer, RedisServer
+from devtools.procfs import memory_bytes
 from patterns_server.core.errors import InvalidArgument
 from patterns_server.rpc.convert import optional_datetime, to_timedelta
 from tests.conftest import windows_of
@@ -242,13 +243,6 @@ def run_calls(address: str, calls: list[Callable[[Any], Any]]) -> list[Any]:
     return asyncio.run(everyone())
 
 
-def peak_memory_bytes(server: PatternsServer) -> int:
-    assert server.process is not None
-    status = Path(f"/proc/{server.process.pid}/status").read_text()
-    (line,) = [line for line in status.splitlines() if line.startswith("VmHWM:")]
-    return int(line.split()[1]) * 1024
-
-
 def outcome(result: Any) -> str:
     if isinstance(result, BaseException) and not isinstance(result, grpc.aio.AioRpcError):
         raise result  # not an answer of the server's: the test's own failure
@@ -275,7 +269,8 @@ def test_large_requests_are_bounded_not_timed_out(own_redis: RedisServer) -> Non
 
     try:
         results = run_calls(server.address, [add(n) for n in range(60)])
-        peak = peak_memory_bytes(server)
+        assert server.process is not None
+        peak = memory_bytes(server.process.pid, "VmHWM")
     finally:
         server.stop()
     outcomes = [outcome(result) for result in results]
