@@ -98,9 +98,24 @@ def new_key() -> Callable[[], str]:
     return lambda: next(names)
 
 
+def node_client(url: str) -> redis.Redis:
+    """A plain client of the Redis at `url`; of the node it names, for a Cluster."""
+    return redis.Redis.from_url(url.replace("redis+cluster://", "redis://"))
+
+
+def node_clients(url: str) -> list[redis.Redis]:
+    """A plain client of every node of the backend at `url` (one for a standalone Redis),
+    for what each node keeps to itself: its connections, its Pub/Sub subscriptions."""
+    first = node_client(url)
+    if not url.startswith("redis+cluster://"):
+        return [first]
+    addresses = first.cluster("NODES")  # {"host:port": {...}, ...}
+    return [redis.Redis(port=int(address.rsplit(":", 1)[1])) for address in addresses]
+
+
 def windows_of(url: str) -> Windows:
     """Windows placed on the clock of the Redis at `url` (any node of a Cluster)."""
-    client = redis.Redis.from_url(url.replace("redis+cluster://", "redis://"))
+    client = node_client(url)
 
     def now_us() -> int:
         seconds, microseconds = client.time()

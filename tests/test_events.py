@@ -9,13 +9,13 @@ from collections.abc import Callable, Sequence
 
 import grpc
 import pytest
-import redis
 from patterns.events.v1 import events_pb2 as pb
 from patterns.events.v1 import events_pb2_grpc
 
 from devtools.processes import PatternsServer, RedisServer
 from patterns_server.app import start
 from patterns_server.core.settings import Settings
+from tests.conftest import node_client, node_clients
 from tests.rpc import assert_invalid, details, stub_for
 from tests.waiting import eventually
 
@@ -144,7 +144,7 @@ def test_namespaces_and_prefixes_keep_channels_apart(
     async def scenario() -> None:
         async with stub_for(server.address, Stub) as stub:
             call = await subscribed(stub, patterns=["*"])
-            other = redis.Redis.from_url(backend_url.replace("redis+cluster", "redis"))
+            other = node_client(backend_url)
             other.publish(f"elsewhere:{channel}", b"outside")
             other.publish(f"patterns:other-tenant:events:{channel}", b"other namespace")
             await stub.Publish(pb.PublishRequest(channel=channel, payload=b"inside"))
@@ -228,13 +228,8 @@ def test_subscribe_rejects_bad_input(
 
 def pubsub_numbers(url: str, channel: str) -> tuple[int, int]:
     """(subscribers of `channel`, patterns) in Redis, across every node of a Cluster."""
-    client = redis.Redis.from_url(url.replace("redis+cluster", "redis"))
     channel_name = f"patterns:default:events:{channel}"
-    if url.startswith("redis+cluster"):
-        ports = [int(address.rsplit(":", 1)[1]) for address in client.cluster("NODES")]
-        nodes = [redis.Redis(port=port) for port in ports]
-    else:
-        nodes = [client]
+    nodes = node_clients(url)
     channels = sum(node.pubsub_numsub(channel_name)[0][1] for node in nodes)
     return channels, sum(int(node.pubsub_numpat()) for node in nodes)
 

@@ -17,7 +17,6 @@ from typing import Any, cast
 
 import grpc
 import pytest
-import redis
 from google.protobuf import descriptor_pb2, timestamp_pb2
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
@@ -30,7 +29,7 @@ from devtools.processes import PatternsServer, RedisServer
 from devtools.procfs import memory_bytes
 from patterns_server.core.errors import InvalidArgument
 from patterns_server.rpc.convert import optional_datetime, to_timedelta
-from tests.conftest import windows_of
+from tests.conftest import node_clients, windows_of
 from tests.rpc import assert_invalid, details, retry_delay, rpc_error
 from tests.waiting import eventually
 
@@ -198,14 +197,7 @@ def test_an_oversized_check_many_is_refused_before_any_check_is_read(
 def kill_idle_connections(backend_url: str) -> None:
     """CLIENT KILL TYPE normal on every node: what Redis's `timeout`, a proxy, a NAT or a
     failover do to idle connections."""
-    if backend_url.startswith("redis+cluster://"):
-        first = redis.Redis.from_url(backend_url.replace("redis+cluster", "redis"))
-        addresses = first.cluster("NODES")  # {"host:port": {...}, ...}
-        ports = [int(address.rsplit(":", 1)[1]) for address in addresses]
-        nodes = [redis.Redis(port=port) for port in ports]
-    else:
-        nodes = [redis.Redis.from_url(backend_url)]
-    for node in nodes:
+    for node in node_clients(backend_url):
         node.client_kill_filter(_type="normal", skip_me=True)
 
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import grpc
 import pytest
-import redis
 from google.protobuf.duration_pb2 import Duration
 from patterns.lock.v1 import lock_pb2 as pb
 from patterns.lock.v1 import lock_pb2_grpc
@@ -167,18 +166,13 @@ def test_a_wait_never_outlasts_the_deadline(locker: Stub, new_key: Callable[[], 
 
 
 def test_mutual_exclusion_with_strictly_growing_fencing_tokens(
-    server: PatternsServer, backend_url: str, new_key: Callable[[], str]
+    server: PatternsServer, backend_redis: Any, new_key: Callable[[], str]
 ) -> None:
     """20 clients x 50 times: acquire, read-increment-write a Redis counter (not atomic),
     release. The counter ends at exactly 1,000, and the fencing tokens seen inside the
     critical sections grow strictly."""
     name, counter = new_key(), f"mutex-test:{new_key()}"
-    plain_url = backend_url.replace("redis+cluster", "redis")
-    store: Any = (
-        redis.RedisCluster.from_url(plain_url)
-        if backend_url.startswith("redis+cluster")
-        else redis.Redis.from_url(plain_url)
-    )
+    store = backend_redis
     store.set(counter, 0)
     seen: list[int] = []
 

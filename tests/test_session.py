@@ -22,6 +22,7 @@ from tests.rpc import (
     grpcurl_call,
     once_answered,
     rpc_error,
+    stub_for,
 )
 
 Stub = session_pb2_grpc.SessionsStub
@@ -280,46 +281,42 @@ def test_the_servers_default_cap_applies_when_a_create_gives_none(
 
 
 def test_twenty_concurrent_creates_with_a_cap_of_five_leave_exactly_five(
-    server: PatternsServer, backend_redis: Any, new_key: Callable[[], str]
+    server: PatternsServer, sessions: Stub, backend_redis: Any, new_key: Callable[[], str]
 ) -> None:
     user = new_key()
 
     async def scenario() -> list[pb.Session]:
-        async with grpc.aio.insecure_channel(server.address) as channel:
-            stub = Stub(channel)
+        async with stub_for(server.address, Stub) as stub:
             request = pb.CreateRequest(user_id=user, ttl=HOUR, max_per_user=5)
             replies = await asyncio.gather(*(stub.Create(request, timeout=10) for _ in range(20)))
             return [reply.session for reply in replies]
 
     made = asyncio.run(scenario())
     assert len({s.id for s in made}) == 20
-    with grpc.insecure_channel(server.address) as channel:
-        response = listed(Stub(channel), user)
+    response = listed(sessions, user)
     assert response.total == 5 and len(response.sessions) == 5
-    live = [s for s in made if _alive(server, s.id)]
+    live = [s for s in made if _alive(sessions, s.id)]
     assert len(live) == 5
     keys = user_keys(backend_redis, made[0])
     assert len([k for k in keys if ":s:" in k]) == 5 and len(keys) == 6
 
 
-def _alive(server: PatternsServer, session_id: str) -> bool:
-    with grpc.insecure_channel(server.address) as channel:
-        try:
-            Stub(channel).Get(pb.GetRequest(id=session_id), timeout=10)
-            return True
-        except grpc.RpcError as error:
-            assert error.code() == grpc.StatusCode.NOT_FOUND, error
-            return False
+def _alive(sessions: Stub, session_id: str) -> bool:
+    try:
+        sessions.Get(pb.GetRequest(id=session_id), timeout=10)
+        return True
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.NOT_FOUND, error
+        return False
 
 
 def test_updates_and_touches_racing_destroys_never_leave_a_session_behind(
-    server: PatternsServer, backend_redis: Any, new_key: Callable[[], str]
+    server: PatternsServer, sessions: Stub, backend_redis: Any, new_key: Callable[[], str]
 ) -> None:
     user = new_key()
 
     async def scenario() -> list[pb.Session]:
-        async with grpc.aio.insecure_channel(server.address) as channel:
-            stub = Stub(channel)
+        async with stub_for(server.address, Stub) as stub:
             create_request = pb.CreateRequest(user_id=user, ttl=HOUR)
             made = [(await stub.Create(create_request, timeout=10)).session for _ in range(100)]
 
@@ -343,7 +340,7 @@ def test_updates_and_touches_racing_destroys_never_leave_a_session_behind(
     made = asyncio.run(scenario())
     assert user_keys(backend_redis, made[0]) == []
     for session in made[:10]:
-        assert not _alive(server, session.id)
+        assert not _alive(sessions, session.id)
 
 
 # Bad input, outages, grpcurl

@@ -18,6 +18,7 @@ from patterns_server.core.errors import ResourceExhausted, Unavailable
 from patterns_server.counter.counter import UniqueCounter
 from patterns_server.ratelimit.ratelimit import Algorithm, Check, Policy, RateLimiter
 from patterns_server.storage import RedisBackend, Subscription, packing
+from tests.conftest import node_client
 from tests.waiting import eventually_async
 
 
@@ -118,8 +119,7 @@ def test_the_packer_is_installed_only_for_the_redis_py_it_was_checked_against(
 
 
 def publish(url: str, channel: bytes, payload: bytes) -> int:
-    client = redis.Redis.from_url(url.replace("redis+cluster://", "redis://"))
-    return int(client.publish(channel, payload))
+    return int(node_client(url).publish(channel, payload))
 
 
 def pubsub_connections(server: RedisServer) -> int:
