@@ -148,3 +148,19 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def server_on_own_redis(own_redis: RedisServer) -> Iterator[Callable[..., PatternsServer]]:
+    """Starts a patterns-server in front of `own_redis` with the flags given, as often as
+    the test calls it; every one is stopped after the test (before its Redis), whatever
+    the test did to it."""
+    started: list[PatternsServer] = []
+
+    def start(*flags: str) -> PatternsServer:
+        started.append(PatternsServer(own_redis.url, *flags).start())
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()

@@ -303,18 +303,16 @@ def test_the_other_calls_reject_bad_input(cache: Stub) -> None:
     assert_invalid(lambda: cache.GetOrLease(long_lease), "lease_ttl")
 
 
-def test_redis_outage_is_unavailable_then_recovers(own_redis: RedisServer) -> None:
-    server = PatternsServer(own_redis.url).start()
-    try:
-        with grpc.insecure_channel(server.address) as channel:
-            cache = Stub(channel)
-            assert put(cache, "k", b"v")
-            own_redis.stop()
-            assert_unavailable(lambda: cache.Get(pb.GetRequest(key="k"), timeout=10))
-            own_redis.start()
-            assert once_answered(lambda: put(cache, "k", b"back"))
-    finally:
-        server.stop()
+def test_redis_outage_is_unavailable_then_recovers(
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
+) -> None:
+    with grpc.insecure_channel(server_on_own_redis().address) as channel:
+        cache = Stub(channel)
+        assert put(cache, "k", b"v")
+        own_redis.stop()
+        assert_unavailable(lambda: cache.Get(pb.GetRequest(key="k"), timeout=10))
+        own_redis.start()
+        assert once_answered(lambda: put(cache, "k", b"back"))
 
 
 def test_keys_live_in_the_namespace(

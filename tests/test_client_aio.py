@@ -3,7 +3,7 @@ Cluster: every service's methods as coroutines, and the recipes with `async with
 `async for` and coroutine functions."""
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -197,17 +197,10 @@ def test_the_cached_decorator_on_a_coroutine_function(
     assert calls == [3]
 
 
-@pytest.fixture
-def own_server(own_redis: RedisServer) -> Iterator[tuple[RedisServer, PatternsServer]]:
-    server = PatternsServer(own_redis.url).start()
-    yield own_redis, server
-    server.stop()
-
-
 def test_async_recipes_while_redis_is_down_and_after(
-    own_server: tuple[RedisServer, PatternsServer],
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
 ) -> None:
-    redis, server = own_server
+    server = server_on_own_redis()
 
     async def scenario(client: aio.Client) -> list[Any]:
         items: list[Any] = []
@@ -225,7 +218,7 @@ def test_async_recipes_while_redis_is_down_and_after(
             return len(items) == count
 
         await eventually_async(lambda: received(1))
-        redis.stop()
+        own_redis.stop()
 
         async def interrupted() -> bool:
             return not subscription.subscribed.is_set()
@@ -240,7 +233,7 @@ def test_async_recipes_while_redis_is_down_and_after(
             return b"from the source"
 
         assert await client.cache.get_or_compute("k", source) == b"from the source"
-        redis.start()
+        own_redis.start()
         await asyncio.wait_for(subscription.subscribed.wait(), 30)
         await client.events.publish("news", b"after")
         await eventually_async(lambda: received(3))

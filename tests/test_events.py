@@ -260,8 +260,10 @@ def test_cancelled_streams_leave_no_subscription(
     )
 
 
-def test_a_slow_subscriber_is_ended_alone(own_redis: RedisServer) -> None:
-    server = PatternsServer(own_redis.url, "--events-buffer", "20").start()
+def test_a_slow_subscriber_is_ended_alone(
+    server_on_own_redis: Callable[..., PatternsServer],
+) -> None:
+    server = server_on_own_redis("--events-buffer", "20")
 
     async def scenario() -> None:
         async with stub_for(server.address, Stub) as stub:
@@ -282,14 +284,13 @@ def test_a_slow_subscriber_is_ended_alone(own_redis: RedisServer) -> None:
             assert (await next_event(reader)).payload == b"still"
             reader.cancel()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        server.stop()
+    asyncio.run(scenario())
 
 
-def test_losing_redis_ends_streams_then_subscriptions_work_again(own_redis: RedisServer) -> None:
-    server = PatternsServer(own_redis.url, "--redis-timeout", "1").start()
+def test_losing_redis_ends_streams_then_subscriptions_work_again(
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
+) -> None:
+    server = server_on_own_redis("--redis-timeout", "1")
 
     async def scenario() -> None:
         async with stub_for(server.address, Stub) as stub:
@@ -314,14 +315,13 @@ def test_losing_redis_ends_streams_then_subscriptions_work_again(own_redis: Redi
             assert (await next_event(again)).payload == b"back"
             again.cancel()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        server.stop()
+    asyncio.run(scenario())
 
 
-def test_shutdown_ends_streams_with_unavailable(own_redis: RedisServer) -> None:
-    server = PatternsServer(own_redis.url, "--shutdown-grace", "5").start()
+def test_shutdown_ends_streams_with_unavailable(
+    server_on_own_redis: Callable[..., PatternsServer],
+) -> None:
+    server = server_on_own_redis("--shutdown-grace", "5")
 
     async def scenario() -> list[grpc.StatusCode]:
         async with stub_for(server.address, Stub) as stub:
@@ -338,11 +338,8 @@ def test_shutdown_ends_streams_with_unavailable(own_redis: RedisServer) -> None:
             assert time.monotonic() - started < 4  # not held for the grace period
             return codes
 
-    try:
-        assert set(asyncio.run(scenario())) == {grpc.StatusCode.UNAVAILABLE}
-        assert server.wait() == 0
-    finally:
-        server.stop()
+    assert set(asyncio.run(scenario())) == {grpc.StatusCode.UNAVAILABLE}
+    assert server.wait() == 0
 
 
 def test_a_thousand_streams_share_one_redis_connection_and_leave_nothing(

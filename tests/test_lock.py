@@ -102,18 +102,18 @@ def test_inspect_and_force_release(locker: Stub, new_key: Callable[[], str]) -> 
     assert release(locker, name, lease.token) == pb.RELEASE_STATUS_NOT_HELD
 
 
-def test_fencing_tokens_survive_expiry_and_restarts(own_redis: RedisServer) -> None:
+def test_fencing_tokens_survive_expiry_and_restarts(
+    server_on_own_redis: Callable[..., PatternsServer],
+) -> None:
     """The fencing counter outlives every lease and the server: tokens keep growing."""
     tokens = []
     for _ in range(2):
-        server = PatternsServer(own_redis.url).start()
-        try:
-            with grpc.insecure_channel(server.address) as channel:
-                for _ in range(3):
-                    tokens.append(acquire(Stub(channel), "job", ttl=duration_ms(50)).fencing_token)
-                    time.sleep(0.08)
-        finally:
-            server.stop()
+        server = server_on_own_redis()
+        with grpc.insecure_channel(server.address) as channel:
+            for _ in range(3):
+                tokens.append(acquire(Stub(channel), "job", ttl=duration_ms(50)).fencing_token)
+                time.sleep(0.08)  # the lease expires: the next Acquire gets the lock
+        server.stop()  # the next three come from another server process
     assert tokens == sorted(tokens) and len(set(tokens)) == 6
 
 
@@ -200,9 +200,11 @@ def test_mutual_exclusion_with_strictly_growing_fencing_tokens(
     assert all(a < b for a, b in itertools.pairwise(seen)), "fencing tokens must grow"
 
 
-def test_a_thousand_waiters_share_one_redis_connection(own_redis: RedisServer) -> None:
+def test_a_thousand_waiters_share_one_redis_connection(
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
+) -> None:
     # A waiting Acquire is a call in progress: room for 1,000 of them and the others.
-    server = PatternsServer(own_redis.url, "--max-concurrent-rpcs", "1100").start()
+    server = server_on_own_redis("--max-concurrent-rpcs", "1100")
 
     async def scenario() -> tuple[int, int]:
         async with stub_for(server.address, Stub) as stub:
@@ -223,10 +225,7 @@ def test_a_thousand_waiters_share_one_redis_connection(own_redis: RedisServer) -
                 waiters = list(pending)
             return connections, winners
 
-    try:
-        connections, winners = asyncio.run(scenario())
-    finally:
-        server.stop()
+    connections, winners = asyncio.run(scenario())
     assert winners == 1_000
     assert connections <= 6  # the test's own, the pool's few, and one for Pub/Sub
 
@@ -321,9 +320,8 @@ def test_a_hold_that_waits_in_vain_says_not_acquired(
     assert [m.WhichOneof("kind") for m in messages] == ["not_acquired"]
 
 
-def test_shutdown_releases_held_locks(own_redis: RedisServer) -> None:
-    server = PatternsServer(own_redis.url).start()
-    other = PatternsServer(own_redis.url).start()
+def test_shutdown_releases_held_locks(server_on_own_redis: Callable[..., PatternsServer]) -> None:
+    server, other = server_on_own_redis(), server_on_own_redis()
 
     async def scenario() -> None:
         async with stub_for(server.address, Stub) as stub:
@@ -337,11 +335,7 @@ def test_shutdown_releases_held_locks(own_redis: RedisServer) -> None:
         async with stub_for(other.address, Stub) as stub:
             assert (await stub.Acquire(pb.AcquireRequest(name="job", ttl=MINUTE))).acquired
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        server.stop()
-        other.stop()
+    asyncio.run(scenario())
 
 
 # Bad input, outages, grpcurl
@@ -383,18 +377,16 @@ def test_the_other_calls_reject_bad_input(locker: Stub) -> None:
     assert_invalid(lambda: list(locker.Hold(hold, timeout=10)), "ttl")
 
 
-def test_redis_outage_is_unavailable_then_recovers(own_redis: RedisServer) -> None:
-    server = PatternsServer(own_redis.url).start()
-    try:
-        with grpc.insecure_channel(server.address) as channel:
-            locker = Stub(channel)
-            assert acquire(locker, "a").acquired
-            own_redis.stop()
-            assert_unavailable(lambda: acquire(locker, "b"))
-            own_redis.start()
-            assert once_answered(lambda: acquire(locker, "b")).acquired
-    finally:
-        server.stop()
+def test_redis_outage_is_unavailable_then_recovers(
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
+) -> None:
+    with grpc.insecure_channel(server_on_own_redis().address) as channel:
+        locker = Stub(channel)
+        assert acquire(locker, "a").acquired
+        own_redis.stop()
+        assert_unavailable(lambda: acquire(locker, "b"))
+        own_redis.start()
+        assert once_answered(lambda: acquire(locker, "b")).acquired
 
 
 def test_grpcurl_acquires_and_inspects(

@@ -412,29 +412,28 @@ def test_check_many_rejects_bad_input(limiter: Stub) -> None:
 
 
 @pytest.mark.parametrize("mode", ["closed", "open"])
-def test_failure_mode(own_redis: RedisServer, mode: str) -> None:
-    server = PatternsServer(own_redis.url, "--ratelimit-failure-mode", mode).start()
-    try:
-        with grpc.insecure_channel(server.address) as channel:
-            limiter = Stub(channel)
-            rule = policy(pb.ALGORITHM_FIXED_WINDOW, 3, windows_of(own_redis.url).calm(DAY))
-            assert check(limiter, "user", rule, cost=3).allowed
-            assert not check(limiter, "user", rule).allowed
-            own_redis.stop()
-            if mode == "closed":
-                assert_unavailable(lambda: check(limiter, "user", rule))
-                return
-            answer = check(limiter, "user", rule)
-            assert answer.allowed and answer.remaining == 2
-            many = limiter.CheckMany(
-                pb.CheckManyRequest(
-                    checks=[pb.CheckRequest(key="user", policy=rule)] * 2, all_or_nothing=False
-                )
+def test_failure_mode(
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer], mode: str
+) -> None:
+    server = server_on_own_redis("--ratelimit-failure-mode", mode)
+    with grpc.insecure_channel(server.address) as channel:
+        limiter = Stub(channel)
+        rule = policy(pb.ALGORITHM_FIXED_WINDOW, 3, windows_of(own_redis.url).calm(DAY))
+        assert check(limiter, "user", rule, cost=3).allowed
+        assert not check(limiter, "user", rule).allowed
+        own_redis.stop()
+        if mode == "closed":
+            assert_unavailable(lambda: check(limiter, "user", rule))
+            return
+        answer = check(limiter, "user", rule)
+        assert answer.allowed and answer.remaining == 2
+        many = limiter.CheckMany(
+            pb.CheckManyRequest(
+                checks=[pb.CheckRequest(key="user", policy=rule)] * 2, all_or_nothing=False
             )
-            assert many.allowed
-            server.wait_for_log("admitted 1 checks unchecked so far (failure mode open)")
-    finally:
-        server.stop()
+        )
+        assert many.allowed
+        server.wait_for_log("admitted 1 checks unchecked so far (failure mode open)")
 
 
 @pytest.mark.parametrize("backend_url", ["redis7"], indirect=True)

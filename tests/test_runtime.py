@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -46,11 +46,8 @@ def test_every_service_of_the_product_is_served() -> None:
 
 
 @pytest.fixture
-def own_server(own_redis: RedisServer) -> Iterator[PatternsServer]:
-    server = PatternsServer(own_redis.url, "--redis-timeout", "1", "--shutdown-grace", "5")
-    server.start()
-    yield server
-    server.stop()
+def own_server(server_on_own_redis: Callable[..., PatternsServer]) -> PatternsServer:
+    return server_on_own_redis("--redis-timeout", "1", "--shutdown-grace", "5")
 
 
 def health_of(channel: grpc.Channel, service: str = "") -> int:

@@ -265,19 +265,16 @@ def test_the_cap_ends_the_sessions_that_would_end_soonest(
 
 
 def test_the_servers_default_cap_applies_when_a_create_gives_none(
-    own_redis: RedisServer,
+    server_on_own_redis: Callable[..., PatternsServer],
 ) -> None:
-    server = PatternsServer(own_redis.url, "--sessions-max-per-user", "2").start()
-    try:
-        with grpc.insecure_channel(server.address) as channel:
-            stub = Stub(channel)
-            for _ in range(4):
-                create(stub, "u")
-            assert listed(stub, "u").total == 2
-            create(stub, "u", max_per_user=3)
-            assert listed(stub, "u").total == 3
-    finally:
-        server.stop()
+    server = server_on_own_redis("--sessions-max-per-user", "2")
+    with grpc.insecure_channel(server.address) as channel:
+        stub = Stub(channel)
+        for _ in range(4):
+            create(stub, "u")
+        assert listed(stub, "u").total == 2
+        create(stub, "u", max_per_user=3)
+        assert listed(stub, "u").total == 3
 
 
 def test_twenty_concurrent_creates_with_a_cap_of_five_leave_exactly_five(
@@ -405,18 +402,16 @@ def test_the_largest_requests_are_accepted(sessions: Stub) -> None:
     assert sessions.DestroyAll(pb.DestroyAllRequest(user_id=user), timeout=10).destroyed == 1
 
 
-def test_redis_outage_is_unavailable_then_recovers(own_redis: RedisServer) -> None:
-    server = PatternsServer(own_redis.url).start()
-    try:
-        with grpc.insecure_channel(server.address) as channel:
-            stub = Stub(channel)
-            made = create(stub, "u")
-            own_redis.stop()
-            assert_unavailable(lambda: stub.Get(pb.GetRequest(id=made.id), timeout=10))
-            own_redis.start()  # an empty Redis: the session is gone with it
-            once_answered(lambda: create(stub, "u"))
-    finally:
-        server.stop()
+def test_redis_outage_is_unavailable_then_recovers(
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
+) -> None:
+    with grpc.insecure_channel(server_on_own_redis().address) as channel:
+        stub = Stub(channel)
+        made = create(stub, "u")
+        own_redis.stop()
+        assert_unavailable(lambda: stub.Get(pb.GetRequest(id=made.id), timeout=10))
+        own_redis.start()  # an empty Redis: the session is gone with it
+        once_answered(lambda: create(stub, "u"))
 
 
 def test_grpcurl_creates_and_touches(
