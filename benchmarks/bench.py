@@ -58,6 +58,7 @@ from benchmarks.load import (
 )
 from benchmarks.lock import LockResult, run_locks
 from devtools.processes import PatternsServer, RedisServer
+from devtools.procfs import cpu_seconds
 from patterns_server.ratelimit.ratelimit import CHECK
 from patterns_server.storage.embedded import find_redis_server
 
@@ -83,7 +84,6 @@ SCENARIOS = (
     "session-touch",
 )
 DIRECT = ("direct", "direct-get", "direct-set")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -112,12 +112,6 @@ def percentile(ordered: Sequence[int], fraction: float) -> float:
         return float("nan")
     index = min(len(ordered) - 1, int(fraction * len(ordered)))
     return ordered[index] / 1e6
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def core_sets() -> tuple[set[int] | None, set[int] | None]:

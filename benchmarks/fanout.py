@@ -13,7 +13,6 @@ import struct
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -21,6 +20,7 @@ from patterns.events.v1 import events_pb2 as pb
 from patterns.events.v1 import events_pb2_grpc
 
 from benchmarks.load import pin, run_on_uvloop
+from devtools.procfs import cpu_seconds, memory_bytes
 
 CHANNEL = "fanout"
 PADDING = bytes(92)  # payloads of 100 bytes: a timestamp and padding
@@ -86,18 +86,6 @@ def run_subscribers(
     return run_on_uvloop(main())
 
 
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100  # SC_CLK_TCK is 100 on Linux
-
-
 def run_fanout(
     address: str,
     server_pid: int,
@@ -116,7 +104,7 @@ def run_fanout(
         ProcessPoolExecutor(client_processes, mp_context=context) as pool,
     ):
         ready = manager.Queue()
-        memory_before = rss_bytes(server_pid)
+        memory_before = memory_bytes(server_pid)
         # The window opens once every stream is subscribed (10 s at most to get there).
         start = time.time() + 10.0
         window = (start, start + seconds)
@@ -126,7 +114,7 @@ def run_fanout(
         ]
         opened = sum(ready.get(timeout=60) for _ in range(client_processes))
         assert opened == streams
-        memory_per_stream = (rss_bytes(server_pid) - memory_before) / streams
+        memory_per_stream = (memory_bytes(server_pid) - memory_before) / streams
         time.sleep(max(0.0, start - time.time()))
         cpu_before = cpu_seconds(server_pid)
         published = run_on_uvloop(_publish(address, rate, window))

@@ -98,9 +98,24 @@ def new_key() -> Callable[[], str]:
     return lambda: next(names)
 
 
+def node_client(url: str) -> redis.Redis:
+    """A plain client of the Redis at `url`; of the node it names, for a Cluster."""
+    return redis.Redis.from_url(url.replace("redis+cluster://", "redis://"))
+
+
+def node_clients(url: str) -> list[redis.Redis]:
+    """A plain client of every node of the backend at `url` (one for a standalone Redis),
+    for what each node keeps to itself: its connections, its Pub/Sub subscriptions."""
+    first = node_client(url)
+    if not url.startswith("redis+cluster://"):
+        return [first]
+    addresses = first.cluster("NODES")  # {"host:port": {...}, ...}
+    return [redis.Redis(port=int(address.rsplit(":", 1)[1])) for address in addresses]
+
+
 def windows_of(url: str) -> Windows:
     """Windows placed on the clock of the Redis at `url` (any node of a Cluster)."""
-    client = redis.Redis.from_url(url.replace("redis+cluster://", "redis://"))
+    client = node_client(url)
 
     def now_us() -> int:
         seconds, microseconds = client.time()
@@ -133,3 +148,19 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def server_on_own_redis(own_redis: RedisServer) -> Iterator[Callable[..., PatternsServer]]:
+    """Starts a patterns-server in front of `own_redis` with the flags given, as often as
+    the test calls it; every one is stopped after the test (before its Redis), whatever
+    the test did to it."""
+    started: list[PatternsServer] = []
+
+    def start(*flags: str) -> PatternsServer:
+        started.append(PatternsServer(own_redis.url, *flags).start())
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()

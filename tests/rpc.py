@@ -1,17 +1,15 @@
-"""Helpers the suites share: reading what a failed call carried (its code and google.rpc
-details), grpcurl, stubs on asyncio channels, Durations, and waiting for a condition."""
+"""Making calls and reading their outcome: stubs on asyncio channels, calls retried through
+an outage, what a failed call carried (its code and google.rpc details), and grpcurl."""
 
-import asyncio
 import json
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import grpc
 import pytest
-from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from patterns.errors.v1 import errors_pb2
@@ -27,38 +25,11 @@ LISTED_REASONS = frozenset(errors_pb2.ErrorReason.keys()) - {"ERROR_REASON_UNSPE
 ERROR_DOMAIN = "patterns-server"
 
 
-def ms(milliseconds: int) -> Duration:
-    return Duration(seconds=milliseconds // 1000, nanos=milliseconds % 1000 * 1_000_000)
-
-
 @asynccontextmanager
 async def stub_for(address: str, stub_class: Callable[[grpc.aio.Channel], T]) -> AsyncIterator[T]:
     """A stub of `stub_class` on an asyncio channel to `address`, closed after."""
     async with grpc.aio.insecure_channel(address) as channel:
         yield stub_class(channel)
-
-
-def eventually(condition: Callable[[], bool], within: float = 10.0, step: float = 0.05) -> None:
-    """Wait until `condition()` holds; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(step)
-
-
-async def eventually_async(
-    condition: Callable[[], bool | Awaitable[bool]], within: float = 10.0, step: float = 0.01
-) -> None:
-    """Wait, without blocking the loop, until `condition()` (or its awaited answer) holds."""
-    deadline = time.monotonic() + within
-    while True:
-        held = condition()
-        if not isinstance(held, bool):
-            held = await held
-        if held:
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(step)
 
 
 def once_answered(call: Callable[[], T], within: float = 10.0) -> T:

@@ -32,7 +32,7 @@ from patterns_client import (
     ReleaseStatus,
     Unavailable,
 )
-from tests.rpc import eventually
+from tests.waiting import eventually
 
 # The contract tests run on every backend; the client's, on Redis 7 and the Cluster.
 live = pytest.mark.parametrize("backend_url", ["redis7", "cluster"], indirect=True)
@@ -343,13 +343,11 @@ def test_cached_decorator(client: Client, new_key: Callable[[], str]) -> None:
 
 
 @pytest.fixture
-def outage(own_redis: RedisServer) -> Iterator[tuple[RedisServer, Client]]:
-    server = PatternsServer(own_redis.url).start()
-    try:
-        with Client(server.address, timeout=5) as client:
-            yield own_redis, client
-    finally:
-        server.stop()
+def outage(
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
+) -> Iterator[tuple[RedisServer, Client]]:
+    with Client(server_on_own_redis().address, timeout=5) as client:
+        yield own_redis, client
 
 
 def test_graceful_failure_while_redis_is_down(outage: tuple[RedisServer, Client]) -> None:

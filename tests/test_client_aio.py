@@ -3,7 +3,7 @@ Cluster: every service's methods as coroutines, and the recipes with `async with
 `async for` and coroutine functions."""
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -23,14 +23,14 @@ from patterns_client import (
     Unavailable,
     aio,
 )
-from tests.rpc import eventually_async
+from tests.waiting import eventually_async
 
 live = pytest.mark.parametrize("backend_url", ["redis7", "cluster"], indirect=True)
 MINUTE = timedelta(minutes=1)
 T = TypeVar("T")
 
 
-def run(address: str, scenario: Callable[[aio.Client], Coroutine[Any, Any, T]]) -> T:
+def with_client(address: str, scenario: Callable[[aio.Client], Coroutine[Any, Any, T]]) -> T:
     """`scenario(client)` on a fresh event loop, with a client of the server at `address`."""
 
     async def main() -> T:
@@ -101,7 +101,7 @@ def test_every_service_as_coroutines(server: PatternsServer, new_key: Callable[[
             await client.counter.count([])
         assert [v.field for v in invalid.value.field_violations] == ["keys"]
 
-    run(server.address, scenario)
+    with_client(server.address, scenario)
 
 
 @live
@@ -122,7 +122,7 @@ def test_the_limited_decorator_on_a_coroutine_function(
             await handle("ann")
         assert (limited.value.retry_after or timedelta(0)) > timedelta(seconds=1)
 
-    run(server.address, scenario)
+    with_client(server.address, scenario)
 
 
 @live
@@ -154,7 +154,7 @@ def test_async_hold_releases_on_exit_and_on_exception(
             await asyncio.wait_for(held.lost.wait(), 10)
             assert held.error is not None and held.error.reason == "LEASE_LOST"
 
-    run(server.address, scenario)
+    with_client(server.address, scenario)
 
 
 @live
@@ -175,7 +175,7 @@ def test_fifty_concurrent_get_or_compute_compute_once(
         ]
         return list(await asyncio.gather(*reads))
 
-    assert run(server.address, scenario) == [b"expensive"] * 50
+    assert with_client(server.address, scenario) == [b"expensive"] * 50
     assert len(computed) == 1
 
 
@@ -193,21 +193,14 @@ def test_the_cached_decorator_on_a_coroutine_function(
 
         return [await square(3), await square(3)]
 
-    assert run(server.address, scenario) == [b"9", b"9"]
+    assert with_client(server.address, scenario) == [b"9", b"9"]
     assert calls == [3]
 
 
-@pytest.fixture
-def own_server(own_redis: RedisServer) -> Iterator[tuple[RedisServer, PatternsServer]]:
-    server = PatternsServer(own_redis.url).start()
-    yield own_redis, server
-    server.stop()
-
-
 def test_async_recipes_while_redis_is_down_and_after(
-    own_server: tuple[RedisServer, PatternsServer],
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
 ) -> None:
-    redis, server = own_server
+    server = server_on_own_redis()
 
     async def scenario(client: aio.Client) -> list[Any]:
         items: list[Any] = []
@@ -225,7 +218,7 @@ def test_async_recipes_while_redis_is_down_and_after(
             return len(items) == count
 
         await eventually_async(lambda: received(1))
-        redis.stop()
+        own_redis.stop()
 
         async def interrupted() -> bool:
             return not subscription.subscribed.is_set()
@@ -240,7 +233,7 @@ def test_async_recipes_while_redis_is_down_and_after(
             return b"from the source"
 
         assert await client.cache.get_or_compute("k", source) == b"from the source"
-        redis.start()
+        own_redis.start()
         await asyncio.wait_for(subscription.subscribed.wait(), 30)
         await client.events.publish("news", b"after")
         await eventually_async(lambda: received(3))
@@ -248,7 +241,7 @@ def test_async_recipes_while_redis_is_down_and_after(
         await asyncio.wait_for(reader, 10)  # closing ended the iteration
         return items
 
-    before, gap, after = run(server.address, scenario)
+    before, gap, after = with_client(server.address, scenario)
     assert isinstance(before, Event) and before.payload == b"before"
     assert isinstance(gap, Gap)
     assert isinstance(after, Event) and after.payload == b"after"

@@ -6,7 +6,7 @@ each call the client makes and answers it, message by message, then with a statu
 servicers, grpc/grpc#24942, which is why every other test uses real sockets.)"""
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +19,7 @@ from patterns.events.v1 import events_pb2
 from patterns.session.v1 import session_pb2
 
 from patterns_client import Client, DeadlineExceeded, Event, Gap, PermissionDenied, Unavailable
-from tests.rpc import eventually
+from tests.waiting import eventually
 
 EVENTS = events_pb2.DESCRIPTOR.services_by_name["Events"]
 SESSIONS = session_pb2.DESCRIPTOR.services_by_name["Sessions"]
@@ -51,6 +51,22 @@ def event(payload: bytes) -> events_pb2.SubscribeResponse:
 
 
 SUBSCRIBED = events_pb2.SubscribeResponse(subscribed=events_pb2.Subscribed(channels=["c"]))
+
+
+def in_a_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
+    """Starts `call` in a thread of its own, for the test to play the server meanwhile; the
+    thread, and the list that receives what `call` raised."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except Exception as error:
+            raised.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, raised
 
 
 def test_a_stream_cut_after_its_third_message_resumes_with_a_gap(
@@ -92,17 +108,8 @@ def test_a_stream_cut_after_its_third_message_resumes_with_a_gap(
 def test_a_refusal_that_retrying_cannot_cure_ends_the_subscription(
     client: Client, channel: Any
 ) -> None:
-    failures: list[BaseException] = []
     subscription = client.events.subscribe(channels=["c"])
-
-    def read() -> None:
-        try:
-            list(subscription)
-        except Exception as error:
-            failures.append(error)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    reader, failures = in_a_thread(lambda: list(subscription))
     _, _, rpc = channel.take_unary_stream(SUBSCRIBE)
     rpc.terminate((), grpc.StatusCode.PERMISSION_DENIED, "not yours")
     reader.join(10)
@@ -111,16 +118,7 @@ def test_a_refusal_that_retrying_cannot_cure_ends_the_subscription(
 
 
 def test_retry_info_becomes_retry_after(client: Client, channel: Any) -> None:
-    outcome: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            client.sessions.get("some-id")
-        except Exception as error:
-            outcome.append(error)
-
-    caller = threading.Thread(target=call)
-    caller.start()
+    caller, outcome = in_a_thread(lambda: client.sessions.get("some-id"))
     _, _, rpc = channel.take_unary_unary(GET_SESSION)
     retry = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=7, nanos=250_000_000))
     info = error_details_pb2.ErrorInfo(reason="REDIS_TIMEOUT", domain="patterns-server")
@@ -138,16 +136,7 @@ def test_retry_info_becomes_retry_after(client: Client, channel: Any) -> None:
 
 
 def test_a_deadline_hit_mid_call_is_deadline_exceeded(client: Client, channel: Any) -> None:
-    outcome: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            client.sessions.get("some-id", touch=True)
-        except Exception as error:
-            outcome.append(error)
-
-    caller = threading.Thread(target=call)
-    caller.start()
+    caller, outcome = in_a_thread(lambda: client.sessions.get("some-id", touch=True))
     _, request, rpc = channel.take_unary_unary(GET_SESSION)
     assert request.touch
     rpc.terminate(None, (), grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")

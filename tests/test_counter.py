@@ -3,6 +3,7 @@
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -11,9 +12,11 @@ from patterns.counter.v1 import counter_pb2 as pb
 from patterns.counter.v1 import counter_pb2_grpc
 
 from devtools.processes import PatternsServer
+from tests.durations import duration_ms
 from tests.rpc import assert_invalid
 
 Stub = counter_pb2_grpc.UniqueCounterStub
+MINUTE = Duration(seconds=60)
 
 
 @pytest.fixture
@@ -53,19 +56,31 @@ def test_count_is_the_union_across_many_keys(counter: Stub, new_key: Callable[[]
     assert count(counter, keys[5], new_key()) == 3  # a missing key is empty
 
 
+def stored_as(key: str) -> str:
+    """The Redis key of counter `key`."""
+    return f"patterns:default:counter:{{{key}}}"
+
+
 def test_ttl_expires_the_counter(counter: Stub, new_key: Callable[[], str]) -> None:
+    """The counter really is gone once its ttl has passed."""
     key = new_key()
-    add(counter, key, ["alice"], ttl=Duration(nanos=300_000_000))
-    assert count(counter, key) == 1
-    time.sleep(0.5)
+    added_at = time.monotonic()
+    add(counter, key, ["alice"], ttl=duration_ms(300))
+    # There until its 300 ms are up: a machine that stalled longer than that cannot show it.
+    assert count(counter, key) == 1 or time.monotonic() - added_at > 0.3
+    time.sleep(0.8)  # half a second past the ttl
     assert count(counter, key) == 0
 
 
-def test_ttl_is_renewed_by_each_add(counter: Stub, new_key: Callable[[], str]) -> None:
+def test_ttl_is_renewed_by_each_add(
+    counter: Stub, backend_redis: Any, new_key: Callable[[], str]
+) -> None:
     key = new_key()
     add(counter, key, ["alice"], ttl=Duration(seconds=1))
     add(counter, key, ["bob"], ttl=Duration(seconds=60))
-    time.sleep(1.2)  # past the first expiry, which the second Add replaced
+    # The second Add replaced the first's expiry: a minute left, not a second (10 s of
+    # room below it for a slow machine).
+    assert 50_000 < backend_redis.pttl(stored_as(key)) <= 60_000
     assert count(counter, key) == 2
 
 
@@ -85,14 +100,16 @@ def test_merge_keeps_destination_items_and_returns_its_count(
     assert again.count == 4
 
 
-def test_merge_ttl_expires_the_destination(counter: Stub, new_key: Callable[[], str]) -> None:
+def test_merge_ttl_expires_the_destination(
+    counter: Stub, backend_redis: Any, new_key: Callable[[], str]
+) -> None:
     destination, source = new_key(), new_key()
     add(counter, source, ["alice"])
-    counter.Merge(
-        pb.MergeRequest(destination=destination, sources=[source], ttl=Duration(nanos=300_000_000))
-    )
-    time.sleep(0.5)
-    assert count(counter, destination) == 0
+    counter.Merge(pb.MergeRequest(destination=destination, sources=[source], ttl=MINUTE))
+    # The destination expires in a minute (10 s of room below it for a slow machine); the
+    # source keeps no expiry (-1).
+    assert 50_000 < backend_redis.pttl(stored_as(destination)) <= 60_000
+    assert backend_redis.pttl(stored_as(source)) == -1
     assert count(counter, source) == 1
 
 

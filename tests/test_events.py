@@ -6,25 +6,20 @@ import json
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
 
 import grpc
 import pytest
-import redis
 from patterns.events.v1 import events_pb2 as pb
 from patterns.events.v1 import events_pb2_grpc
 
 from devtools.processes import PatternsServer, RedisServer
 from patterns_server.app import start
 from patterns_server.core.settings import Settings
+from tests.conftest import node_client, node_clients
 from tests.rpc import assert_invalid, details, stub_for
+from tests.waiting import eventually
 
 Stub = events_pb2_grpc.EventsStub
-T = TypeVar("T")
-
-
-def run(scenario: Callable[[], Any]) -> Any:
-    return asyncio.run(scenario())
 
 
 async def subscribed(
@@ -70,7 +65,7 @@ def test_subscribed_comes_first_then_events_in_order(
         assert all(abs(e.received_at.ToSeconds() - time.time()) < 60 for e in events)
         return [e.payload for e in events]
 
-    assert run(scenario) == [b"%d" % n for n in range(200)]
+    assert asyncio.run(scenario()) == [b"%d" % n for n in range(200)]
 
 
 def test_patterns_match_and_say_which(server: PatternsServer, new_key: Callable[[], str]) -> None:
@@ -88,7 +83,9 @@ def test_patterns_match_and_say_which(server: PatternsServer, new_key: Callable[
 
     base_eu, base_us, pattern = f"{base}.eu", f"{base}.us", f"{base}.*"
     # A channel subscription and a pattern that matches it: the message comes once for each.
-    assert run(scenario) == sorted([(base_eu, ""), (base_eu, pattern), (base_us, pattern)])
+    assert asyncio.run(scenario()) == sorted(
+        [(base_eu, ""), (base_eu, pattern), (base_us, pattern)]
+    )
 
 
 def test_a_subscription_starts_exactly_at_subscribed(
@@ -113,7 +110,7 @@ def test_a_subscription_starts_exactly_at_subscribed(
             later.cancel()
 
     for _ in range(5):
-        run(scenario)
+        asyncio.run(scenario())
 
 
 def test_receivers_counts_server_processes(
@@ -130,7 +127,7 @@ def test_receivers_counts_server_processes(
                 call.cancel()
             return counts
 
-    counts = run(scenario)
+    counts = asyncio.run(scenario())
     assert counts[0] == 0
     # Three streams, one server process: one Redis subscriber (on a Cluster too: every
     # process's Pub/Sub connection and every PUBLISH go to one node).
@@ -147,7 +144,7 @@ def test_namespaces_and_prefixes_keep_channels_apart(
     async def scenario() -> None:
         async with stub_for(server.address, Stub) as stub:
             call = await subscribed(stub, patterns=["*"])
-            other = redis.Redis.from_url(backend_url.replace("redis+cluster", "redis"))
+            other = node_client(backend_url)
             other.publish(f"elsewhere:{channel}", b"outside")
             other.publish(f"patterns:other-tenant:events:{channel}", b"other namespace")
             await stub.Publish(pb.PublishRequest(channel=channel, payload=b"inside"))
@@ -156,7 +153,7 @@ def test_namespaces_and_prefixes_keep_channels_apart(
             assert event.payload == b"inside" and event.pattern == "*"
             call.cancel()
 
-    run(scenario)
+    asyncio.run(scenario())
 
 
 def test_hostile_names_are_taken_literally(
@@ -176,7 +173,7 @@ def test_hostile_names_are_taken_literally(
         assert [e.channel for e in events if e.pattern] == [f"{base}[ab]"]
         assert all(e.payload == e.channel.encode() for e in events)
 
-    run(scenario)
+    asyncio.run(scenario())
 
 
 def test_the_largest_payload_is_published(
@@ -193,7 +190,7 @@ def test_the_largest_payload_is_published(
             call.cancel()
             return event.payload
 
-    assert run(scenario) == bytes(range(256)) * 4096
+    assert asyncio.run(scenario()) == bytes(range(256)) * 4096
 
 
 def bad_publishes() -> list[tuple[pb.PublishRequest, str]]:
@@ -231,13 +228,8 @@ def test_subscribe_rejects_bad_input(
 
 def pubsub_numbers(url: str, channel: str) -> tuple[int, int]:
     """(subscribers of `channel`, patterns) in Redis, across every node of a Cluster."""
-    client = redis.Redis.from_url(url.replace("redis+cluster", "redis"))
     channel_name = f"patterns:default:events:{channel}"
-    if url.startswith("redis+cluster"):
-        ports = [int(address.rsplit(":", 1)[1]) for address in client.cluster("NODES")]
-        nodes = [redis.Redis(port=port) for port in ports]
-    else:
-        nodes = [client]
+    nodes = node_clients(url)
     channels = sum(node.pubsub_numsub(channel_name)[0][1] for node in nodes)
     return channels, sum(int(node.pubsub_numpat()) for node in nodes)
 
@@ -261,15 +253,17 @@ def test_cancelled_streams_leave_no_subscription(
                 for call in calls:
                     call.cancel()
 
-    run(scenario)
-    deadline = time.monotonic() + 10
-    while pubsub_numbers(backend_url, channel) != (0, patterns_before):
-        assert time.monotonic() < deadline, pubsub_numbers(backend_url, channel)
-        time.sleep(0.05)
+    asyncio.run(scenario())
+    eventually(
+        lambda: pubsub_numbers(backend_url, channel) == (0, patterns_before),
+        what="no subscription left in Redis",
+    )
 
 
-def test_a_slow_subscriber_is_ended_alone(own_redis: RedisServer) -> None:
-    server = PatternsServer(own_redis.url, "--events-buffer", "20").start()
+def test_a_slow_subscriber_is_ended_alone(
+    server_on_own_redis: Callable[..., PatternsServer],
+) -> None:
+    server = server_on_own_redis("--events-buffer", "20")
 
     async def scenario() -> None:
         async with stub_for(server.address, Stub) as stub:
@@ -290,14 +284,13 @@ def test_a_slow_subscriber_is_ended_alone(own_redis: RedisServer) -> None:
             assert (await next_event(reader)).payload == b"still"
             reader.cancel()
 
-    try:
-        run(scenario)
-    finally:
-        server.stop()
+    asyncio.run(scenario())
 
 
-def test_losing_redis_ends_streams_then_subscriptions_work_again(own_redis: RedisServer) -> None:
-    server = PatternsServer(own_redis.url, "--redis-timeout", "1").start()
+def test_losing_redis_ends_streams_then_subscriptions_work_again(
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
+) -> None:
+    server = server_on_own_redis("--redis-timeout", "1")
 
     async def scenario() -> None:
         async with stub_for(server.address, Stub) as stub:
@@ -322,14 +315,13 @@ def test_losing_redis_ends_streams_then_subscriptions_work_again(own_redis: Redi
             assert (await next_event(again)).payload == b"back"
             again.cancel()
 
-    try:
-        run(scenario)
-    finally:
-        server.stop()
+    asyncio.run(scenario())
 
 
-def test_shutdown_ends_streams_with_unavailable(own_redis: RedisServer) -> None:
-    server = PatternsServer(own_redis.url, "--shutdown-grace", "5").start()
+def test_shutdown_ends_streams_with_unavailable(
+    server_on_own_redis: Callable[..., PatternsServer],
+) -> None:
+    server = server_on_own_redis("--shutdown-grace", "5")
 
     async def scenario() -> list[grpc.StatusCode]:
         async with stub_for(server.address, Stub) as stub:
@@ -346,11 +338,8 @@ def test_shutdown_ends_streams_with_unavailable(own_redis: RedisServer) -> None:
             assert time.monotonic() - started < 4  # not held for the grace period
             return codes
 
-    try:
-        assert set(run(scenario)) == {grpc.StatusCode.UNAVAILABLE}
-        assert server.wait() == 0
-    finally:
-        server.stop()
+    assert set(asyncio.run(scenario())) == {grpc.StatusCode.UNAVAILABLE}
+    assert server.wait() == 0
 
 
 def test_a_thousand_streams_share_one_redis_connection_and_leave_nothing(
@@ -381,7 +370,7 @@ def test_a_thousand_streams_share_one_redis_connection_and_leave_nothing(
         finally:
             await app.stop()
 
-    connections, extra_tasks, streams = run(scenario)
+    connections, extra_tasks, streams = asyncio.run(scenario())
     assert connections == 1
     assert extra_tasks <= 0 and streams == 1
 

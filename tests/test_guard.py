@@ -20,7 +20,8 @@ from patterns_server.core.settings import Settings
 from patterns_server.rpc.service import Service
 from patterns_server.runtime.calls import Calls
 from patterns_server.runtime.serving import add_service
-from tests.rpc import details, eventually_async
+from tests.rpc import details
+from tests.waiting import eventually_async
 
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"]
 SERVING = health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
@@ -82,6 +83,16 @@ async def serving(
 
 def watch(service: str, timeout: float = 10) -> health_pb2.HealthCheckRequest:
     return health_pb2.HealthCheckRequest(service=service)
+
+
+async def parked(
+    stub: health_pb2_grpc.HealthStub, servicer: SteeredServicer
+) -> grpc.aio.UnaryStreamCall:
+    """A Watch that has sent its one message and now waits, forever, in the servicer."""
+    call = stub.Watch(watch("forever:1"), timeout=30)
+    await call.read()
+    await servicer.waiting.wait()
+    return call
 
 
 async def read_all(call: grpc.aio.UnaryStreamCall) -> tuple[int, grpc.aio.AioRpcError | None]:
@@ -148,9 +159,7 @@ def test_a_cancelled_stream_cleans_up_at_once(request_log: pytest.LogCaptureFixt
     async def scenario() -> None:
         servicer = SteeredServicer()
         async with serving(servicer) as (stub, streams):
-            call = stub.Watch(watch("forever:1"), timeout=30)
-            await call.read()
-            await servicer.waiting.wait()
+            call = await parked(stub, servicer)
             call.cancel()
             await asyncio.wait_for(servicer.cleaned_up.wait(), 5)
             await eventually_async(lambda: streams.streams == 0)
@@ -180,9 +189,7 @@ def test_shutdown_ends_open_streams_with_unavailable(request_log: pytest.LogCapt
     async def scenario() -> list[tuple[int, grpc.aio.AioRpcError | None]]:
         servicer = SteeredServicer()
         async with serving(servicer) as (stub, streams):
-            open_call = stub.Watch(watch("forever:1"), timeout=30)
-            await open_call.read()
-            await servicer.waiting.wait()
+            open_call = await parked(stub, servicer)
             streams.end_streams()
             ended = await read_all(open_call)
             assert servicer.cleaned_up.is_set()

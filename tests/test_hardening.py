@@ -17,7 +17,6 @@ from typing import Any, cast
 
 import grpc
 import pytest
-import redis
 from google.protobuf import descriptor_pb2, timestamp_pb2
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
@@ -27,10 +26,12 @@ from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 
 from devtools.processes import PatternsServer, RedisServer
+from devtools.procfs import memory_bytes
 from patterns_server.core.errors import InvalidArgument
 from patterns_server.rpc.convert import optional_datetime, to_timedelta
-from tests.conftest import windows_of
+from tests.conftest import node_clients, windows_of
 from tests.rpc import assert_invalid, details, retry_delay, rpc_error
+from tests.waiting import eventually
 
 CONTRACT = Path(__file__).parents[1] / "server" / "patterns_server" / "contract.binpb"
 HOUR = Duration(seconds=3_600)
@@ -63,30 +64,26 @@ def bad_utf8_in_first_string(message: descriptor_pb2.DescriptorProto) -> bytes |
 
 
 def test_malformed_requests_are_invalid_argument_on_every_method(
-    own_redis: RedisServer,
+    server_on_own_redis: Callable[..., PatternsServer],
 ) -> None:
-    server = PatternsServer(own_redis.url, "--log-level", "debug").start()
-    try:
-        with grpc.insecure_channel(server.address) as channel:
-            tried = 0
-            for path, method, message in contract_methods():
-                call = (
-                    channel.unary_stream(path)
-                    if method.server_streaming
-                    else channel.unary_unary(path)
-                )
-                payloads = [b"\xff\xff\xff\xff", bad_utf8_in_first_string(message)]
-                for payload in filter(None, payloads):
-                    tried += 1
-                    error = rpc_error(lambda: list(call(payload, timeout=10)))  # noqa: B023
-                    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (path, error)
-                    assert details(error)["ErrorInfo"].reason == "MALFORMED_REQUEST"
-                    text = error.details() or ""
-                    assert "Error" not in text and "class" not in text, text
-            assert tried >= 11  # every method, twice where a string comes first
-        server.wait_for_log("INVALID_ARGUMENT")  # the request log's one line per call
-    finally:
-        server.stop()
+    server = server_on_own_redis("--log-level", "debug")
+    with grpc.insecure_channel(server.address) as channel:
+        tried = 0
+        for path, method, message in contract_methods():
+            call = (
+                channel.unary_stream(path) if method.server_streaming else channel.unary_unary(path)
+            )
+            payloads = [b"\xff\xff\xff\xff", bad_utf8_in_first_string(message)]
+            for payload in filter(None, payloads):
+                tried += 1
+                error = rpc_error(lambda: list(call(payload, timeout=10)))  # noqa: B023
+                assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (path, error)
+                assert details(error)["ErrorInfo"].reason == "MALFORMED_REQUEST"
+                text = error.details() or ""
+                assert "Error" not in text and "class" not in text, text
+        assert tried >= 11  # every method, twice where a string comes first
+    server.wait_for_log("INVALID_ARGUMENT")  # the request log's one line per call
+    server.stop()  # all it logged is in: it has exited
     assert "Traceback" not in server.log
     assert " ERROR " not in server.log
 
@@ -196,14 +193,7 @@ def test_an_oversized_check_many_is_refused_before_any_check_is_read(
 def kill_idle_connections(backend_url: str) -> None:
     """CLIENT KILL TYPE normal on every node: what Redis's `timeout`, a proxy, a NAT or a
     failover do to idle connections."""
-    if backend_url.startswith("redis+cluster://"):
-        first = redis.Redis.from_url(backend_url.replace("redis+cluster", "redis"))
-        addresses = first.cluster("NODES")  # {"host:port": {...}, ...}
-        ports = [int(address.rsplit(":", 1)[1]) for address in addresses]
-        nodes = [redis.Redis(port=port) for port in ports]
-    else:
-        nodes = [redis.Redis.from_url(backend_url)]
-    for node in nodes:
+    for node in node_clients(backend_url):
         node.client_kill_filter(_type="normal", skip_me=True)
 
 
@@ -241,13 +231,6 @@ def run_calls(address: str, calls: list[Callable[[Any], Any]]) -> list[Any]:
     return asyncio.run(everyone())
 
 
-def peak_memory_bytes(server: PatternsServer) -> int:
-    assert server.process is not None
-    status = Path(f"/proc/{server.process.pid}/status").read_text()
-    (line,) = [line for line in status.splitlines() if line.startswith("VmHWM:")]
-    return int(line.split()[1]) * 1024
-
-
 def outcome(result: Any) -> str:
     if isinstance(result, BaseException) and not isinstance(result, grpc.aio.AioRpcError):
         raise result  # not an answer of the server's: the test's own failure
@@ -261,22 +244,22 @@ def outcome(result: Any) -> str:
 
 
 @pytest.mark.slow
-def test_large_requests_are_bounded_not_timed_out(own_redis: RedisServer) -> None:
+def test_large_requests_are_bounded_not_timed_out(
+    server_on_own_redis: Callable[..., PatternsServer],
+) -> None:
     """60 concurrent Adds of 4 MiB: each succeeds or is refused as overload, none times
     out waiting behind the others, and the server's memory stays bounded (once: 1.7-2.4 GiB
     and half the Adds UNAVAILABLE, all in one pipeline under one socket timeout)."""
-    server = PatternsServer(own_redis.url, "--redis-timeout", "1").start()
+    server = server_on_own_redis("--redis-timeout", "1")
     items = [f"{i:05d}" + "x" * 1_019 for i in range(4_000)]
 
     def add(number: int) -> Callable[[Any], Any]:
         request = counter_pb2.AddRequest(key=f"big-{number}", items=items)
         return lambda channel: counter_pb2_grpc.UniqueCounterStub(channel).Add(request, timeout=60)
 
-    try:
-        results = run_calls(server.address, [add(n) for n in range(60)])
-        peak = peak_memory_bytes(server)
-    finally:
-        server.stop()
+    results = run_calls(server.address, [add(n) for n in range(60)])
+    assert server.process is not None
+    peak = memory_bytes(server.process.pid, "VmHWM")
     outcomes = [outcome(result) for result in results]
     counts = {each: outcomes.count(each) for each in set(outcomes)}
     assert set(outcomes) <= {"OK", "RESOURCE_EXHAUSTED OVERLOADED"}, counts
@@ -287,15 +270,13 @@ def test_large_requests_are_bounded_not_timed_out(own_redis: RedisServer) -> Non
 
 @pytest.mark.slow
 def test_overload_is_answered_resource_exhausted_never_cancelled(
-    own_redis: RedisServer,
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
 ) -> None:
     """2,000 calls at once against a server admitting 100 while Redis is paused: those
     beyond are refused at once with RESOURCE_EXHAUSTED OVERLOADED (gRPC's own queue used
     to cancel a third of them, silently), health answers meanwhile, and the admitted ones
     complete when Redis returns."""
-    server = PatternsServer(
-        own_redis.url, "--max-concurrent-rpcs", "100", "--redis-timeout", "5"
-    ).start()
+    server = server_on_own_redis("--max-concurrent-rpcs", "100", "--redis-timeout", "5")
     rule = pb.Policy(algorithm=pb.ALGORITHM_GCRA, limit=10**6, period=HOUR)
 
     def check(number: int) -> Callable[[Any], Any]:
@@ -304,19 +285,16 @@ def test_overload_is_answered_resource_exhausted_never_cancelled(
             request, timeout=30
         )
 
-    try:
-        own_redis.client().client_pause(1_000, all=True)
-        health: list[float] = []
-        prober = threading.Thread(target=lambda: health.append(_health_seconds(server)))
-        prober.start()
-        results = run_calls(server.address, [check(n) for n in range(2_000)])
-        prober.join()
-        with grpc.insecure_channel(server.address) as channel:  # recovered at once
-            stub = ratelimit_pb2_grpc.RateLimiterStub(channel)
-            assert stub.Check(pb.CheckRequest(key="after", policy=rule), timeout=10).allowed
-        server.wait_for_log("overloaded: refused")
-    finally:
-        server.stop()
+    own_redis.client().client_pause(1_000, all=True)
+    health: list[float] = []
+    prober = threading.Thread(target=lambda: health.append(_health_seconds(server)))
+    prober.start()
+    results = run_calls(server.address, [check(n) for n in range(2_000)])
+    prober.join()
+    with grpc.insecure_channel(server.address) as channel:  # recovered at once
+        stub = ratelimit_pb2_grpc.RateLimiterStub(channel)
+        assert stub.Check(pb.CheckRequest(key="after", policy=rule), timeout=10).allowed
+    server.wait_for_log("overloaded: refused")
     outcomes = [outcome(result) for result in results]
     assert set(outcomes) == {"OK", "RESOURCE_EXHAUSTED OVERLOADED"}, set(outcomes)
     assert outcomes.count("OK") >= 100
@@ -336,51 +314,48 @@ def _health_seconds(server: PatternsServer) -> float:
 # 9. Health follows what the server needs: writes
 
 
-def test_health_turns_not_serving_when_redis_refuses_writes(own_redis: RedisServer) -> None:
-    server = PatternsServer(own_redis.url).start()
-    try:
-        with grpc.insecure_channel(server.address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
+def test_health_turns_not_serving_when_redis_refuses_writes(
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
+) -> None:
+    server = server_on_own_redis()
+    with grpc.insecure_channel(server.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
 
-            def status() -> int:
-                return stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+        def status() -> int:
+            return stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status
 
-            _until(lambda: status() == health_pb2.HealthCheckResponse.SERVING)
-            own_redis.client().config_set("maxmemory", 1)  # with noeviction: no write fits
-            _until(lambda: status() == health_pb2.HealthCheckResponse.NOT_SERVING)
-            own_redis.client().config_set("maxmemory", 0)
-            _until(lambda: status() == health_pb2.HealthCheckResponse.SERVING)
-    finally:
-        server.stop()
+        eventually(lambda: status() == health_pb2.HealthCheckResponse.SERVING)
+        own_redis.client().config_set("maxmemory", 1)  # with noeviction: no write fits
+        eventually(lambda: status() == health_pb2.HealthCheckResponse.NOT_SERVING)
+        own_redis.client().config_set("maxmemory", 0)
+        eventually(lambda: status() == health_pb2.HealthCheckResponse.SERVING)
 
 
 # 11. Failing open when Redis hangs
 
 
-def test_fail_open_answers_before_the_deadline_when_redis_hangs(own_redis: RedisServer) -> None:
-    server = PatternsServer(own_redis.url, "--ratelimit-failure-mode", "open").start()
+def test_fail_open_answers_before_the_deadline_when_redis_hangs(
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
+) -> None:
+    server = server_on_own_redis("--ratelimit-failure-mode", "open")
     rule = pb.Policy(algorithm=pb.ALGORITHM_FIXED_WINDOW, limit=3, period=HOUR)
     assert own_redis.process is not None
-    try:
-        with grpc.insecure_channel(server.address) as channel:
-            limiter = ratelimit_pb2_grpc.RateLimiterStub(channel)
-            assert limiter.Check(pb.CheckRequest(key="u", policy=rule), timeout=10).allowed
-            own_redis.process.send_signal(signal.SIGSTOP)
-            try:
-                answers = [
-                    limiter.Check(pb.CheckRequest(key="u", policy=rule), timeout=0.25)
-                    for _ in range(3)
-                ]
-                many = limiter.CheckMany(
-                    pb.CheckManyRequest(checks=[pb.CheckRequest(key="u", policy=rule)] * 2),
-                    timeout=0.25,
-                )
-            finally:
-                own_redis.process.send_signal(signal.SIGCONT)
-        assert all(answer.allowed for answer in answers) and many.allowed
-        server.wait_for_log("admitted")
-    finally:
-        server.stop()
+    with grpc.insecure_channel(server.address) as channel:
+        limiter = ratelimit_pb2_grpc.RateLimiterStub(channel)
+        assert limiter.Check(pb.CheckRequest(key="u", policy=rule), timeout=10).allowed
+        own_redis.process.send_signal(signal.SIGSTOP)
+        try:
+            answers = [
+                limiter.Check(pb.CheckRequest(key="u", policy=rule), timeout=0.25) for _ in range(3)
+            ]
+            many = limiter.CheckMany(
+                pb.CheckManyRequest(checks=[pb.CheckRequest(key="u", policy=rule)] * 2),
+                timeout=0.25,
+            )
+        finally:
+            own_redis.process.send_signal(signal.SIGCONT)
+    assert all(answer.allowed for answer in answers) and many.allowed
+    server.wait_for_log("admitted")
 
 
 # 12. The edges of start and stop
@@ -402,13 +377,13 @@ def test_a_killed_servers_embedded_redis_directory_is_removed_at_the_next_start(
 
 @pytest.mark.slow
 def test_calls_racing_shutdown_are_answered_unavailable_never_cancelled(
-    own_redis: RedisServer,
+    server_on_own_redis: Callable[..., PatternsServer],
 ) -> None:
     """40 clients calling in a loop through SIGTERM, each honouring RetryInfo: every call
     is answered OK or UNAVAILABLE. (gRPC cancels the calls it holds but has not handed
     over when the server stops: the server first answers UNAVAILABLE with a RetryInfo
     until no call has come for a moment, so that clients have gone when it stops.)"""
-    server = PatternsServer(own_redis.url, "--shutdown-grace", "2").start()
+    server = server_on_own_redis("--shutdown-grace", "2")
     rule = pb.Policy(algorithm=pb.ALGORITHM_GCRA, limit=10**6, period=HOUR)
     codes: list[str] = []
 
@@ -441,10 +416,3 @@ def test_calls_racing_shutdown_are_answered_unavailable_never_cancelled(
     asyncio.run(scenario())
     assert codes.count("OK") > 100
     assert set(codes) <= {"OK", "UNAVAILABLE"}, {code: codes.count(code) for code in set(codes)}
-
-
-def _until(condition: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.05)

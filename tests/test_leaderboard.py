@@ -277,18 +277,16 @@ def test_the_largest_requests_are_accepted(board: Stub, new_key: Callable[[], st
     assert board.Remove(pb.RemoveRequest(board=name, members=members)).removed == 10
 
 
-def test_redis_outage_is_unavailable_then_recovers(own_redis: RedisServer) -> None:
-    server = PatternsServer(own_redis.url).start()
-    try:
-        with grpc.insecure_channel(server.address) as channel:
-            stub = Stub(channel)
-            submit(stub, "b", "m", 1)
-            own_redis.stop()
-            assert_unavailable(lambda: submit(stub, "b", "m", 2))
-            own_redis.start()
-            assert once_answered(lambda: submit(stub, "b", "m", 3)).rank == 1
-    finally:
-        server.stop()
+def test_redis_outage_is_unavailable_then_recovers(
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
+) -> None:
+    with grpc.insecure_channel(server_on_own_redis().address) as channel:
+        stub = Stub(channel)
+        submit(stub, "b", "m", 1)
+        own_redis.stop()
+        assert_unavailable(lambda: submit(stub, "b", "m", 2))
+        own_redis.start()
+        assert once_answered(lambda: submit(stub, "b", "m", 3)).rank == 1
 
 
 def test_grpcurl_submits(

@@ -13,18 +13,17 @@ from typing import Any
 
 import grpc
 import pytest
-import redis
 from google.protobuf.duration_pb2 import Duration
 from patterns.lock.v1 import lock_pb2 as pb
 from patterns.lock.v1 import lock_pb2_grpc
 
 from devtools.processes import PatternsServer, RedisServer
+from tests.durations import duration_ms
 from tests.rpc import (
     assert_invalid,
     assert_unavailable,
     details,
     grpcurl_call,
-    ms,
     once_answered,
     stub_for,
 )
@@ -40,7 +39,9 @@ def locker(channel: grpc.Channel) -> Stub:
 
 
 def acquire(locker: Stub, name: str, ttl: Duration = MINUTE, wait: int = 0) -> pb.AcquireResponse:
-    return locker.Acquire(pb.AcquireRequest(name=name, ttl=ttl, wait_timeout=ms(wait)), timeout=30)
+    return locker.Acquire(
+        pb.AcquireRequest(name=name, ttl=ttl, wait_timeout=duration_ms(wait)), timeout=30
+    )
 
 
 def release(locker: Stub, name: str, token: str) -> int:
@@ -69,7 +70,7 @@ def test_a_lease_expires_and_its_holder_learns_it_late(
     locker: Stub, new_key: Callable[[], str]
 ) -> None:
     name = new_key()
-    lapsed = acquire(locker, name, ttl=ms(200))
+    lapsed = acquire(locker, name, ttl=duration_ms(200))
     time.sleep(0.35)
     assert release(locker, name, lapsed.token) == pb.RELEASE_STATUS_NOT_HELD
     extend = pb.ExtendRequest(name=name, token=lapsed.token, ttl=MINUTE)
@@ -81,12 +82,12 @@ def test_a_lease_expires_and_its_holder_learns_it_late(
 
 def test_extend_sets_the_remaining_lease(locker: Stub, new_key: Callable[[], str]) -> None:
     name = new_key()
-    lease = acquire(locker, name, ttl=ms(300))
+    lease = acquire(locker, name, ttl=Duration(seconds=10))
     extended = locker.Extend(pb.ExtendRequest(name=name, token=lease.token, ttl=MINUTE))
     assert extended.extended and extended.expires_at.ToSeconds() > lease.expires_at.ToSeconds()
-    time.sleep(0.4)
     state = locker.Inspect(pb.InspectRequest(name=name))
     assert state.held and state.fencing_token == lease.fencing_token
+    # A minute from the Extend: not the 10 s the lease had left, nor 10 s + a minute.
     assert 50 < state.ttl_remaining.ToTimedelta().total_seconds() <= 60
 
 
@@ -101,18 +102,18 @@ def test_inspect_and_force_release(locker: Stub, new_key: Callable[[], str]) -> 
     assert release(locker, name, lease.token) == pb.RELEASE_STATUS_NOT_HELD
 
 
-def test_fencing_tokens_survive_expiry_and_restarts(own_redis: RedisServer) -> None:
+def test_fencing_tokens_survive_expiry_and_restarts(
+    server_on_own_redis: Callable[..., PatternsServer],
+) -> None:
     """The fencing counter outlives every lease and the server: tokens keep growing."""
     tokens = []
     for _ in range(2):
-        server = PatternsServer(own_redis.url).start()
-        try:
-            with grpc.insecure_channel(server.address) as channel:
-                for _ in range(3):
-                    tokens.append(acquire(Stub(channel), "job", ttl=ms(50)).fencing_token)
-                    time.sleep(0.08)
-        finally:
-            server.stop()
+        server = server_on_own_redis()
+        with grpc.insecure_channel(server.address) as channel:
+            for _ in range(3):
+                tokens.append(acquire(Stub(channel), "job", ttl=duration_ms(50)).fencing_token)
+                time.sleep(0.08)  # the lease expires: the next Acquire gets the lock
+        server.stop()  # the next three come from another server process
     assert tokens == sorted(tokens) and len(set(tokens)) == 6
 
 
@@ -138,14 +139,14 @@ def test_a_waiter_is_woken_by_the_release(
             assert granted.acquired and granted.fencing_token == held.fencing_token + 1
             return time.monotonic() - released_at
 
-    assert run(scenario) < 1.0  # woken by the release, not by the 2 s fallback
+    assert asyncio.run(scenario()) < 1.0  # woken by the release, not by the 2 s fallback
 
 
 def test_a_waiter_gets_an_expired_lock_and_gives_up_in_time(
     locker: Stub, new_key: Callable[[], str]
 ) -> None:
     name, other = new_key(), new_key()
-    acquire(locker, name, ttl=ms(300))  # never released: expires
+    acquire(locker, name, ttl=duration_ms(300))  # never released: expires
     started = time.monotonic()
     assert acquire(locker, name, wait=5_000).acquired
     assert time.monotonic() - started < 2.0
@@ -164,23 +165,14 @@ def test_a_wait_never_outlasts_the_deadline(locker: Stub, new_key: Callable[[], 
     assert time.monotonic() - started < 1.0
 
 
-def run(scenario: Callable[[], Any]) -> Any:
-    return asyncio.run(scenario())
-
-
 def test_mutual_exclusion_with_strictly_growing_fencing_tokens(
-    server: PatternsServer, backend_url: str, new_key: Callable[[], str]
+    server: PatternsServer, backend_redis: Any, new_key: Callable[[], str]
 ) -> None:
     """20 clients x 50 times: acquire, read-increment-write a Redis counter (not atomic),
     release. The counter ends at exactly 1,000, and the fencing tokens seen inside the
     critical sections grow strictly."""
     name, counter = new_key(), f"mutex-test:{new_key()}"
-    plain_url = backend_url.replace("redis+cluster", "redis")
-    store: Any = (
-        redis.RedisCluster.from_url(plain_url)
-        if backend_url.startswith("redis+cluster")
-        else redis.Redis.from_url(plain_url)
-    )
+    store = backend_redis
     store.set(counter, 0)
     seen: list[int] = []
 
@@ -203,14 +195,16 @@ def test_mutual_exclusion_with_strictly_growing_fencing_tokens(
             for channel in channels:
                 await channel.close()
 
-    run(scenario)
+    asyncio.run(scenario())
     assert int(store.get(counter)) == 1_000
     assert all(a < b for a, b in itertools.pairwise(seen)), "fencing tokens must grow"
 
 
-def test_a_thousand_waiters_share_one_redis_connection(own_redis: RedisServer) -> None:
+def test_a_thousand_waiters_share_one_redis_connection(
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
+) -> None:
     # A waiting Acquire is a call in progress: room for 1,000 of them and the others.
-    server = PatternsServer(own_redis.url, "--max-concurrent-rpcs", "1100").start()
+    server = server_on_own_redis("--max-concurrent-rpcs", "1100")
 
     async def scenario() -> tuple[int, int]:
         async with stub_for(server.address, Stub) as stub:
@@ -231,10 +225,7 @@ def test_a_thousand_waiters_share_one_redis_connection(own_redis: RedisServer) -
                 waiters = list(pending)
             return connections, winners
 
-    try:
-        connections, winners = run(scenario)
-    finally:
-        server.stop()
+    connections, winners = asyncio.run(scenario())
     assert winners == 1_000
     assert connections <= 6  # the test's own, the pool's few, and one for Pub/Sub
 
@@ -262,19 +253,19 @@ def test_hold_keeps_the_lock_past_its_ttl_and_frees_it_when_cancelled(
 
     async def scenario() -> None:
         async with stub_for(server.address, Stub) as stub:
-            hold = stub.Hold(pb.HoldRequest(name=name, ttl=ms(300)))
+            hold = stub.Hold(pb.HoldRequest(name=name, ttl=duration_ms(300)))
             first = await hold.read()
             assert first.WhichOneof("kind") == "acquired" and first.acquired.fencing_token
             await asyncio.sleep(1.0)  # three ttls: renewed meanwhile
             refused = await stub.Acquire(pb.AcquireRequest(name=name, ttl=MINUTE))
             assert not refused.acquired
             hold.cancel()
-            request = pb.AcquireRequest(name=name, ttl=MINUTE, wait_timeout=ms(2_000))
+            request = pb.AcquireRequest(name=name, ttl=MINUTE, wait_timeout=duration_ms(2_000))
             started = time.monotonic()
             assert (await stub.Acquire(request)).acquired
             assert time.monotonic() - started < 1.0  # released at once, not expired
 
-    run(scenario)
+    asyncio.run(scenario())
 
 
 def test_a_killed_holders_lock_is_free_within_its_ttl(
@@ -306,7 +297,7 @@ def test_a_hold_that_loses_its_lease_says_so_and_aborts(
 
     async def scenario() -> None:
         async with stub_for(server.address, Stub) as stub:
-            hold = stub.Hold(pb.HoldRequest(name=name, ttl=ms(600)))
+            hold = stub.Hold(pb.HoldRequest(name=name, ttl=duration_ms(600)))
             assert (await hold.read()).WhichOneof("kind") == "acquired"
             await stub.ForceRelease(pb.ForceReleaseRequest(name=name))
             assert (await hold.read()).WhichOneof("kind") == "lost"
@@ -315,7 +306,7 @@ def test_a_hold_that_loses_its_lease_says_so_and_aborts(
             assert ended.value.code() == grpc.StatusCode.ABORTED
             assert details(ended.value)["ErrorInfo"].reason == "LEASE_LOST"
 
-    run(scenario)
+    asyncio.run(scenario())
 
 
 def test_a_hold_that_waits_in_vain_says_not_acquired(
@@ -323,13 +314,14 @@ def test_a_hold_that_waits_in_vain_says_not_acquired(
 ) -> None:
     name = new_key()
     acquire(locker, name)
-    messages = list(locker.Hold(pb.HoldRequest(name=name, ttl=SECOND, wait_timeout=ms(200))))
+    messages = list(
+        locker.Hold(pb.HoldRequest(name=name, ttl=SECOND, wait_timeout=duration_ms(200)))
+    )
     assert [m.WhichOneof("kind") for m in messages] == ["not_acquired"]
 
 
-def test_shutdown_releases_held_locks(own_redis: RedisServer) -> None:
-    server = PatternsServer(own_redis.url).start()
-    other = PatternsServer(own_redis.url).start()
+def test_shutdown_releases_held_locks(server_on_own_redis: Callable[..., PatternsServer]) -> None:
+    server, other = server_on_own_redis(), server_on_own_redis()
 
     async def scenario() -> None:
         async with stub_for(server.address, Stub) as stub:
@@ -343,11 +335,7 @@ def test_shutdown_releases_held_locks(own_redis: RedisServer) -> None:
         async with stub_for(other.address, Stub) as stub:
             assert (await stub.Acquire(pb.AcquireRequest(name="job", ttl=MINUTE))).acquired
 
-    try:
-        run(scenario)
-    finally:
-        server.stop()
-        other.stop()
+    asyncio.run(scenario())
 
 
 # Bad input, outages, grpcurl
@@ -383,22 +371,22 @@ def test_the_other_calls_reject_bad_input(locker: Stub) -> None:
     assert_invalid(lambda: locker.Extend(pb.ExtendRequest(name="n", ttl=SECOND)), "token")
     assert_invalid(lambda: locker.Inspect(pb.InspectRequest(name="n" * 513)), "name")
     assert_invalid(lambda: locker.ForceRelease(pb.ForceReleaseRequest()), "name")
-    hold = pb.HoldRequest(name="n", ttl=ms(99))  # a Hold renews every ttl/3: 100 ms at least
+    hold = pb.HoldRequest(
+        name="n", ttl=duration_ms(99)
+    )  # a Hold renews every ttl/3: 100 ms at least
     assert_invalid(lambda: list(locker.Hold(hold, timeout=10)), "ttl")
 
 
-def test_redis_outage_is_unavailable_then_recovers(own_redis: RedisServer) -> None:
-    server = PatternsServer(own_redis.url).start()
-    try:
-        with grpc.insecure_channel(server.address) as channel:
-            locker = Stub(channel)
-            assert acquire(locker, "a").acquired
-            own_redis.stop()
-            assert_unavailable(lambda: acquire(locker, "b"))
-            own_redis.start()
-            assert once_answered(lambda: acquire(locker, "b")).acquired
-    finally:
-        server.stop()
+def test_redis_outage_is_unavailable_then_recovers(
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
+) -> None:
+    with grpc.insecure_channel(server_on_own_redis().address) as channel:
+        locker = Stub(channel)
+        assert acquire(locker, "a").acquired
+        own_redis.stop()
+        assert_unavailable(lambda: acquire(locker, "b"))
+        own_redis.start()
+        assert once_answered(lambda: acquire(locker, "b")).acquired
 
 
 def test_grpcurl_acquires_and_inspects(
@@ -440,4 +428,4 @@ def test_waiters_of_one_server_are_served_in_arrival_order(
             await asyncio.gather(*waiters)
             return order
 
-    assert run(scenario) == list(range(10))
+    assert asyncio.run(scenario()) == list(range(10))

@@ -21,7 +21,7 @@ T = TypeVar("T")
 def with_redis(backend_url: str) -> Callable[[Callable[[RedisBackend], Awaitable[T]]], T]:
     """Runs a scenario with a RedisBackend of its own on the backend under test."""
 
-    def run(scenario: Callable[[RedisBackend], Awaitable[T]]) -> T:
+    def run_with_backend(scenario: Callable[[RedisBackend], Awaitable[T]]) -> T:
         async def main() -> T:
             backend = RedisBackend.from_url(
                 backend_url, prefix="patterns-direct", timeout=5, batch_wait=0.001
@@ -33,7 +33,7 @@ def with_redis(backend_url: str) -> Callable[[Callable[[RedisBackend], Awaitable
 
         return asyncio.run(main())
 
-    return run
+    return run_with_backend
 
 
 @pytest.fixture

@@ -16,6 +16,9 @@ from tests.conftest import require_tool
 
 CLIENTS = Path(__file__).parents[1] / "clients"
 on_redis7 = pytest.mark.parametrize("backend_url", ["redis7"], indirect=True)
+# A first build downloads its dependencies: each step has a timeout of its own (up to
+# 1,200 s, 1,800 s for a whole example), so the suite's 300 s per test is too short here.
+pytestmark = pytest.mark.timeout(2_400)
 
 # What every example prints, in each language's own notation; one line per step.
 EXPECTED = {
@@ -58,7 +61,8 @@ EXPECTED = {
 }
 
 
-def run(command: list[str], cwd: Path, timeout: float = 600) -> str:
+def output_of(command: list[str], cwd: Path, timeout: float = 600) -> str:
+    """What `command` printed; the test fails if it exits non-zero."""
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout}\n{result.stderr}"
     return result.stdout
@@ -76,9 +80,9 @@ def assert_prints(output: str, language: str) -> None:
 def test_the_go_example_calls_every_service(server: PatternsServer) -> None:
     go = require_tool("go")
     directory = CLIENTS / "go"
-    run([go, "vet", "./..."], directory)
-    assert run(["gofmt", "-l", "."], directory) == ""
-    assert_prints(run([go, "run", "./cmd/example", server.address], directory), "go")
+    output_of([go, "vet", "./..."], directory)
+    assert output_of(["gofmt", "-l", "."], directory) == ""
+    assert_prints(output_of([go, "run", "./cmd/example", server.address], directory), "go")
 
 
 @on_redis7
@@ -90,9 +94,9 @@ def test_the_typescript_example_calls_every_service(server: PatternsServer) -> N
     lock = directory / "package-lock.json"
     installed = directory / "node_modules" / ".package-lock.json"
     if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], directory)
-    run([npm, "run", "--silent", "build"], directory)
-    assert_prints(run([node, "dist/example.js", server.address], directory), "ts")
+        output_of([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], directory)
+    output_of([npm, "run", "--silent", "build"], directory)
+    assert_prints(output_of([node, "dist/example.js", server.address], directory), "ts")
 
 
 @on_redis7
@@ -102,6 +106,6 @@ def test_the_java_example_calls_every_service(server: PatternsServer) -> None:
     require_tool("java")
     directory = CLIENTS / "java"
     quiet = ["-q", "-B", "-Dstyle.color=never"]
-    run([mvn, *quiet, "package"], directory, timeout=1_200)
-    output = run([mvn, *quiet, "exec:java", f"-Dexec.args={server.address}"], directory)
+    output_of([mvn, *quiet, "package"], directory, timeout=1_200)
+    output = output_of([mvn, *quiet, "exec:java", f"-Dexec.args={server.address}"], directory)
     assert_prints(output, "java")

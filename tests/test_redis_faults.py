@@ -2,7 +2,7 @@
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,23 +24,21 @@ RULE = pb.Policy(algorithm=pb.ALGORITHM_FIXED_WINDOW, limit=100, period=Duration
 
 
 @pytest.mark.parametrize("refusal", ["out of memory", "read-only replica"])
-def test_writes_refused_by_redis_are_unavailable(own_redis: RedisServer, refusal: str) -> None:
-    server = PatternsServer(own_redis.url).start()
-    try:
-        with grpc.insecure_channel(server.address) as channel:
-            limiter = ratelimit_pb2_grpc.RateLimiterStub(channel)
-            counter = counter_pb2_grpc.UniqueCounterStub(channel)
-            limiter.Check(pb.CheckRequest(key="warm-up", policy=RULE), timeout=10)
-            if refusal == "out of memory":
-                own_redis.client().config_set("maxmemory", 1)
-            else:
-                own_redis.client().replicaof("127.0.0.1", 1)  # a replica of nothing
-            check = pb.CheckRequest(key="user", policy=RULE)
-            assert_unavailable(lambda: limiter.Check(check, timeout=10))
-            add = counter_pb2.AddRequest(key="visitors", items=["alice"])
-            assert_unavailable(lambda: counter.Add(add, timeout=10))
-    finally:
-        server.stop()
+def test_writes_refused_by_redis_are_unavailable(
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer], refusal: str
+) -> None:
+    with grpc.insecure_channel(server_on_own_redis().address) as channel:
+        limiter = ratelimit_pb2_grpc.RateLimiterStub(channel)
+        counter = counter_pb2_grpc.UniqueCounterStub(channel)
+        limiter.Check(pb.CheckRequest(key="warm-up", policy=RULE), timeout=10)
+        if refusal == "out of memory":
+            own_redis.client().config_set("maxmemory", 1)
+        else:
+            own_redis.client().replicaof("127.0.0.1", 1)  # a replica of nothing
+        check = pb.CheckRequest(key="user", policy=RULE)
+        assert_unavailable(lambda: limiter.Check(check, timeout=10))
+        add = counter_pb2.AddRequest(key="visitors", items=["alice"])
+        assert_unavailable(lambda: counter.Add(add, timeout=10))
 
 
 def test_a_dropped_reply_never_runs_a_script_twice(own_redis: RedisServer) -> None:

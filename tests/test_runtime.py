@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -25,6 +25,7 @@ from patterns_server.core.settings import Settings
 from patterns_server.rpc.service import Runtime, Service
 from patterns_server.storage import RedisBackend
 from tests.rpc import assert_unavailable, details, rpc_error
+from tests.waiting import eventually
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -45,11 +46,8 @@ def test_every_service_of_the_product_is_served() -> None:
 
 
 @pytest.fixture
-def own_server(own_redis: RedisServer) -> Iterator[PatternsServer]:
-    server = PatternsServer(own_redis.url, "--redis-timeout", "1", "--shutdown-grace", "5")
-    server.start()
-    yield server
-    server.stop()
+def own_server(server_on_own_redis: Callable[..., PatternsServer]) -> PatternsServer:
+    return server_on_own_redis("--redis-timeout", "1", "--shutdown-grace", "5")
 
 
 def health_of(channel: grpc.Channel, service: str = "") -> int:
@@ -57,11 +55,9 @@ def health_of(channel: grpc.Channel, service: str = "") -> int:
     return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
 
 
-def wait_for_health(channel: grpc.Channel, wanted: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while health_of(channel) != wanted:
-        assert time.monotonic() < deadline, f"health never became {wanted}"
-        time.sleep(0.05)
+def wait_for_health(channel: grpc.Channel, wanted: int) -> None:
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(wanted)
+    eventually(lambda: health_of(channel) == wanted, what=f"health {status}")
 
 
 def add(channel: grpc.Channel, key: str, item: str = "x", timeout: float = 10) -> bool:

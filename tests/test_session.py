@@ -22,6 +22,7 @@ from tests.rpc import (
     grpcurl_call,
     once_answered,
     rpc_error,
+    stub_for,
 )
 
 Stub = session_pb2_grpc.SessionsStub
@@ -41,10 +42,6 @@ def create(sessions: Stub, user: str, ttl: Duration = HOUR, **fields: Any) -> pb
 
 def listed(sessions: Stub, user: str, limit: int = 0) -> pb.ListResponse:
     return sessions.List(pb.ListRequest(user_id=user, limit=limit), timeout=10)
-
-
-def ms(stamp: Any) -> int:
-    return int(stamp.ToMilliseconds())
 
 
 def assert_not_found(call: Callable[[], Any]) -> None:
@@ -75,8 +72,8 @@ def test_create_then_get(sessions: Stub, new_key: Callable[[], str]) -> None:
     assert ID.fullmatch(made.id)
     assert made.user_id == user
     assert dict(made.attributes) == {"ip": "10.0.0.1", "device": "phone"}
-    assert ms(made.last_seen_at) == ms(made.created_at)
-    assert ms(made.expires_at) == ms(made.created_at) + 3_600_000
+    assert made.last_seen_at.ToMilliseconds() == made.created_at.ToMilliseconds()
+    assert made.expires_at.ToMilliseconds() == made.created_at.ToMilliseconds() + 3_600_000
     got = sessions.Get(pb.GetRequest(id=made.id), timeout=10).session
     assert got == made
 
@@ -99,13 +96,15 @@ def test_touch_slides_the_end_and_a_plain_get_does_not(
     plain = sessions.Get(pb.GetRequest(id=made.id), timeout=10).session
     assert plain == made
     touched = sessions.Get(pb.GetRequest(id=made.id, touch=True), timeout=10).session
-    assert ms(touched.last_seen_at) >= ms(made.created_at) + 20
-    assert ms(touched.expires_at) == ms(touched.last_seen_at) + 60_000
+    assert touched.last_seen_at.ToMilliseconds() >= made.created_at.ToMilliseconds() + 20
+    assert touched.expires_at.ToMilliseconds() == touched.last_seen_at.ToMilliseconds() + 60_000
     assert touched.created_at == made.created_at
     again = sessions.Get(pb.GetRequest(id=made.id), timeout=10).session
     assert again == touched
     (session_key,) = [k for k in user_keys(backend_redis, made) if ":s:" in k]
-    assert abs(expires_at_ms(backend_redis, session_key) - ms(touched.expires_at)) < 1_000
+    assert (
+        abs(expires_at_ms(backend_redis, session_key) - touched.expires_at.ToMilliseconds()) < 1_000
+    )
 
 
 def test_sessions_expire_and_leave_nothing_behind(
@@ -130,14 +129,14 @@ def test_the_index_lives_as_long_as_its_longest_session_and_drops_dead_ids(
     long = create(sessions, user, ttl=Duration(seconds=86_400))
     create(sessions, user, ttl=Duration(seconds=60))
     index = next(k for k in user_keys(backend_redis, long) if k.endswith(":u"))
-    assert abs(expires_at_ms(backend_redis, index) - ms(long.expires_at)) < 1_000
+    assert abs(expires_at_ms(backend_redis, index) - long.expires_at.ToMilliseconds()) < 1_000
     assert backend_redis.zcard(index) == 3
     time.sleep(1.1)
     create(sessions, user)  # a write prunes the ended session from the index
     assert backend_redis.zcard(index) == 3
     members = {m.decode() for m in backend_redis.zrange(index, 0, -1)}
     assert short.id.split(".")[0] not in members
-    assert abs(expires_at_ms(backend_redis, index) - ms(long.expires_at)) < 1_000
+    assert abs(expires_at_ms(backend_redis, index) - long.expires_at.ToMilliseconds()) < 1_000
 
 
 # Update, Destroy, List, DestroyAll, Rotate
@@ -266,62 +265,55 @@ def test_the_cap_ends_the_sessions_that_would_end_soonest(
 
 
 def test_the_servers_default_cap_applies_when_a_create_gives_none(
-    own_redis: RedisServer,
+    server_on_own_redis: Callable[..., PatternsServer],
 ) -> None:
-    server = PatternsServer(own_redis.url, "--sessions-max-per-user", "2").start()
-    try:
-        with grpc.insecure_channel(server.address) as channel:
-            stub = Stub(channel)
-            for _ in range(4):
-                create(stub, "u")
-            assert listed(stub, "u").total == 2
-            create(stub, "u", max_per_user=3)
-            assert listed(stub, "u").total == 3
-    finally:
-        server.stop()
+    server = server_on_own_redis("--sessions-max-per-user", "2")
+    with grpc.insecure_channel(server.address) as channel:
+        stub = Stub(channel)
+        for _ in range(4):
+            create(stub, "u")
+        assert listed(stub, "u").total == 2
+        create(stub, "u", max_per_user=3)
+        assert listed(stub, "u").total == 3
 
 
 def test_twenty_concurrent_creates_with_a_cap_of_five_leave_exactly_five(
-    server: PatternsServer, backend_redis: Any, new_key: Callable[[], str]
+    server: PatternsServer, sessions: Stub, backend_redis: Any, new_key: Callable[[], str]
 ) -> None:
     user = new_key()
 
     async def scenario() -> list[pb.Session]:
-        async with grpc.aio.insecure_channel(server.address) as channel:
-            stub = Stub(channel)
+        async with stub_for(server.address, Stub) as stub:
             request = pb.CreateRequest(user_id=user, ttl=HOUR, max_per_user=5)
             replies = await asyncio.gather(*(stub.Create(request, timeout=10) for _ in range(20)))
             return [reply.session for reply in replies]
 
     made = asyncio.run(scenario())
     assert len({s.id for s in made}) == 20
-    with grpc.insecure_channel(server.address) as channel:
-        response = listed(Stub(channel), user)
+    response = listed(sessions, user)
     assert response.total == 5 and len(response.sessions) == 5
-    live = [s for s in made if _alive(server, s.id)]
+    live = [s for s in made if _alive(sessions, s.id)]
     assert len(live) == 5
     keys = user_keys(backend_redis, made[0])
     assert len([k for k in keys if ":s:" in k]) == 5 and len(keys) == 6
 
 
-def _alive(server: PatternsServer, session_id: str) -> bool:
-    with grpc.insecure_channel(server.address) as channel:
-        try:
-            Stub(channel).Get(pb.GetRequest(id=session_id), timeout=10)
-            return True
-        except grpc.RpcError as error:
-            assert error.code() == grpc.StatusCode.NOT_FOUND, error
-            return False
+def _alive(sessions: Stub, session_id: str) -> bool:
+    try:
+        sessions.Get(pb.GetRequest(id=session_id), timeout=10)
+        return True
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.NOT_FOUND, error
+        return False
 
 
 def test_updates_and_touches_racing_destroys_never_leave_a_session_behind(
-    server: PatternsServer, backend_redis: Any, new_key: Callable[[], str]
+    server: PatternsServer, sessions: Stub, backend_redis: Any, new_key: Callable[[], str]
 ) -> None:
     user = new_key()
 
     async def scenario() -> list[pb.Session]:
-        async with grpc.aio.insecure_channel(server.address) as channel:
-            stub = Stub(channel)
+        async with stub_for(server.address, Stub) as stub:
             create_request = pb.CreateRequest(user_id=user, ttl=HOUR)
             made = [(await stub.Create(create_request, timeout=10)).session for _ in range(100)]
 
@@ -345,7 +337,7 @@ def test_updates_and_touches_racing_destroys_never_leave_a_session_behind(
     made = asyncio.run(scenario())
     assert user_keys(backend_redis, made[0]) == []
     for session in made[:10]:
-        assert not _alive(server, session.id)
+        assert not _alive(sessions, session.id)
 
 
 # Bad input, outages, grpcurl
@@ -410,18 +402,16 @@ def test_the_largest_requests_are_accepted(sessions: Stub) -> None:
     assert sessions.DestroyAll(pb.DestroyAllRequest(user_id=user), timeout=10).destroyed == 1
 
 
-def test_redis_outage_is_unavailable_then_recovers(own_redis: RedisServer) -> None:
-    server = PatternsServer(own_redis.url).start()
-    try:
-        with grpc.insecure_channel(server.address) as channel:
-            stub = Stub(channel)
-            made = create(stub, "u")
-            own_redis.stop()
-            assert_unavailable(lambda: stub.Get(pb.GetRequest(id=made.id), timeout=10))
-            own_redis.start()  # an empty Redis: the session is gone with it
-            once_answered(lambda: create(stub, "u"))
-    finally:
-        server.stop()
+def test_redis_outage_is_unavailable_then_recovers(
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
+) -> None:
+    with grpc.insecure_channel(server_on_own_redis().address) as channel:
+        stub = Stub(channel)
+        made = create(stub, "u")
+        own_redis.stop()
+        assert_unavailable(lambda: stub.Get(pb.GetRequest(id=made.id), timeout=10))
+        own_redis.start()  # an empty Redis: the session is gone with it
+        once_answered(lambda: create(stub, "u"))
 
 
 def test_grpcurl_creates_and_touches(

@@ -4,10 +4,10 @@ probe. No gRPC here: what streams and health are built on, tested on its own."""
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import redis
@@ -18,9 +18,8 @@ from patterns_server.core.errors import ResourceExhausted, Unavailable
 from patterns_server.counter.counter import UniqueCounter
 from patterns_server.ratelimit.ratelimit import Algorithm, Check, Policy, RateLimiter
 from patterns_server.storage import RedisBackend, Subscription, redispy
-from tests.rpc import eventually_async
-
-T = TypeVar("T")
+from tests.conftest import node_client
+from tests.waiting import eventually_async
 
 
 @asynccontextmanager
@@ -32,10 +31,6 @@ async def backend_for(url: str, **options: Any) -> AsyncIterator[RedisBackend]:
         yield backend
     finally:
         await backend.close()
-
-
-def run(scenario: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(scenario())  # type: ignore[arg-type]
 
 
 # The command packer
@@ -98,7 +93,7 @@ def test_every_command_the_patterns_send_packs_alike(redis7: RedisServer) -> Non
     original = AbstractConnection.pack_command
     AbstractConnection.pack_command = spy  # type: ignore[method-assign]
     try:
-        run(scenario)
+        asyncio.run(scenario())
     finally:
         AbstractConnection.pack_command = original  # type: ignore[method-assign]
     assert {args[0] for args in seen} >= {"EVALSHA", "DEL", "PFCOUNT", "SET", "SUBSCRIBE"}
@@ -124,8 +119,7 @@ def test_the_packer_is_installed_only_for_the_redis_py_it_was_checked_against(
 
 
 def publish(url: str, channel: bytes, payload: bytes) -> int:
-    client = redis.Redis.from_url(url.replace("redis+cluster://", "redis://"))
-    return int(client.publish(channel, payload))
+    return int(node_client(url).publish(channel, payload))
 
 
 def pubsub_connections(server: RedisServer) -> int:
@@ -156,7 +150,7 @@ def test_a_subscription_is_live_when_it_returns(redis7: RedisServer) -> None:
             )
             assert abs(second.received_at - time.time()) < 5
 
-    run(scenario)
+    asyncio.run(scenario())
 
 
 def test_channels_are_shared_and_counted(redis7: RedisServer) -> None:
@@ -189,7 +183,7 @@ def test_channels_are_shared_and_counted(redis7: RedisServer) -> None:
                 await subscription.close()
             assert backend.subscribed == (0, 0)
 
-    run(scenario)
+    asyncio.run(scenario())
 
 
 def test_a_slow_subscriber_is_ended_and_the_others_are_not(redis7: RedisServer) -> None:
@@ -208,7 +202,7 @@ def test_a_slow_subscriber_is_ended_and_the_others_are_not(redis7: RedisServer) 
             await slow.close()
             await reader.close()
 
-    run(scenario)
+    asyncio.run(scenario())
 
 
 def test_a_lost_connection_ends_every_subscription_then_recovers(own_redis: RedisServer) -> None:
@@ -228,7 +222,7 @@ def test_a_lost_connection_ends_every_subscription_then_recovers(own_redis: Redi
             assert (await next_message(again)).payload == b"back"
             await again.close()
 
-    run(scenario)
+    asyncio.run(scenario())
 
 
 def test_a_hung_redis_ends_subscriptions_after_an_unanswered_ping(
@@ -248,7 +242,7 @@ def test_a_hung_redis_ends_subscriptions_after_an_unanswered_ping(
             assert ended.value.reason == "REDIS_TIMEOUT"
             return time.monotonic() - started
 
-    assert run(scenario) < 2
+    assert asyncio.run(scenario()) < 2
 
 
 def test_cluster_messages_reach_a_subscriber_on_another_node(redis_cluster: RedisCluster) -> None:
@@ -262,7 +256,7 @@ def test_cluster_messages_reach_a_subscriber_on_another_node(redis_cluster: Redi
             payloads = {(await next_message(subscription)).payload for _ in redis_cluster.nodes}
             assert payloads == {f"via {node.port}".encode() for node in redis_cluster.nodes}
 
-    run(scenario)
+    asyncio.run(scenario())
 
 
 # The health probe
@@ -278,7 +272,7 @@ def test_the_health_probe_needs_writes_to_succeed(own_redis: RedisServer) -> Non
             own_redis.client().config_set("maxmemory", 0)
             await backend.check()
 
-    run(scenario)
+    asyncio.run(scenario())
 
 
 def test_the_health_probe_writes_to_every_cluster_primary(redis_cluster: RedisCluster) -> None:
@@ -290,7 +284,7 @@ def test_the_health_probe_writes_to_every_cluster_primary(redis_cluster: RedisCl
             assert len(probes) == 1, node.port
             assert 0 < node.client().pttl(probes[0]) <= 60_000
 
-    run(scenario)
+    asyncio.run(scenario())
 
 
 # The batcher
@@ -324,5 +318,5 @@ def test_a_batch_is_capped_by_bytes_as_well_as_by_commands(redis7: RedisServer) 
                 *(backend.call("SET", f"big:{n}", value, "PX", 60_000) for n in range(40))
             )
 
-    assert all(reply is True for reply in run(scenario))
+    assert all(reply is True for reply in asyncio.run(scenario()))
     assert sent and max(sent) <= (1 << 20) + 300_000

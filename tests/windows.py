@@ -13,6 +13,8 @@ from datetime import timedelta
 
 from google.protobuf.duration_pb2 import Duration
 
+from tests.durations import duration_us
+
 MICROSECOND = timedelta(microseconds=1)
 
 
@@ -49,7 +51,7 @@ class Windows:
         1) through, up to 1% later, at the moment of the call."""
         about_us = about // MICROSECOND
         period_us = period_placing(self._clock(), int(about_us * elapsed), about_us)
-        return Duration(seconds=period_us // 1_000_000, nanos=period_us % 1_000_000 * 1000)
+        return duration_us(period_us)
 
     def calm(self, about: timedelta) -> Duration:
         """A period whose current window has about half its length left: no window
