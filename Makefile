@@ -15,7 +15,10 @@ GEN    := $(BIN)/python -m grpc_tools.protoc -I protos --python_out=$$out --grpc
 # What `buf breaking` compares the contract with: the main branch, as committed.
 BREAKING_AGAINST ?= .git\#branch=main,subdir=protos
 
-.PHONY: help run test lint protos protos-check plugins bench clean
+# Material for MkDocs prints a banner about its successor on every build: not news to act on.
+export NO_MKDOCS_2_WARNING := 1
+
+.PHONY: help run test lint docs protos protos-check plugins bench clean
 .DEFAULT_GOAL := help
 
 ## help: list these targets
@@ -40,7 +43,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest $(ARGS)
 
-## lint: buf lint, format and breaking (against main) on the contract; ruff, mypy and the import layers on the Python
+## lint: buf lint, format and breaking (against main) on the contract; ruff, mypy and the import layers on the Python; the docs site
 lint: $(STAMP)
 	cd protos && $(BUF) lint && $(BUF) format --diff --exit-code
 	$(BUF) breaking protos --against '$(BREAKING_AGAINST)'
@@ -49,6 +52,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy --python-version 3.10 clients/python/patterns_client  # the client's oldest Python
 	$(BIN)/lint-imports  # the layers of docs/architecture.md
+	$(BIN)/mkdocs build --strict  # a broken link between pages fails (not with --quiet: it hides them)
+
+## docs: serve the documentation site on http://127.0.0.1:8000, rebuilt as docs/ changes
+docs: $(STAMP)
+	$(BIN)/mkdocs serve
 
 ## protos: regenerate the committed stubs (Python, Go, TypeScript) from protos/
 protos: $(STAMP) plugins
@@ -86,6 +94,6 @@ clients/ts/node_modules/.bin/protoc-gen-ts_proto: clients/ts/package-lock.json
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench $(ARGS)
 
-## clean: remove the virtualenv and tool caches
+## clean: remove the virtualenv, tool caches and the built docs site
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .tools clients/ts/node_modules clients/java/target
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .tools clients/ts/node_modules clients/java/target
