@@ -307,3 +307,19 @@ def test_every_grpcurl_session_is_replayed() -> None:
             assert not commands or (document, line) in replayed, f"{document}:{line}"
     assert any(session.document.name == "README.md" for session in SESSIONS)
     assert len({session.document for session in SESSIONS}) >= 8  # README and each service
+
+
+def test_readme_links_resolve() -> None:
+    """The README's links into the repository lead somewhere (MkDocs checks those of
+    docs/, but the README is not one of its pages)."""
+    readme = ROOT / "README.md"
+    for target in re.findall(r"\]\(([^)]+)\)", readme.read_text()):
+        if "://" in target:
+            continue
+        path, _, anchor = target.partition("#")
+        linked = ROOT / path
+        assert linked.exists(), f"README links to {target}, which does not exist"
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", linked.read_text(), re.MULTILINE)
+            slugs = {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
+            assert anchor in slugs, f"README links to {target}: no such heading"
