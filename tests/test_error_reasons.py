@@ -35,6 +35,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from patterns.errors.v1 import errors_pb2
 
 import patterns_server
+from devtools.processes import PatternsServer
 from patterns_server.core.errors import (
     Aborted,
     InvalidArgument,
@@ -46,7 +47,7 @@ from patterns_server.core.settings import Settings
 from patterns_server.rpc.service import Service
 from patterns_server.runtime.calls import Calls
 from patterns_server.runtime.serving import add_service
-from tests.rpc import LISTED_REASONS, details
+from tests.rpc import LISTED_REASONS, details, grpcurl
 
 SERVER = Path(patterns_server.__file__).parent
 
@@ -395,3 +396,13 @@ def test_details_refuses_a_reason_the_contract_does_not_list() -> None:
     unlisted = asyncio.run(refused_with("NOT_IN_THE_CONTRACT"))
     with pytest.raises(AssertionError, match="NOT_IN_THE_CONTRACT"):
         details(unlisted)
+
+
+def test_reflection_describes_the_reasons_with_their_comments(
+    grpcurl_path: str, server: PatternsServer
+) -> None:
+    """A client reading the contract from a running server finds the reasons too."""
+    described = grpcurl(grpcurl_path, server, "describe", "patterns.errors.v1.ErrorReason")
+    for reason in LISTED_REASONS:
+        assert f"  {reason} = " in described
+    assert "// Status UNAVAILABLE" in described  # the comments came along

@@ -13,6 +13,10 @@ from google.protobuf.descriptor import FileDescriptor
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
+# ErrorReason is in no service's messages, so nothing else loads its file, and reflection
+# finds only what is loaded: `grpcurl describe patterns.errors.v1.ErrorReason` needs this.
+from patterns.errors.v1 import errors_pb2  # noqa: F401
+
 CONTRACT = Path(__file__).parents[1] / "contract.binpb"  # written by `make protos`
 
 

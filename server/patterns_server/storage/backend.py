@@ -213,7 +213,7 @@ class RedisBackend:
             await self._client.initialize()
             node = self._client.get_node_from_key(self._pubsub_route)
             if node is None:
-                raise Unavailable("no Redis Cluster node serves Pub/Sub now")
+                raise Unavailable("no Redis Cluster node serves Pub/Sub now", "REDIS_UNAVAILABLE")
             connection = self._plain_connection_class(**node.connection_kwargs)
         else:
             pool = self._client.connection_pool

@@ -80,10 +80,6 @@ const (
 	// --redis-timeout. As REDIS_UNAVAILABLE, the call may have been done. Any RPC; an
 	// Events.Subscribe stream ends with it when Redis stops answering its PING.
 	ErrorReason_REDIS_TIMEOUT ErrorReason = 8
-	// Status UNAVAILABLE, with a google.rpc.RetryInfo (1 s): on a Redis Cluster, no node
-	// serves the slot that Events' Pub/Sub connection needs now (a failover under way, say).
-	// Events.Subscribe.
-	ErrorReason_UNAVAILABLE ErrorReason = 9
 	// Status UNAVAILABLE, with a google.rpc.RetryInfo (1 s): the server is stopping. New
 	// calls are refused with it, and open streams end with it, so that clients go to another
 	// server. Any RPC.
@@ -110,7 +106,6 @@ var (
 		6:  "SLOW_CONSUMER",
 		7:  "REDIS_UNAVAILABLE",
 		8:  "REDIS_TIMEOUT",
-		9:  "UNAVAILABLE",
 		10: "SHUTTING_DOWN",
 		11: "CLOSED",
 		12: "INTERNAL",
@@ -125,7 +120,6 @@ var (
 		"SLOW_CONSUMER":            6,
 		"REDIS_UNAVAILABLE":        7,
 		"REDIS_TIMEOUT":            8,
-		"UNAVAILABLE":              9,
 		"SHUTTING_DOWN":            10,
 		"CLOSED":                   11,
 		"INTERNAL":                 12,
@@ -163,7 +157,7 @@ var File_patterns_errors_v1_errors_proto protoreflect.FileDescriptor
 
 const file_patterns_errors_v1_errors_proto_rawDesc = "" +
 	"\n" +
-	"\x1fpatterns/errors/v1/errors.proto\x12\x12patterns.errors.v1*\x8a\x02\n" +
+	"\x1fpatterns/errors/v1/errors.proto\x12\x12patterns.errors.v1*\x8c\x02\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10INVALID_ARGUMENT\x10\x01\x12\x15\n" +
@@ -175,13 +169,12 @@ const file_patterns_errors_v1_errors_proto_rawDesc = "" +
 	"OVERLOADED\x10\x05\x12\x11\n" +
 	"\rSLOW_CONSUMER\x10\x06\x12\x15\n" +
 	"\x11REDIS_UNAVAILABLE\x10\a\x12\x11\n" +
-	"\rREDIS_TIMEOUT\x10\b\x12\x0f\n" +
-	"\vUNAVAILABLE\x10\t\x12\x11\n" +
+	"\rREDIS_TIMEOUT\x10\b\x12\x11\n" +
 	"\rSHUTTING_DOWN\x10\n" +
 	"\x12\n" +
 	"\n" +
 	"\x06CLOSED\x10\v\x12\f\n" +
-	"\bINTERNAL\x10\fBy\n" +
+	"\bINTERNAL\x10\f\"\x04\b\t\x10\t*\vUNAVAILABLEBy\n" +
 	"\x15io.patterns.errors.v1B\vErrorsProtoP\x01ZQgithub.com/patterns-server/patterns-server/clients/go/patterns/errors/v1;errorsv1b\x06proto3"
 
 var (

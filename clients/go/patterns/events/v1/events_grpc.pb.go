@@ -55,7 +55,7 @@ type EventsClient interface {
 	// `subscribed`, sent once the subscription is live: every message published after the
 	// client has it reaches the stream, and none published before the call did. The stream
 	// lasts until the client cancels it or its deadline passes.
-	// Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, UNAVAILABLE, CLOSED.
+	// Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, CLOSED.
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
 }
 
@@ -125,7 +125,7 @@ type EventsServer interface {
 	// `subscribed`, sent once the subscription is live: every message published after the
 	// client has it reaches the stream, and none published before the call did. The stream
 	// lasts until the client cancels it or its deadline passes.
-	// Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, UNAVAILABLE, CLOSED.
+	// Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, CLOSED.
 	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
 	mustEmbedUnimplementedEventsServer()
 }

@@ -15,7 +15,6 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SLOW_CONSUMER: _ClassVar[ErrorReason]
     REDIS_UNAVAILABLE: _ClassVar[ErrorReason]
     REDIS_TIMEOUT: _ClassVar[ErrorReason]
-    UNAVAILABLE: _ClassVar[ErrorReason]
     SHUTTING_DOWN: _ClassVar[ErrorReason]
     CLOSED: _ClassVar[ErrorReason]
     INTERNAL: _ClassVar[ErrorReason]
@@ -28,7 +27,6 @@ OVERLOADED: ErrorReason
 SLOW_CONSUMER: ErrorReason
 REDIS_UNAVAILABLE: ErrorReason
 REDIS_TIMEOUT: ErrorReason
-UNAVAILABLE: ErrorReason
 SHUTTING_DOWN: ErrorReason
 CLOSED: ErrorReason
 INTERNAL: ErrorReason

@@ -95,7 +95,7 @@ class EventsServicer:
         `subscribed`, sent once the subscription is live: every message published after the
         client has it reaches the stream, and none published before the call did. The stream
         lasts until the client cancels it or its deadline passes.
-        Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, UNAVAILABLE, CLOSED.
+        Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, CLOSED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -84,12 +84,6 @@ export enum ErrorReason {
    */
   REDIS_TIMEOUT = 8,
   /**
-   * UNAVAILABLE - Status UNAVAILABLE, with a google.rpc.RetryInfo (1 s): on a Redis Cluster, no node
-   * serves the slot that Events' Pub/Sub connection needs now (a failover under way, say).
-   * Events.Subscribe.
-   */
-  UNAVAILABLE = 9,
-  /**
    * SHUTTING_DOWN - Status UNAVAILABLE, with a google.rpc.RetryInfo (1 s): the server is stopping. New
    * calls are refused with it, and open streams end with it, so that clients go to another
    * server. Any RPC.
@@ -139,9 +133,6 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 8:
     case "REDIS_TIMEOUT":
       return ErrorReason.REDIS_TIMEOUT;
-    case 9:
-    case "UNAVAILABLE":
-      return ErrorReason.UNAVAILABLE;
     case 10:
     case "SHUTTING_DOWN":
       return ErrorReason.SHUTTING_DOWN;
@@ -178,8 +169,6 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "REDIS_UNAVAILABLE";
     case ErrorReason.REDIS_TIMEOUT:
       return "REDIS_TIMEOUT";
-    case ErrorReason.UNAVAILABLE:
-      return "UNAVAILABLE";
     case ErrorReason.SHUTTING_DOWN:
       return "SHUTTING_DOWN";
     case ErrorReason.CLOSED:

@@ -674,7 +674,7 @@ export const EventsService = {
    * `subscribed`, sent once the subscription is live: every message published after the
    * client has it reaches the stream, and none published before the call did. The stream
    * lasts until the client cancels it or its deadline passes.
-   * Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, UNAVAILABLE, CLOSED.
+   * Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, CLOSED.
    */
   subscribe: {
     path: "/patterns.events.v1.Events/Subscribe" as const,
@@ -699,7 +699,7 @@ export interface EventsServer extends UntypedServiceImplementation {
    * `subscribed`, sent once the subscription is live: every message published after the
    * client has it reaches the stream, and none published before the call did. The stream
    * lasts until the client cancels it or its deadline passes.
-   * Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, UNAVAILABLE, CLOSED.
+   * Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, CLOSED.
    */
   subscribe: handleServerStreamingCall<SubscribeRequest, SubscribeResponse>;
 }
@@ -730,7 +730,7 @@ export interface EventsClient extends Client {
    * `subscribed`, sent once the subscription is live: every message published after the
    * client has it reaches the stream, and none published before the call did. The stream
    * lasts until the client cancels it or its deadline passes.
-   * Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, UNAVAILABLE, CLOSED.
+   * Reasons: INVALID_ARGUMENT, SLOW_CONSUMER, CLOSED.
    */
   subscribe(request: SubscribeRequest, options?: Partial<CallOptions>): ClientReadableStream<SubscribeResponse>;
   subscribe(
