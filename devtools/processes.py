@@ -218,6 +218,7 @@ class PatternsServer:
         return "\n".join(self.log_lines)
 
     def start(self) -> "PatternsServer":
+        self.port = 0  # learnt anew from the log: a restart may listen elsewhere
         self.process = subprocess.Popen(
             self.args,
             stdin=subprocess.DEVNULL,
@@ -239,7 +240,7 @@ class PatternsServer:
         for line in self.process.stderr:
             self.log_lines.append(line.rstrip("\n"))
             match = self.LISTENING.search(line)
-            if match:
+            if match and not self.port:  # the first such line: later ones may say more
                 self.port = int(match.group(1))
                 listening.set()
         listening.set()  # exited before listening

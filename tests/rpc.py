@@ -6,7 +6,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import pytest
@@ -42,6 +42,16 @@ def once_answered(call: Callable[[], T], within: float = 10.0) -> T:
         except grpc.RpcError:
             assert time.monotonic() < deadline, "no answer in time"
             time.sleep(0.1)
+
+
+class HasToken(Protocol):
+    @property
+    def token(self) -> str: ...
+
+
+def bearer(tenant: HasToken) -> tuple[tuple[str, str]]:
+    """The metadata that authenticates a call as `tenant` (its API key, as a bearer token)."""
+    return (("authorization", f"Bearer {tenant.token}"),)
 
 
 def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:

@@ -45,6 +45,7 @@ from patterns_server.core.errors import (
 )
 from patterns_server.core.settings import Settings
 from patterns_server.rpc.service import Service
+from patterns_server.runtime.auth import Access
 from patterns_server.runtime.calls import Calls
 from patterns_server.runtime.serving import add_service
 from tests.rpc import LISTED_REASONS, details, grpcurl
@@ -375,7 +376,9 @@ class RefusingServicer:
 async def refused_with(reason: str) -> grpc.aio.AioRpcError:
     server = grpc.aio.server()
     health = health_pb2.DESCRIPTOR.services_by_name["Health"]
-    add_service(server, Service(RefusingServicer(), health), Calls.for_settings(Settings()))
+    add_service(
+        server, Service(RefusingServicer(), health), Calls.for_settings(Settings()), Access()
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from patterns_server.core.errors import InvalidArgument, ResourceExhausted
 from patterns_server.core.settings import Settings
 from patterns_server.rpc.service import Service
+from patterns_server.runtime.auth import Access
 from patterns_server.runtime.calls import Calls
 from patterns_server.runtime.serving import add_service
 from tests.rpc import details
@@ -71,7 +72,7 @@ async def serving(
 ) -> AsyncIterator[tuple[health_pb2_grpc.HealthStub, Calls]]:
     streams = Calls.for_settings(Settings())
     server = grpc.aio.server()
-    add_service(server, Service(servicer, HEALTH), streams)
+    add_service(server, Service(servicer, HEALTH), streams, Access())
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
@@ -229,7 +230,9 @@ def test_a_servicer_that_breaks_the_contract_is_refused_at_start() -> None:
             return None
 
     async def scenario() -> None:
-        add_service(grpc.aio.server(), Service(Unary(), HEALTH), Calls.for_settings(Settings()))
+        add_service(
+            grpc.aio.server(), Service(Unary(), HEALTH), Calls.for_settings(Settings()), Access()
+        )
 
     with pytest.raises(TypeError, match="Watch"):
         asyncio.run(scenario())

@@ -280,7 +280,7 @@ def test_the_health_probe_writes_to_every_cluster_primary(redis_cluster: RedisCl
         async with backend_for(redis_cluster.url) as backend:
             await backend.check()
         for node in redis_cluster.nodes:
-            probes = list(node.client().scan_iter(match="storage-test:default:health:*"))
+            probes = list(node.client().scan_iter(match="storage-test:@server:health:*"))
             assert len(probes) == 1, node.port
             assert 0 < node.client().pttl(probes[0]) <= 60_000
 

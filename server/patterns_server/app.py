@@ -6,6 +6,7 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,9 +20,11 @@ from patterns_server.leaderboard import service as leaderboard_service
 from patterns_server.lock import service as lock_service
 from patterns_server.ratelimit import service as ratelimit_service
 from patterns_server.rpc.service import Runtime, Service
+from patterns_server.runtime.auth import Access, AuthFile, Tenants, is_loopback
 from patterns_server.runtime.calls import Calls
 from patterns_server.runtime.reflection import CommentedReflectionServicer
 from patterns_server.runtime.serving import add_service
+from patterns_server.runtime.tls import ServerCertificates
 from patterns_server.session import service as session_service
 from patterns_server.storage import RedisBackend, redispy
 from patterns_server.storage.embedded import EmbeddedRedis
@@ -41,6 +44,8 @@ SERVICES: tuple[Callable[[Runtime], Service], ...] = (
 
 # Calls that gRPC may hold before the server has picked them up (see _grpc_options).
 PENDING_CALLS = 20_000
+# How often the auth file is checked for a change (SIGHUP reloads it at once).
+AUTH_FILE_CHECK_SECONDS = 2.0
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -61,8 +66,12 @@ class App:
     services: list[Service]
     calls: Calls
     settings: Settings
+    access: Access
+    auth_file: AuthFile | None = None
+    certificates: ServerCertificates | None = None
     embedded: EmbeddedRedis | None = None
     _health_task: "asyncio.Task[None] | None" = None
+    _auth_watch: "asyncio.Task[None] | None" = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def set_health(self, status: int) -> None:
@@ -104,6 +113,13 @@ class App:
                 async with asyncio.timeout(self.settings.health_interval):
                     await self._stopping.wait()
 
+    def reload(self) -> None:
+        """SIGHUP: read the auth file and the TLS files again."""
+        if self.auth_file is not None:
+            self.auth_file.reload()
+        if self.certificates is not None:
+            self.certificates.reload()
+
     async def stop(self) -> None:
         """Graceful: health NOT_SERVING; new calls answered UNAVAILABLE and open streams
         ended so (their clients reconnect elsewhere); unary calls in flight get the grace
@@ -111,6 +127,8 @@ class App:
         server go."""
         await self.health.enter_graceful_shutdown()
         await self.stop_health_monitor()
+        if self._auth_watch is not None:
+            self._auth_watch.cancel()
         started = asyncio.get_running_loop().time()
         await self.calls.shut(self.settings.shutdown_grace)
         spent = asyncio.get_running_loop().time() - started
@@ -152,21 +170,45 @@ async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedi
     calls = Calls.for_settings(settings)
     runtime = Runtime(redis, settings)
     services = [build(runtime) for build in SERVICES]
-    for service in services:
-        add_service(server, service, calls)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [service.name for service in services]
-    reflected = [*names, health.SERVICE_NAME, reflection.SERVICE_NAME]
-    reflection_servicer = CommentedReflectionServicer(reflected)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection_servicer, server)
+    access = Access()
+    auth_file = None
+    if settings.auth_file:
+        auth_file = AuthFile(Path(settings.auth_file), names, access, _revoker(calls))
+        tenants = auth_file.load()  # AuthFileError: the server does not start
+        logger.info("auth file %s: %d tenants", settings.auth_file, len(tenants.all))
+    for service in services:
+        add_service(server, service, calls, access)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)  # always open
+    if settings.reflection != "off":
+        reflected = [*names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        gate = access if settings.reflection == "authenticated" else None
+        reflection_servicer = CommentedReflectionServicer(reflected, gate)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection_servicer, server)
+    certificates = _certificates(settings)
     try:
-        port = server.add_insecure_port(settings.listen)
+        if certificates is None:
+            port = server.add_insecure_port(settings.listen)
+        else:
+            port = server.add_secure_port(settings.listen, certificates.credentials())
     except RuntimeError as error:
         raise ListenError(f"cannot listen on {settings.listen}: {error}") from None
     if port == 0:
         raise ListenError(f"cannot listen on {settings.listen}")
-    app = App(server, port, redis, health_servicer, services, calls, settings, embedded)
+    app = App(
+        server,
+        port,
+        redis,
+        health_servicer,
+        services,
+        calls,
+        settings,
+        access,
+        auth_file,
+        certificates,
+        embedded,
+    )
     await app.set_health(NOT_SERVING)  # until the first probe says otherwise
     started: list[Service] = []
     try:
@@ -179,14 +221,46 @@ async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedi
         raise
     await server.start()
     app.start_health_monitor()
+    if auth_file is not None:
+        app._auth_watch = asyncio.create_task(auth_file.watch(AUTH_FILE_CHECK_SECONDS))
     host = settings.listen.rsplit(":", 1)[0]
     logger.info(
-        "listening on %s:%d (Redis %s)",
+        "listening on %s:%d%s (Redis %s)",
         host,
         port,
+        " with mutual TLS"
+        if certificates and certificates.mutual
+        else " with TLS" * bool(certificates),
         "embedded" if embedded else _redacted(settings.redis_url),
     )
+    if auth_file is None and not is_loopback(settings.listen):
+        logger.warning(
+            "no --auth-file, and %s is not a loopback address: anyone who reaches port %d "
+            "can read and change every key; give each team an API key (docs/tenants.md)",
+            host,
+            port,
+        )
     return app
+
+
+def _revoker(calls: Calls) -> Callable[[Tenants], None]:
+    """What a new auth file does to calls in progress: streams of revoked keys end."""
+
+    def revoke(tenants: Tenants) -> None:
+        ended = calls.revoke(tenants.still_valid)
+        if ended:
+            logger.warning("auth file: ended %d streams whose credentials were revoked", ended)
+
+    return revoke
+
+
+def _certificates(settings: Settings) -> ServerCertificates | None:
+    if not settings.tls_cert:
+        return None
+    try:
+        return ServerCertificates(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    except (OSError, ValueError) as error:
+        raise ListenError(f"cannot serve TLS: {error}") from None
 
 
 def _grpc_options(settings: Settings) -> list[tuple[str, int]]:
@@ -212,12 +286,22 @@ def _redacted(url: str) -> str:
 
 
 async def run(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then stop gracefully."""
-    app = await start(settings)
+    """Serve until SIGTERM or SIGINT, then stop gracefully; SIGHUP reads the auth file and
+    the TLS files again. The handlers come first: a signal sent as soon as the server says
+    it listens must find them (SIGHUP's default would end the process)."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    started: list[App] = []
+
+    def reload() -> None:
+        for app in started:  # none yet: the files are being read for the first time
+            app.reload()
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    app = await start(settings)
+    started.append(app)
     await stopping.wait()
     logger.info("stopping: draining calls for up to %.1fs", settings.shutdown_grace)
     await app.stop()

@@ -1,4 +1,5 @@
-"""The `patterns-server` command: settings from flags and environment, logging, run."""
+"""The `patterns-server` command: settings from flags and environment, logging, run; and
+`patterns-server keys new`, which makes an API key and the digest an auth file holds."""
 
 import asyncio
 import logging
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 
 from patterns_server.app import ListenError, run
 from patterns_server.core.settings import load_settings
+from patterns_server.runtime.auth import AuthFileError, new_token
 from patterns_server.storage.embedded import RedisServerNotFound
 
 
@@ -18,8 +20,20 @@ def _event_loop_factory() -> "asyncio.AbstractEventLoop":
     return uvloop.new_event_loop()
 
 
+KEYS_USAGE = """usage: patterns-server keys new
+
+Prints a new random API key and its SHA-256 digest. Give the key to the team (it is shown
+once: the server keeps only the digest) and put the digest in the tenant's `keys` in the
+auth file. To rotate, add the new digest beside the old one, move the clients, then remove
+the old one."""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = load_settings(sys.argv[1:] if argv is None else argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["keys"]:
+        _keys(args[1:])
+        return
+    settings = load_settings(args)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -29,8 +43,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         with asyncio.Runner(loop_factory=_event_loop_factory) as runner:
             runner.run(run(settings))
-    except (ListenError, RedisServerNotFound) as error:
+    except (ListenError, RedisServerNotFound, AuthFileError) as error:
         logging.getLogger("patterns_server").error("%s", error)
         sys.exit(1)
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         sys.exit(130)
+
+
+def _keys(args: list[str]) -> None:
+    if args != ["new"]:
+        print(KEYS_USAGE, file=sys.stderr)
+        sys.exit(0 if args in (["-h"], ["--help"]) else 2)
+    token, digest = new_token()
+    print(f"API key (give it to the team; shown once): {token}")
+    print(f"digest (put it in the tenant's keys):      {digest}")

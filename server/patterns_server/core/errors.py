@@ -15,6 +15,8 @@ class Category(enum.Enum):
     """What went wrong, in the vocabulary of google.rpc.Code (without depending on it)."""
 
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
     NOT_FOUND = "NOT_FOUND"
     ABORTED = "ABORTED"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
@@ -52,6 +54,21 @@ class InvalidArgument(PatternError):
     def under(self, parent: str) -> "InvalidArgument":
         """The same error, its field path nested under `parent` (for batch requests)."""
         return InvalidArgument(f"{parent}.{self.field}", self.description, self.reason)
+
+
+class Unauthenticated(PatternError):
+    """The call carries no credentials the server accepts (no API key, an unknown one, or
+    one revoked since a stream began)."""
+
+    category = Category.UNAUTHENTICATED
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(PatternError):
+    """The caller is known, and may not do this (call a service its tenant does not have)."""
+
+    category = Category.PERMISSION_DENIED
+    default_reason = "PERMISSION_DENIED"
 
 
 class NotFound(PatternError):

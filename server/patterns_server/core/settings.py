@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_origin
 
 LogLevel = Literal["debug", "info", "warning", "error"]
+Reflection = Literal["on", "off", "authenticated"]
 FailureMode = Literal["closed", "open"]
 T = TypeVar("T")
 
@@ -32,6 +33,27 @@ class Settings:
         "Cluster; empty starts an embedded, private redis-server for this process",
     )
     key_prefix: str = _setting("patterns", "first part of every Redis key this server writes")
+    auth_file: str = _setting(
+        "",
+        "TOML file of tenants (namespace, SHA-256 digests of API keys, services, shares of "
+        "the limits), read again on SIGHUP and when it changes; empty: every caller is the "
+        "tenant 'default'",
+    )
+    reflection: Reflection = _setting(
+        "on",
+        "server reflection: on, off, or authenticated (callers need an API key or a known "
+        "client certificate)",
+        choices=["on", "off", "authenticated"],
+    )
+    tls_cert: str = _setting(
+        "", "PEM certificate chain to serve TLS with (with --tls-key); read again on SIGHUP"
+    )
+    tls_key: str = _setting("", "PEM private key of --tls-cert")
+    tls_client_ca: str = _setting(
+        "",
+        "PEM CA certificates that client certificates must chain to: mutual TLS, every "
+        "client presents one (with --tls-cert)",
+    )
     log_level: LogLevel = _setting(
         "info",
         "log level; debug adds one line per request",
@@ -94,6 +116,10 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_client_ca and not self.tls_cert:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS)")
         if "{" in self.key_prefix or "}" in self.key_prefix:
             raise ValueError("key_prefix must not contain braces (they mark Redis hash tags)")
         for name in ("redis_timeout", "health_interval"):

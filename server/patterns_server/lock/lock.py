@@ -76,7 +76,7 @@ class Locker:
     def __init__(self, redis: RedisBackend) -> None:
         self._redis = redis
         self._keys = redis.keys("lock")
-        self._lines: dict[str, _Line] = {}
+        self._lines: dict[str, _Line] = {}  # by the lock's key: tenants share names
 
     async def acquire(
         self,
@@ -156,7 +156,8 @@ class Locker:
 
     async def _wait(self, name: str, token: str, ttl_ms: int, deadline: float) -> Lease | None:
         loop = asyncio.get_running_loop()
-        line = self._lines.setdefault(name, _Line())
+        lock = self._keys(name)
+        line = self._lines.setdefault(lock, _Line())
         line.waiting += 1
         try:
             try:
@@ -171,7 +172,7 @@ class Locker:
         finally:
             line.waiting -= 1
             if not line.waiting:
-                del self._lines[name]
+                del self._lines[lock]
 
     async def _wait_first_in_line(
         self, name: str, token: str, ttl_ms: int, deadline: float

@@ -7,7 +7,11 @@
   progress; beyond either, `admit` refuses with RESOURCE_EXHAUSTED (reason OVERLOADED,
   with a RetryInfo), counted in a log line at most every 10 seconds. The explicit cap keeps
   memory flat and answers overload plainly, where gRPC's own queue would cancel calls.
-- Server-streaming calls are tracked so that shutdown can end them (`end_streams`).
+- Server-streaming calls are tracked so that shutdown can end them (`end_streams`), and so
+  that a stream whose credentials are revoked by a new auth file ends (`revoke`).
+- Each tenant may have its share of both limits (`max_concurrent_rpcs`, `max_streams` in
+  the auth file): beyond it, RESOURCE_EXHAUSTED (reason TENANT_OVERLOADED), so one noisy
+  team cannot take what the others need.
 """
 
 import asyncio
@@ -25,9 +29,11 @@ from patterns_server.core.errors import (
     InvalidArgument,
     PatternError,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from patterns_server.core.settings import Settings
+from patterns_server.runtime.auth import DEFAULT_TENANT, Credential, Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -85,13 +91,28 @@ def request_size() -> int:
     return _request_size.get()
 
 
+REVOKED = Unauthenticated(
+    "the credentials of this stream were revoked: authenticate again", "CREDENTIALS_REVOKED"
+)
+
+
 @dataclass(eq=False)
 class Stream:
-    """An open server-streaming call."""
+    """An open server-streaming call, and what ends it when it must end before its time
+    (shutdown, revoked credentials)."""
 
     task: "asyncio.Task[Any] | None"
+    credential: Credential
     inside: bool = False  # suspended in the servicer's code (not in gRPC's write)
-    ending: bool = False
+    ending: PatternError | None = None
+
+
+@dataclass
+class _Share:
+    """A tenant's unary calls and streams in progress."""
+
+    calls: int = 0
+    streams: int = 0
 
 
 @dataclass
@@ -104,6 +125,7 @@ class Calls:
     calls: int = 0
     bytes: int = 0
     _streams: set[Stream] = field(default_factory=set)
+    _shares: dict[Tenant, _Share] = field(default_factory=dict)
     _shutting_down: bool = False
     _last_refused_at: float = 0.0
     _refused: int = 0
@@ -121,17 +143,27 @@ class Calls:
             and self.bytes + size <= self.max_bytes
         )
 
-    def admit(self, size: int) -> PatternError | None:
-        """Count a unary call of `size` request bytes in, or the error that refuses it;
-        an admitted call is `release`d when it ends."""
-        if self.has_room(size):
-            self.calls += 1
-            self.bytes += size
-            return None
-        if self._shutting_down:
-            self._last_refused_at = time.monotonic()
-            return SHUTTING_DOWN
-        return self._overloaded()
+    def admit(self, size: int, tenant: Tenant = DEFAULT_TENANT) -> PatternError | None:
+        """Count a unary call of `size` request bytes of `tenant` in, or the error that
+        refuses it; an admitted call is `release`d when it ends."""
+        if not self.has_room(size):
+            if self._shutting_down:
+                self._last_refused_at = time.monotonic()
+                return SHUTTING_DOWN
+            return self._overloaded()
+        share = self._share(tenant)
+        if tenant.max_concurrent_rpcs is not None and share.calls >= tenant.max_concurrent_rpcs:
+            return _tenant_overloaded(tenant, f"{tenant.max_concurrent_rpcs:,} calls")
+        share.calls += 1
+        self.calls += 1
+        self.bytes += size
+        return None
+
+    def _share(self, tenant: Tenant) -> _Share:
+        share = self._shares.get(tenant)
+        if share is None:
+            share = self._shares[tenant] = _Share()
+        return share
 
     def _overloaded(self) -> ResourceExhausted:
         self._refused += 1
@@ -155,9 +187,13 @@ class Calls:
             OVERLOAD_RETRY,
         )
 
-    def release(self, size: int) -> None:
+    def release(self, size: int, tenant: Tenant = DEFAULT_TENANT) -> None:
         self.calls -= 1
         self.bytes -= size
+        share = self._shares[tenant]
+        share.calls -= 1
+        if not share.calls and not share.streams:  # tenants come and go with auth files
+            del self._shares[tenant]
 
     async def shut(self, grace: float) -> None:
         """Answer every new call, unary or stream, with UNAVAILABLE (reason SHUTTING_DOWN,
@@ -182,24 +218,56 @@ class Calls:
         return len(self._streams)
 
     def end_streams(self) -> None:
-        """End every open stream (and any opened from now on) with UNAVAILABLE: at once
-        where the servicer waits (by cancelling it), else as soon as gRPC has written the
-        message in hand (a cancellation inside gRPC's write would lose the status)."""
+        """End every open stream (and any opened from now on) with UNAVAILABLE."""
         self._shutting_down = True
         for stream in self._streams:
-            stream.ending = True
-            if stream.inside and stream.task is not None:
-                stream.task.cancel()
+            _end(stream, SHUTTING_DOWN)
 
-    def open_stream(self) -> Stream | PatternError:
+    def revoke(self, still_valid: Callable[[Credential], bool]) -> int:
+        """End with UNAUTHENTICATED the open streams whose credentials are no longer
+        valid (a new auth file removed their key or tenant); how many."""
+        revoked = [stream for stream in self._streams if not still_valid(stream.credential)]
+        for stream in revoked:
+            _end(stream, REVOKED)
+        return len(revoked)
+
+    def open_stream(self, credential: Credential) -> Stream | PatternError:
         """Count a stream in, or the error that refuses it (shutdown, too many streams)."""
         if self._shutting_down:
             return SHUTTING_DOWN
         if len(self._streams) >= self.max_streams:
             return self._overloaded()
-        stream = Stream(asyncio.current_task())
+        tenant = credential.tenant
+        share = self._share(tenant)
+        if tenant.max_streams is not None and share.streams >= tenant.max_streams:
+            return _tenant_overloaded(tenant, f"{tenant.max_streams:,} streams")
+        share.streams += 1
+        stream = Stream(asyncio.current_task(), credential)
         self._streams.add(stream)
         return stream
 
     def close_stream(self, stream: Stream) -> None:
-        self._streams.discard(stream)
+        if stream in self._streams:
+            self._streams.discard(stream)
+            share = self._shares[stream.credential.tenant]
+            share.streams -= 1
+            if not share.calls and not share.streams:
+                del self._shares[stream.credential.tenant]
+
+
+def _end(stream: Stream, error: PatternError) -> None:
+    """End `stream` with `error`: at once where the servicer waits (by cancelling it),
+    else as soon as gRPC has written the message in hand (a cancellation inside gRPC's
+    write would lose the status)."""
+    if stream.ending is None:
+        stream.ending = error
+    if stream.inside and stream.task is not None:
+        stream.task.cancel()
+
+
+def _tenant_overloaded(tenant: Tenant, limit: str) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"tenant {tenant.name!r} is at its limit of {limit} in progress: retry shortly",
+        "TENANT_OVERLOADED",
+        OVERLOAD_RETRY,
+    )

@@ -10,7 +10,10 @@
 - a cancelled call (deadline passed, client gone) is left to gRPC: its task is cancelled,
   which also drops its Redis commands that are not yet sent;
 - a stream still open at shutdown is ended with UNAVAILABLE (`Calls.end_streams`), so
-  its client reconnects elsewhere instead of waiting out the grace period.
+  its client reconnects elsewhere instead of waiting out the grace period; one whose
+  credentials a new auth file revoked, with UNAUTHENTICATED (`Calls.revoke`);
+- every call is first authenticated (`auth.Access`): its tenant decides its namespace
+  (`core.tenancy`), the services it may call, and its share of the limits.
 Each call leaves one debug line in the request log: method, outcome, duration, and for a
 stream the number of messages sent.
 """
@@ -29,7 +32,9 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from patterns_server.core.errors import InvalidArgument, PatternError
-from patterns_server.runtime.calls import SHUTTING_DOWN, Calls, Malformed, request_size
+from patterns_server.core.tenancy import enter_namespace
+from patterns_server.runtime.auth import Access, Tenant
+from patterns_server.runtime.calls import Calls, Malformed, Stream, request_size
 
 logger = logging.getLogger(__name__)
 request_logger = logging.getLogger("patterns_server.requests")
@@ -41,21 +46,29 @@ UnaryBehaviour = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 StreamBehaviour = Callable[[Any, grpc.aio.ServicerContext], AsyncGenerator[Any, None]]
 
 
-def guard_unary(behaviour: UnaryBehaviour, method: str, calls: Calls) -> UnaryBehaviour:
-    """`behaviour` (one request, one response) with errors mapped, admitted within the
-    server's limits, and the call logged."""
+def guard_unary(
+    behaviour: UnaryBehaviour, method: str, calls: Calls, access: Access
+) -> UnaryBehaviour:
+    """`behaviour` (one request, one response) with its caller authenticated, admitted
+    within the server's and its tenant's limits, in its tenant's namespace, with errors
+    mapped, and the call logged."""
+    service = _service_of(method)
 
     @functools.wraps(behaviour)
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
         outcome = "OK"
         size = request_size()
-        refusal = calls.admit(size)  # refused, the request may be NOT_READ
+        tenant: Tenant | None = None  # set once admitted
         try:
+            credential = access.credential(context, service)  # before it takes a place
+            refusal = calls.admit(size, credential.tenant)  # refused: maybe NOT_READ
             if refusal is not None:
                 raise refusal
+            tenant = credential.tenant
             if request.__class__ is Malformed:
                 raise request.error
+            enter_namespace(tenant.namespace)
             return await behaviour(request, context)
         except asyncio.CancelledError:
             outcome = _cancelled_outcome(context)
@@ -65,34 +78,46 @@ def guard_unary(behaviour: UnaryBehaviour, method: str, calls: Calls) -> UnaryBe
             outcome = code_pb2.Code.Name(status.code)
             await context.abort_with_status(rpc_status.to_status(status))
         finally:
-            if refusal is None:
-                calls.release(size)
+            if tenant is not None:
+                calls.release(size, tenant)
             if request_logger.isEnabledFor(logging.DEBUG):
                 request_logger.debug(
-                    "%s %s %.2fms", method, outcome, (time.perf_counter() - started) * 1000
+                    "%s %s %.2fms tenant=%s",
+                    method,
+                    outcome,
+                    (time.perf_counter() - started) * 1000,
+                    tenant.name if tenant is not None else "-",
                 )
 
     return guarded
 
 
-def guard_stream(behaviour: StreamBehaviour, method: str, calls: Calls) -> StreamBehaviour:
-    """`behaviour` (one request, a stream of responses) with errors mapped, the stream
-    logged once at its end, and ended with UNAVAILABLE by `calls.end_streams()`."""
+def guard_stream(
+    behaviour: StreamBehaviour, method: str, calls: Calls, access: Access
+) -> StreamBehaviour:
+    """`behaviour` (one request, a stream of responses) with its caller authenticated and
+    counted within the limits, in its tenant's namespace, errors mapped, the stream logged
+    once at its end, and ended early by `calls` (shutdown, revoked credentials)."""
+    service = _service_of(method)
 
     @functools.wraps(behaviour)
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncGenerator[Any, None]:
         started = time.perf_counter()
         outcome, sent = "OK", 0
-        stream = calls.open_stream()
+        stream: Stream | None = None
         messages = behaviour(request, context)
         failure: Exception | None = None
         try:
             try:
-                if isinstance(stream, PatternError):
-                    raise stream
+                credential = access.credential(context, service)
+                opened = calls.open_stream(credential)
+                if isinstance(opened, PatternError):
+                    raise opened
+                stream = opened
                 if request.__class__ is Malformed:
                     raise request.error
-                while not stream.ending:
+                enter_namespace(credential.tenant.namespace)
+                while stream.ending is None:
                     stream.inside = True
                     try:
                         message = await anext(messages)
@@ -102,23 +127,22 @@ def guard_stream(behaviour: StreamBehaviour, method: str, calls: Calls) -> Strea
                         stream.inside = False
                     yield message
                     sent += 1
-                if stream.ending:
-                    failure = SHUTTING_DOWN
+                failure = stream.ending
             except asyncio.CancelledError:
-                if isinstance(stream, PatternError) or not stream.ending:
+                if stream is None or stream.ending is None:
                     outcome = _cancelled_outcome(context)
                     raise
                 task = asyncio.current_task()
                 if task is not None:
                     task.uncancel()  # the cancellation was ours: answer it with a status
-                failure = SHUTTING_DOWN
+                failure = stream.ending
             except GeneratorExit:  # gRPC stopped reading: the client is gone
                 outcome = "CANCELLED"
                 raise
             except Exception as error:
                 failure = error
             finally:
-                if not isinstance(stream, PatternError):
+                if stream is not None:
                     calls.close_stream(stream)
                 await messages.aclose()  # the servicer's own clean-up runs now
             if failure is not None:
@@ -128,14 +152,20 @@ def guard_stream(behaviour: StreamBehaviour, method: str, calls: Calls) -> Strea
         finally:
             if request_logger.isEnabledFor(logging.DEBUG):
                 request_logger.debug(
-                    "%s %s %.2fms %d messages",
+                    "%s %s %.2fms tenant=%s %d messages",
                     method,
                     outcome,
                     (time.perf_counter() - started) * 1000,
+                    stream.credential.tenant.name if stream is not None else "-",
                     sent,
                 )
 
     return guarded
+
+
+def _service_of(method: str) -> str:
+    """ "patterns.lock.v1.Locker" of "/patterns.lock.v1.Locker/Acquire"."""
+    return method.split("/")[1]
 
 
 def _cancelled_outcome(context: grpc.aio.ServicerContext) -> str:

@@ -5,26 +5,48 @@ This servicer answers from `contract.binpb` instead, the descriptor set that `ma
 writes with source info, and falls back to the library for files not in it.
 """
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import FileDescriptor
 from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha._async import ReflectionServicer
+from grpc_status import rpc_status
 
 # ErrorReason is in no service's messages, so nothing else loads its file, and reflection
 # finds only what is loaded: `grpcurl describe patterns.errors.v1.ErrorReason` needs this.
 from patterns.errors.v1 import errors_pb2  # noqa: F401
 
+from patterns_server.core.errors import PatternError
+from patterns_server.runtime.auth import Access
+from patterns_server.runtime.guard import status_for
+
 CONTRACT = Path(__file__).parents[1] / "contract.binpb"  # written by `make protos`
 
 
 class CommentedReflectionServicer(ReflectionServicer):  # type: ignore[misc]
-    def __init__(self, service_names: list[str]) -> None:
+    """With `access` (--reflection authenticated), only callers it knows may reflect."""
+
+    def __init__(self, service_names: list[str], access: Access | None = None) -> None:
         super().__init__(service_names)
+        self._access = access
         contract = descriptor_pb2.FileDescriptorSet.FromString(CONTRACT.read_bytes())
         self._documented = {file.name: file.SerializeToString() for file in contract.file}
+
+    async def ServerReflectionInfo(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        if self._access is not None:
+            try:
+                self._access.identify(context)
+            except PatternError as error:
+                status = status_for(error, "/grpc.reflection.v1alpha.ServerReflection")
+                await context.abort_with_status(rpc_status.to_status(status))
+        async for response in super().ServerReflectionInfo(request_iterator, context):
+            yield response
 
     def _file_by_filename(self, request: Any, filename: str) -> Any:
         try:

@@ -33,6 +33,9 @@ from patterns_server.storage.scripts import Command, LuaScript
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 HEALTH_KEY_TTL_MS = 60_000
+# The namespace of the server's own keys (health probes, the Pub/Sub route): no tenant's
+# name, since those are [a-z0-9_-] only.
+SERVER_NAMESPACE = "@server"
 
 
 class RedisBackend:
@@ -55,7 +58,7 @@ class RedisBackend:
         # On a Cluster, the Pub/Sub connection and every PUBLISH go to the node that owns
         # this key's slot (the same node for every server process): Redis then orders
         # messages and the hub's markers exactly, and counts every process's subscriber.
-        self._pubsub_route = self.keys("pubsub")("hub")
+        self._pubsub_route = self.keys("pubsub", SERVER_NAMESPACE)("hub")
 
     @classmethod
     def from_url(
@@ -85,9 +88,10 @@ class RedisBackend:
             client = Redis.from_url(url, **options)
         return cls(client, prefix, batch_wait, timeout, ping_interval)
 
-    def keys(self, pattern: str, namespace: str = "default") -> KeySpace:
-        """The key names of `pattern` in `namespace`."""
-        return KeySpace(self.prefix, namespace, pattern)
+    def keys(self, pattern: str, namespace: str | None = None) -> KeySpace:
+        """The key names of `pattern`: in the calling tenant's namespace, or in `namespace`
+        for the server's own keys."""
+        return KeySpace(self.prefix, pattern, namespace)
 
     def slot(self, key: str) -> int | None:
         """The Cluster slot of `key`; None on standalone Redis, where every key is local."""
@@ -190,7 +194,7 @@ class RedisBackend:
     async def _one_key_per_primary(self, purpose: str) -> list[str]:
         """Keys whose slots each Redis primary serves, one per primary (one key on
         standalone Redis): to send a command to every node."""
-        key = self.keys(purpose)
+        key = self.keys(purpose, SERVER_NAMESPACE)
         if not isinstance(self._client, RedisCluster):
             return [key("node")]
         await self._client.initialize()

@@ -1,5 +1,12 @@
 """Key and channel names: `<prefix>:<namespace>:<pattern>:{<name>}[:<part>...]` for keys,
-`<prefix>:<namespace>:<pattern>:<name>` for Pub/Sub channels, built only here."""
+`<prefix>:<namespace>:<pattern>:<name>` for Pub/Sub channels, built only here.
+
+The namespace is the calling tenant's (`core.tenancy`), read at each name built: no
+request can name, scan, match or subscribe outside its own namespace, whatever it writes
+(namespaces hold no `:`, so one is never the start of another's base).
+"""
+
+from patterns_server.core.tenancy import current_namespace
 
 # Redis ends a hash tag at the first `}`: inside the braces a name is written with `}` and
 # `#` escaped (`#` first, so that the escaping is reversible: two names never share a key).
@@ -18,10 +25,23 @@ class KeySpace:
     distinct keys.
     """
 
-    def __init__(self, prefix: str, namespace: str, pattern: str) -> None:
-        if any(brace in prefix + namespace + pattern for brace in "{}"):
+    def __init__(self, prefix: str, pattern: str, namespace: str | None = None) -> None:
+        """`namespace` None: the calling tenant's, at each use; else this one always (for
+        the server's own keys: health probes, the Pub/Sub route)."""
+        if any(brace in prefix + (namespace or "") + pattern for brace in "{}"):
             raise ValueError("a key's prefix, namespace and pattern hold no braces")
-        self._base = f"{prefix}:{namespace}:{pattern}:"
+        self._prefix = prefix
+        self._pattern = pattern
+        self._namespace = namespace
+        self._bases: dict[str, str] = {}  # one per namespace seen: tenants are few
+
+    @property
+    def _base(self) -> str:
+        namespace = self._namespace or current_namespace()
+        base = self._bases.get(namespace)
+        if base is None:
+            base = self._bases[namespace] = f"{self._prefix}:{namespace}:{self._pattern}:"
+        return base
 
     def __call__(self, name: str, *parts: str) -> str:
         if "#" in name or "}" in name:

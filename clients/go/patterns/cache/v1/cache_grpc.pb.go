@@ -35,10 +35,10 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Cache stores opaque values under keys of a namespace. Today every caller shares one,
-// `default`: a key names the same entry for everyone, and tags and prefixes reach every
-// caller's entries. (Authentication and tenants come later; then each tenant gets a
-// namespace of its own.)
+// Cache stores opaque values under keys of the caller's namespace: its tenant's, from the
+// server's auth file (without one, every caller shares the namespace `default`). A key,
+// a tag or a prefix names entries of that namespace only: no tenant reads, writes or
+// invalidates another's.
 //
 // A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
 // google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
@@ -47,7 +47,9 @@ const (
 //
 // Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
 // any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+// SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+// SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+// below names the reasons it adds to those.
 type CacheClient interface {
 	// Get reads one value.
 	// Reasons: INVALID_ARGUMENT.
@@ -65,9 +67,8 @@ type CacheClient interface {
 	// and only those: an entry set again without the tag survives.
 	// Reasons: INVALID_ARGUMENT.
 	InvalidateTags(ctx context.Context, in *InvalidateTagsRequest, opts ...grpc.CallOption) (*InvalidateTagsResponse, error)
-	// InvalidatePrefix deletes every entry whose key starts with the prefix, in the namespace
-	// (today `default`, which every caller shares), scanning Redis (SCAN, never KEYS) on
-	// every node.
+	// InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
+	// namespace only, scanning Redis (SCAN, never KEYS) on every node.
 	// Reasons: INVALID_ARGUMENT.
 	InvalidatePrefix(ctx context.Context, in *InvalidatePrefixRequest, opts ...grpc.CallOption) (*InvalidatePrefixResponse, error)
 	// GetOrLease reads a value, or, on a miss, grants exactly one caller of the whole fleet
@@ -160,10 +161,10 @@ func (c *cacheClient) GetOrLease(ctx context.Context, in *GetOrLeaseRequest, opt
 // All implementations must embed UnimplementedCacheServer
 // for forward compatibility.
 //
-// Cache stores opaque values under keys of a namespace. Today every caller shares one,
-// `default`: a key names the same entry for everyone, and tags and prefixes reach every
-// caller's entries. (Authentication and tenants come later; then each tenant gets a
-// namespace of its own.)
+// Cache stores opaque values under keys of the caller's namespace: its tenant's, from the
+// server's auth file (without one, every caller shares the namespace `default`). A key,
+// a tag or a prefix names entries of that namespace only: no tenant reads, writes or
+// invalidates another's.
 //
 // A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
 // google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
@@ -172,7 +173,9 @@ func (c *cacheClient) GetOrLease(ctx context.Context, in *GetOrLeaseRequest, opt
 //
 // Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
 // any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+// SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+// SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+// below names the reasons it adds to those.
 type CacheServer interface {
 	// Get reads one value.
 	// Reasons: INVALID_ARGUMENT.
@@ -190,9 +193,8 @@ type CacheServer interface {
 	// and only those: an entry set again without the tag survives.
 	// Reasons: INVALID_ARGUMENT.
 	InvalidateTags(context.Context, *InvalidateTagsRequest) (*InvalidateTagsResponse, error)
-	// InvalidatePrefix deletes every entry whose key starts with the prefix, in the namespace
-	// (today `default`, which every caller shares), scanning Redis (SCAN, never KEYS) on
-	// every node.
+	// InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
+	// namespace only, scanning Redis (SCAN, never KEYS) on every node.
 	// Reasons: INVALID_ARGUMENT.
 	InvalidatePrefix(context.Context, *InvalidatePrefixRequest) (*InvalidatePrefixResponse, error)
 	// GetOrLease reads a value, or, on a miss, grants exactly one caller of the whole fleet

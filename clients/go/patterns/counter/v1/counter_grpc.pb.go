@@ -39,7 +39,9 @@ const (
 //
 // Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
 // any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+// SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+// SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+// below names the reasons it adds to those.
 type UniqueCounterClient interface {
 	// Add records items under a key; counting an item twice changes nothing.
 	// Reasons: INVALID_ARGUMENT.
@@ -105,7 +107,9 @@ func (c *uniqueCounterClient) Merge(ctx context.Context, in *MergeRequest, opts 
 //
 // Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
 // any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+// SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+// SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+// below names the reasons it adds to those.
 type UniqueCounterServer interface {
 	// Add records items under a key; counting an item twice changes nothing.
 	// Reasons: INVALID_ARGUMENT.

@@ -92,6 +92,23 @@ const (
 	// Status INTERNAL, without RetryInfo: a fault of the server. The status message carries
 	// an incident id, which the server's log repeats with the details. Any RPC.
 	ErrorReason_INTERNAL ErrorReason = 12
+	// Status UNAUTHENTICATED, without RetryInfo: the server has an auth file and the call
+	// carries no credentials: no `authorization: Bearer <API key>` header, and no client
+	// certificate that names a tenant. Any RPC (the health service is always open).
+	ErrorReason_MISSING_CREDENTIALS ErrorReason = 13
+	// Status UNAUTHENTICATED, without RetryInfo: the API key is not one the auth file knows,
+	// or the authorization header is not `Bearer <API key>`. Any RPC.
+	ErrorReason_INVALID_API_KEY ErrorReason = 14
+	// Status UNAUTHENTICATED, without RetryInfo: a stream's API key (or certificate, or
+	// tenant) was removed from the auth file while the stream was open. Any streaming RPC.
+	ErrorReason_CREDENTIALS_REVOKED ErrorReason = 15
+	// Status PERMISSION_DENIED, without RetryInfo: the caller's tenant may not call this
+	// service (the tenant's `services` in the auth file). Any RPC.
+	ErrorReason_SERVICE_NOT_ALLOWED ErrorReason = 16
+	// Status RESOURCE_EXHAUSTED, with a google.rpc.RetryInfo (250 ms): the caller's tenant is
+	// at its share of the server's limits (`max_concurrent_rpcs`, `max_streams` in the auth
+	// file). Refused at once, nothing done; other tenants are not affected. Any RPC.
+	ErrorReason_TENANT_OVERLOADED ErrorReason = 17
 )
 
 // Enum value maps for ErrorReason.
@@ -109,6 +126,11 @@ var (
 		10: "SHUTTING_DOWN",
 		11: "CLOSED",
 		12: "INTERNAL",
+		13: "MISSING_CREDENTIALS",
+		14: "INVALID_API_KEY",
+		15: "CREDENTIALS_REVOKED",
+		16: "SERVICE_NOT_ALLOWED",
+		17: "TENANT_OVERLOADED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED": 0,
@@ -123,6 +145,11 @@ var (
 		"SHUTTING_DOWN":            10,
 		"CLOSED":                   11,
 		"INTERNAL":                 12,
+		"MISSING_CREDENTIALS":      13,
+		"INVALID_API_KEY":          14,
+		"CREDENTIALS_REVOKED":      15,
+		"SERVICE_NOT_ALLOWED":      16,
+		"TENANT_OVERLOADED":        17,
 	}
 )
 
@@ -157,7 +184,7 @@ var File_patterns_errors_v1_errors_proto protoreflect.FileDescriptor
 
 const file_patterns_errors_v1_errors_proto_rawDesc = "" +
 	"\n" +
-	"\x1fpatterns/errors/v1/errors.proto\x12\x12patterns.errors.v1*\x8c\x02\n" +
+	"\x1fpatterns/errors/v1/errors.proto\x12\x12patterns.errors.v1*\x83\x03\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10INVALID_ARGUMENT\x10\x01\x12\x15\n" +
@@ -174,7 +201,12 @@ const file_patterns_errors_v1_errors_proto_rawDesc = "" +
 	"\x12\n" +
 	"\n" +
 	"\x06CLOSED\x10\v\x12\f\n" +
-	"\bINTERNAL\x10\f\"\x04\b\t\x10\t*\vUNAVAILABLEBy\n" +
+	"\bINTERNAL\x10\f\x12\x17\n" +
+	"\x13MISSING_CREDENTIALS\x10\r\x12\x13\n" +
+	"\x0fINVALID_API_KEY\x10\x0e\x12\x17\n" +
+	"\x13CREDENTIALS_REVOKED\x10\x0f\x12\x17\n" +
+	"\x13SERVICE_NOT_ALLOWED\x10\x10\x12\x15\n" +
+	"\x11TENANT_OVERLOADED\x10\x11\"\x04\b\t\x10\t*\vUNAVAILABLEBy\n" +
 	"\x15io.patterns.errors.v1B\vErrorsProtoP\x01ZQgithub.com/patterns-server/patterns-server/clients/go/patterns/errors/v1;errorsv1b\x06proto3"
 
 var (

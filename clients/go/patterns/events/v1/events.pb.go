@@ -28,10 +28,9 @@ const (
 // PublishRequest is one message for one channel.
 type PublishRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The channel, 1 to 512 bytes of UTF-8 (for example "orders.eu"). Channels live in a
-	// namespace, and today every caller shares one, `default`: any caller can subscribe to
-	// what any other publishes. (Authentication and tenants come later; then each tenant
-	// gets a namespace of its own, whose channels no one else sees.)
+	// The channel, 1 to 512 bytes of UTF-8 (for example "orders.eu"). Channels live in the
+	// caller's namespace: its tenant's, from the server's auth file (without one, every caller
+	// shares the namespace `default`). No tenant receives another's messages.
 	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
 	// The message, opaque to the server: 0 bytes to the server's --events-max-payload-bytes
 	// (1 MiB by default).
@@ -143,8 +142,8 @@ type SubscribeRequest struct {
 	Channels []string `protobuf:"bytes,1,rep,name=channels,proto3" json:"channels,omitempty"`
 	// Glob-style patterns of channels (Redis PSUBSCRIBE): `*` any run of characters, `?` one
 	// character, `[abc]` one of a set, `\` escapes the next; each 1 to 512 bytes, matched
-	// against channel names of the namespace only (today `default`, which every caller
-	// shares: see PublishRequest.channel).
+	// against channel names of the caller's namespace only (see PublishRequest.channel): a
+	// tenant's `*` never matches another tenant's channels.
 	Patterns      []string `protobuf:"bytes,2,rep,name=patterns,proto3" json:"patterns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

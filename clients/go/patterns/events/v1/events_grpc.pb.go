@@ -45,7 +45,9 @@ const (
 //
 // Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
 // any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+// SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+// SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+// below names the reasons it adds to those.
 type EventsClient interface {
 	// Publish sends a message to every stream subscribed to its channel, or to a pattern
 	// that matches it, at this moment.
@@ -115,7 +117,9 @@ type Events_SubscribeClient = grpc.ServerStreamingClient[SubscribeResponse]
 //
 // Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
 // any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+// SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+// SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+// below names the reasons it adds to those.
 type EventsServer interface {
 	// Publish sends a message to every stream subscribed to its channel, or to a pattern
 	// that matches it, at this moment.

@@ -46,7 +46,9 @@ const (
 //
 // Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
 // any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+// SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+// SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+// below names the reasons it adds to those.
 type LeaderboardClient interface {
 	// Submit records a member's score (set, add to it, or keep the better one) and answers
 	// with its score and rank after the write.
@@ -153,7 +155,9 @@ func (c *leaderboardClient) Size(ctx context.Context, in *SizeRequest, opts ...g
 //
 // Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
 // any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+// SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+// SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+// below names the reasons it adds to those.
 type LeaderboardServer interface {
 	// Submit records a member's score (set, add to it, or keep the better one) and answers
 	// with its score and rank after the write.

@@ -45,7 +45,9 @@ const (
 //
 // Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
 // any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+// SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+// SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+// below names the reasons it adds to those.
 type SessionsClient interface {
 	// Create starts a session for a user.
 	// Reasons: INVALID_ARGUMENT.
@@ -165,7 +167,9 @@ func (c *sessionsClient) Rotate(ctx context.Context, in *RotateRequest, opts ...
 //
 // Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
 // any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-// SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+// SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+// SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+// below names the reasons it adds to those.
 type SessionsServer interface {
 	// Create starts a session for a user.
 	// Reasons: INVALID_ARGUMENT.

@@ -26,10 +26,10 @@ if _version_not_supported:
 
 
 class CacheStub:
-    """Cache stores opaque values under keys of a namespace. Today every caller shares one,
-    `default`: a key names the same entry for everyone, and tags and prefixes reach every
-    caller's entries. (Authentication and tenants come later; then each tenant gets a
-    namespace of its own.)
+    """Cache stores opaque values under keys of the caller's namespace: its tenant's, from the
+    server's auth file (without one, every caller shares the namespace `default`). A key,
+    a tag or a prefix names entries of that namespace only: no tenant reads, writes or
+    invalidates another's.
 
     A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
     google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
@@ -38,7 +38,9 @@ class CacheStub:
 
     Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
     any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+    SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+    SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+    below names the reasons it adds to those.
     """
 
     def __init__(self, channel):
@@ -85,10 +87,10 @@ class CacheStub:
 
 
 class CacheServicer:
-    """Cache stores opaque values under keys of a namespace. Today every caller shares one,
-    `default`: a key names the same entry for everyone, and tags and prefixes reach every
-    caller's entries. (Authentication and tenants come later; then each tenant gets a
-    namespace of its own.)
+    """Cache stores opaque values under keys of the caller's namespace: its tenant's, from the
+    server's auth file (without one, every caller shares the namespace `default`). A key,
+    a tag or a prefix names entries of that namespace only: no tenant reads, writes or
+    invalidates another's.
 
     A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
     google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
@@ -97,7 +99,9 @@ class CacheServicer:
 
     Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
     any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+    SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+    SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+    below names the reasons it adds to those.
     """
 
     def Get(self, request, context):
@@ -142,9 +146,8 @@ class CacheServicer:
         raise NotImplementedError('Method not implemented!')
 
     def InvalidatePrefix(self, request, context):
-        """InvalidatePrefix deletes every entry whose key starts with the prefix, in the namespace
-        (today `default`, which every caller shares), scanning Redis (SCAN, never KEYS) on
-        every node.
+        """InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
+        namespace only, scanning Redis (SCAN, never KEYS) on every node.
         Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -209,10 +212,10 @@ def add_CacheServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Cache:
-    """Cache stores opaque values under keys of a namespace. Today every caller shares one,
-    `default`: a key names the same entry for everyone, and tags and prefixes reach every
-    caller's entries. (Authentication and tenants come later; then each tenant gets a
-    namespace of its own.)
+    """Cache stores opaque values under keys of the caller's namespace: its tenant's, from the
+    server's auth file (without one, every caller shares the namespace `default`). A key,
+    a tag or a prefix names entries of that namespace only: no tenant reads, writes or
+    invalidates another's.
 
     A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
     google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
@@ -221,7 +224,9 @@ class Cache:
 
     Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
     any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+    SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+    SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+    below names the reasons it adds to those.
     """
 
     @staticmethod

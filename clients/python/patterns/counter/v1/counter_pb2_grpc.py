@@ -33,7 +33,9 @@ class UniqueCounterStub:
 
     Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
     any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+    SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+    SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+    below names the reasons it adds to those.
     """
 
     def __init__(self, channel):
@@ -67,7 +69,9 @@ class UniqueCounterServicer:
 
     Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
     any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+    SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+    SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+    below names the reasons it adds to those.
     """
 
     def Add(self, request, context):
@@ -132,7 +136,9 @@ class UniqueCounter:
 
     Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
     any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+    SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+    SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+    below names the reasons it adds to those.
     """
 
     @staticmethod

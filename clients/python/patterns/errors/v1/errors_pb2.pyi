@@ -18,6 +18,11 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SHUTTING_DOWN: _ClassVar[ErrorReason]
     CLOSED: _ClassVar[ErrorReason]
     INTERNAL: _ClassVar[ErrorReason]
+    MISSING_CREDENTIALS: _ClassVar[ErrorReason]
+    INVALID_API_KEY: _ClassVar[ErrorReason]
+    CREDENTIALS_REVOKED: _ClassVar[ErrorReason]
+    SERVICE_NOT_ALLOWED: _ClassVar[ErrorReason]
+    TENANT_OVERLOADED: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_ARGUMENT: ErrorReason
 MALFORMED_REQUEST: ErrorReason
@@ -30,3 +35,8 @@ REDIS_TIMEOUT: ErrorReason
 SHUTTING_DOWN: ErrorReason
 CLOSED: ErrorReason
 INTERNAL: ErrorReason
+MISSING_CREDENTIALS: ErrorReason
+INVALID_API_KEY: ErrorReason
+CREDENTIALS_REVOKED: ErrorReason
+SERVICE_NOT_ALLOWED: ErrorReason
+TENANT_OVERLOADED: ErrorReason

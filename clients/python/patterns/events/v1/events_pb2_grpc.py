@@ -41,7 +41,9 @@ class EventsStub:
 
     Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
     any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+    SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+    SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+    below names the reasons it adds to those.
     """
 
     def __init__(self, channel):
@@ -78,7 +80,9 @@ class EventsServicer:
 
     Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
     any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+    SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+    SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+    below names the reasons it adds to those.
     """
 
     def Publish(self, request, context):
@@ -138,7 +142,9 @@ class Events:
 
     Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
     any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+    SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+    SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+    below names the reasons it adds to those.
     """
 
     @staticmethod

@@ -38,7 +38,9 @@ class LeaderboardStub:
 
     Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
     any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+    SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+    SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+    below names the reasons it adds to those.
     """
 
     def __init__(self, channel):
@@ -92,7 +94,9 @@ class LeaderboardServicer:
 
     Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
     any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+    SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+    SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+    below names the reasons it adds to those.
     """
 
     def Submit(self, request, context):
@@ -198,7 +202,9 @@ class Leaderboard:
 
     Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
     any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+    SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+    SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+    below names the reasons it adds to those.
     """
 
     @staticmethod

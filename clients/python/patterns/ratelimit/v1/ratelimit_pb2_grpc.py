@@ -37,7 +37,9 @@ class RateLimiterStub:
 
     Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
     any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+    SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+    SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+    below names the reasons it adds to those.
     With --ratelimit-failure-mode=open, Check and CheckMany admit instead of returning
     REDIS_UNAVAILABLE or REDIS_TIMEOUT; Reset still returns them.
     """
@@ -77,7 +79,9 @@ class RateLimiterServicer:
 
     Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
     any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+    SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+    SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+    below names the reasons it adds to those.
     With --ratelimit-failure-mode=open, Check and CheckMany admit instead of returning
     REDIS_UNAVAILABLE or REDIS_TIMEOUT; Reset still returns them.
     """
@@ -147,7 +151,9 @@ class RateLimiter:
 
     Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
     any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
-    SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+    SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+    SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+    below names the reasons it adds to those.
     With --ratelimit-failure-mode=open, Check and CheckMany admit instead of returning
     REDIS_UNAVAILABLE or REDIS_TIMEOUT; Reset still returns them.
     """

@@ -1728,10 +1728,10 @@ export const Pending: MessageFns<Pending> = {
 };
 
 /**
- * Cache stores opaque values under keys of a namespace. Today every caller shares one,
- * `default`: a key names the same entry for everyone, and tags and prefixes reach every
- * caller's entries. (Authentication and tenants come later; then each tenant gets a
- * namespace of its own.)
+ * Cache stores opaque values under keys of the caller's namespace: its tenant's, from the
+ * server's auth file (without one, every caller shares the namespace `default`). A key,
+ * a tag or a prefix names entries of that namespace only: no tenant reads, writes or
+ * invalidates another's.
  *
  * A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
  * google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
@@ -1740,7 +1740,9 @@ export const Pending: MessageFns<Pending> = {
  *
  * Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
  * any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
- * SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+ * SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+ * SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+ * below names the reasons it adds to those.
  */
 export type CacheService = typeof CacheService;
 export const CacheService = {
@@ -1813,9 +1815,8 @@ export const CacheService = {
     responseDeserialize: (value: Buffer): InvalidateTagsResponse => InvalidateTagsResponse.decode(value),
   },
   /**
-   * InvalidatePrefix deletes every entry whose key starts with the prefix, in the namespace
-   * (today `default`, which every caller shares), scanning Redis (SCAN, never KEYS) on
-   * every node.
+   * InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
+   * namespace only, scanning Redis (SCAN, never KEYS) on every node.
    * Reasons: INVALID_ARGUMENT.
    */
   invalidatePrefix: {
@@ -1875,9 +1876,8 @@ export interface CacheServer extends UntypedServiceImplementation {
    */
   invalidateTags: handleUnaryCall<InvalidateTagsRequest, InvalidateTagsResponse>;
   /**
-   * InvalidatePrefix deletes every entry whose key starts with the prefix, in the namespace
-   * (today `default`, which every caller shares), scanning Redis (SCAN, never KEYS) on
-   * every node.
+   * InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
+   * namespace only, scanning Redis (SCAN, never KEYS) on every node.
    * Reasons: INVALID_ARGUMENT.
    */
   invalidatePrefix: handleUnaryCall<InvalidatePrefixRequest, InvalidatePrefixResponse>;
@@ -1983,9 +1983,8 @@ export interface CacheClient extends Client {
     callback: (error: ServiceError | null, response: InvalidateTagsResponse) => void,
   ): ClientUnaryCall;
   /**
-   * InvalidatePrefix deletes every entry whose key starts with the prefix, in the namespace
-   * (today `default`, which every caller shares), scanning Redis (SCAN, never KEYS) on
-   * every node.
+   * InvalidatePrefix deletes every entry whose key starts with the prefix, in the caller's
+   * namespace only, scanning Redis (SCAN, never KEYS) on every node.
    * Reasons: INVALID_ARGUMENT.
    */
   invalidatePrefix(

@@ -101,6 +101,33 @@ export enum ErrorReason {
    * an incident id, which the server's log repeats with the details. Any RPC.
    */
   INTERNAL = 12,
+  /**
+   * MISSING_CREDENTIALS - Status UNAUTHENTICATED, without RetryInfo: the server has an auth file and the call
+   * carries no credentials: no `authorization: Bearer <API key>` header, and no client
+   * certificate that names a tenant. Any RPC (the health service is always open).
+   */
+  MISSING_CREDENTIALS = 13,
+  /**
+   * INVALID_API_KEY - Status UNAUTHENTICATED, without RetryInfo: the API key is not one the auth file knows,
+   * or the authorization header is not `Bearer <API key>`. Any RPC.
+   */
+  INVALID_API_KEY = 14,
+  /**
+   * CREDENTIALS_REVOKED - Status UNAUTHENTICATED, without RetryInfo: a stream's API key (or certificate, or
+   * tenant) was removed from the auth file while the stream was open. Any streaming RPC.
+   */
+  CREDENTIALS_REVOKED = 15,
+  /**
+   * SERVICE_NOT_ALLOWED - Status PERMISSION_DENIED, without RetryInfo: the caller's tenant may not call this
+   * service (the tenant's `services` in the auth file). Any RPC.
+   */
+  SERVICE_NOT_ALLOWED = 16,
+  /**
+   * TENANT_OVERLOADED - Status RESOURCE_EXHAUSTED, with a google.rpc.RetryInfo (250 ms): the caller's tenant is
+   * at its share of the server's limits (`max_concurrent_rpcs`, `max_streams` in the auth
+   * file). Refused at once, nothing done; other tenants are not affected. Any RPC.
+   */
+  TENANT_OVERLOADED = 17,
   UNRECOGNIZED = -1,
 }
 
@@ -142,6 +169,21 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 12:
     case "INTERNAL":
       return ErrorReason.INTERNAL;
+    case 13:
+    case "MISSING_CREDENTIALS":
+      return ErrorReason.MISSING_CREDENTIALS;
+    case 14:
+    case "INVALID_API_KEY":
+      return ErrorReason.INVALID_API_KEY;
+    case 15:
+    case "CREDENTIALS_REVOKED":
+      return ErrorReason.CREDENTIALS_REVOKED;
+    case 16:
+    case "SERVICE_NOT_ALLOWED":
+      return ErrorReason.SERVICE_NOT_ALLOWED;
+    case 17:
+    case "TENANT_OVERLOADED":
+      return ErrorReason.TENANT_OVERLOADED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -175,6 +217,16 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "CLOSED";
     case ErrorReason.INTERNAL:
       return "INTERNAL";
+    case ErrorReason.MISSING_CREDENTIALS:
+      return "MISSING_CREDENTIALS";
+    case ErrorReason.INVALID_API_KEY:
+      return "INVALID_API_KEY";
+    case ErrorReason.CREDENTIALS_REVOKED:
+      return "CREDENTIALS_REVOKED";
+    case ErrorReason.SERVICE_NOT_ALLOWED:
+      return "SERVICE_NOT_ALLOWED";
+    case ErrorReason.TENANT_OVERLOADED:
+      return "TENANT_OVERLOADED";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";

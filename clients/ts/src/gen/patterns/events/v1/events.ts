@@ -29,10 +29,9 @@ export const protobufFileName = "patterns/events/v1/events.proto";
 /** PublishRequest is one message for one channel. */
 export interface PublishRequest {
   /**
-   * The channel, 1 to 512 bytes of UTF-8 (for example "orders.eu"). Channels live in a
-   * namespace, and today every caller shares one, `default`: any caller can subscribe to
-   * what any other publishes. (Authentication and tenants come later; then each tenant
-   * gets a namespace of its own, whose channels no one else sees.)
+   * The channel, 1 to 512 bytes of UTF-8 (for example "orders.eu"). Channels live in the
+   * caller's namespace: its tenant's, from the server's auth file (without one, every caller
+   * shares the namespace `default`). No tenant receives another's messages.
    */
   channel: string;
   /**
@@ -65,8 +64,8 @@ export interface SubscribeRequest {
   /**
    * Glob-style patterns of channels (Redis PSUBSCRIBE): `*` any run of characters, `?` one
    * character, `[abc]` one of a set, `\` escapes the next; each 1 to 512 bytes, matched
-   * against channel names of the namespace only (today `default`, which every caller
-   * shares: see PublishRequest.channel).
+   * against channel names of the caller's namespace only (see PublishRequest.channel): a
+   * tenant's `*` never matches another tenant's channels.
    */
   patterns: string[];
 }
@@ -651,7 +650,9 @@ export const Event: MessageFns<Event> = {
  *
  * Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
  * any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
- * SHUTTING_DOWN and INTERNAL; each RPC below names the reasons it adds to those.
+ * SHUTTING_DOWN and INTERNAL, and with an auth file MISSING_CREDENTIALS, INVALID_API_KEY,
+ * SERVICE_NOT_ALLOWED and TENANT_OVERLOADED (a stream also CREDENTIALS_REVOKED); each RPC
+ * below names the reasons it adds to those.
  */
 export type EventsService = typeof EventsService;
 export const EventsService = {
