@@ -60,6 +60,7 @@ from benchmarks.lock import LockResult, run_locks
 from devtools.processes import PatternsServer, RedisServer
 from devtools.procfs import cpu_seconds
 from patterns_server.ratelimit.ratelimit import CHECK
+from patterns_server.runtime.auth import new_token
 from patterns_server.storage.embedded import find_redis_server
 
 RESULTS_PREAMBLE = """Written by `make bench ARGS="--output benchmarks/RESULTS.md"`; see
@@ -71,6 +72,7 @@ before drawing conclusions from a difference under 10%.
 SCENARIOS = (
     "noop",
     "check",
+    "check-auth",
     "noop-single",
     "check-single",
     "checkmany",
@@ -139,6 +141,33 @@ class Processes:
         self.server = PatternsServer(
             self.redis.url, "--health-interval", "1", *server_args, cores=server_cores
         ).start()
+        self.authenticated: PatternsServer | None = None
+        self.api_key = ""
+        self._server_cores = server_cores
+        self._server_args = server_args
+
+    def start_authenticated(self) -> None:
+        """A second server on the same core and Redis, with an auth file of one tenant:
+        the -auth scenarios call it with the tenant's API key, for the cost of
+        authentication beside the plain server's in the same run."""
+        self.api_key, digest = new_token()
+        auth = self.directory / "tenants.toml"
+        auth.write_text(f'[[tenant]]\nname = "bench"\nnamespace = "bench"\nkeys = ["{digest}"]\n')
+        self.authenticated = PatternsServer(
+            self.redis.url,
+            "--health-interval",
+            "1",
+            "--auth-file",
+            str(auth),
+            *self._server_args,
+            cores=self._server_cores,
+        ).start()
+
+    def server_for(self, scenario: str) -> PatternsServer:
+        if scenario.endswith("-auth"):
+            assert self.authenticated is not None
+            return self.authenticated
+        return self.server
 
     def fill_leaderboard(self) -> None:
         """The board of the lb- scenarios: a million members, written straight to Redis in
@@ -162,6 +191,8 @@ class Processes:
 
     def close(self) -> None:
         self.server.stop()
+        if self.authenticated is not None:
+            self.authenticated.stop()
         self.redis.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -176,6 +207,9 @@ def run_scenario(
     server_cores: set[int] | None,
     client_cores: set[int] | None,
 ) -> Figures:
+    server = processes.server_for(scenario)
+    assert server.process is not None
+    server_pid = server.process.pid
     single = scenario.endswith("-single")
     workers = 1 if single or scenario in DIRECT else client_processes
     per_worker = 1 if single else max(1, in_flight // workers)
@@ -199,18 +233,19 @@ def run_scenario(
             futures = [
                 pool.submit(
                     run_grpc_worker,
-                    processes.server.address,
+                    server.address,
                     scenario,
                     per_worker,
                     window,
                     client_cores,
+                    processes.api_key if scenario.endswith("-auth") else "",
                 )
                 for _ in range(workers)
             ]
         time.sleep(max(0.0, window.start - time.monotonic()))
-        cpu_before = cpu_seconds(processes.server_pid)
+        cpu_before = cpu_seconds(server_pid)
         time.sleep(max(0.0, window.end - time.monotonic()))
-        cpu_used = cpu_seconds(processes.server_pid) - cpu_before
+        cpu_used = cpu_seconds(server_pid) - cpu_before
         results: list[WorkerResult] = [future.result() for future in futures]
     latencies = sorted(ns for result in results for ns in result.latencies_ns)
     calls = len(latencies)
@@ -269,6 +304,13 @@ def median_figures(rounds: list[Figures]) -> Figures:
 # (name, numerator scenario and measure, denominator scenario and measure)
 RATIOS = [
     ("Check calls/s ÷ no-op RPC calls/s (target ≥ 0.8)", "check", "noop", "rps"),
+    (
+        "Check with an API key (--auth-file) calls/s ÷ no-op RPC calls/s",
+        "check-auth",
+        "noop",
+        "rps",
+    ),
+    ("Check with an API key calls/s ÷ Check calls/s", "check-auth", "check", "rps"),
     (
         "CheckMany(100) decisions/s ÷ direct redis-py decisions/s (target ≥ 2)",
         "checkmany",
@@ -423,6 +465,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             processes.fill_leaderboard()
         if any(scenario.startswith("session-") for scenario in scenarios):
             processes.create_sessions()
+        if any(scenario.endswith("-auth") for scenario in scenarios):
+            processes.start_authenticated()
         rounds = []
         for number in range(1, args.rounds + 1):
             figures = {}

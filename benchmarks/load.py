@@ -95,7 +95,7 @@ def _requests_for(scenario: str) -> tuple[list[object], int]:
     raise ValueError(scenario)
 
 
-def _method(channel: grpc.aio.Channel, scenario: str) -> Callable[[object], Awaitable[object]]:
+def _method(channel: grpc.aio.Channel, scenario: str) -> Callable[..., Awaitable[object]]:
     if scenario in ("noop", "noop-single"):
         return health_pb2_grpc.HealthStub(channel).Check  # type: ignore[no-any-return]
     if scenario.startswith("lb-"):
@@ -135,15 +135,25 @@ def create_sessions(address: str, path: Path) -> None:
 
 
 def run_grpc_worker(
-    address: str, scenario: str, in_flight: int, window: Window, cores: set[int] | None
+    address: str,
+    scenario: str,
+    in_flight: int,
+    window: Window,
+    cores: set[int] | None,
+    api_key: str = "",
 ) -> WorkerResult:
+    """Calls of `scenario`, `in_flight` at once; with `api_key`, each carries it."""
     pin(cores)
-    requests, decisions = _requests_for(scenario)
+    requests, decisions = _requests_for(scenario.removesuffix("-auth"))
+    metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
 
     async def main() -> list[int]:
         latencies: list[int] = []
         async with grpc.aio.insecure_channel(address) as channel:
-            call = _method(channel, scenario)
+            method = _method(channel, scenario.removesuffix("-auth"))
+
+            def call(request: object) -> Awaitable[object]:
+                return method(request, metadata=metadata)
 
             async def client(offset: int) -> None:
                 i = offset
