@@ -11,7 +11,7 @@ from patterns_server.cache.cache import Cache, Entry, Pending
 from patterns_server.core.errors import InvalidArgument
 from patterns_server.storage import RedisBackend
 from patterns_server.storage.leases import Lease
-from tests.patterns import WithRedis
+from tests.patterns import WithRedis, xfail_for_a_routed_burst
 from tests.waiting import eventually_async
 
 MINUTE = timedelta(minutes=1)
@@ -339,16 +339,7 @@ def test_two_hundred_sets_with_expire_at_at_once_are_all_stored(
     request: pytest.FixtureRequest,
 ) -> None:
     """expire_at is checked against the Redis clock: each such Set first reads TIME."""
-    if backend_url.startswith("redis+cluster://"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="on a Cluster, a batch of more than 100 reads of the Redis clock (TIME, "
-                "routed to the Pub/Sub node) sends each on a connection of its own at once; "
-                "redis-py's node pool (max_connections=100) refuses the rest, and those Sets "
-                "fail as Unavailable",
-            )
-        )
+    xfail_for_a_routed_burst(request, backend_url, 200, "reads of the Redis clock (TIME)")
     keys = [new_key() for _ in range(200)]
 
     async def scenario(redis: RedisBackend) -> list[bool]:

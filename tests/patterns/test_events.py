@@ -12,7 +12,7 @@ from patterns_server.core.errors import InvalidArgument, ResourceExhausted
 from patterns_server.events.events import Event, Events, EventStream
 from patterns_server.storage import RedisBackend
 from tests.conftest import node_clients
-from tests.patterns import WithRedis
+from tests.patterns import WithRedis, xfail_for_a_routed_burst
 from tests.waiting import eventually_async
 
 BUFFER = 1_000
@@ -215,26 +215,13 @@ def test_every_subscriber_gets_every_message_in_each_publishers_order(
     assert received == [{p: list(range(100)) for p in range(10)}] * 20
 
 
-# On a Cluster, storage/batcher.py sends every command of a batch that has a route of its
-# own (PUBLISH, TIME: to the Pub/Sub node) alone, and all of them at once: one connection
-# each, from redis-py's pool for that node, which holds at most 100 (RedisCluster's
-# max_connections) and refuses the 101st with MaxConnectionsError, which callers get as
-# Unavailable (REDIS_UNAVAILABLE) though Redis is fine.
-ROUTED_BURST_BUG = (
-    "on a Cluster, a batch of more than 100 publishes sends each on a connection of its "
-    "own at once; redis-py's node pool (max_connections=100) refuses the rest, and those "
-    "publishes fail as Unavailable"
-)
-
-
 def test_two_hundred_publishes_at_once_all_reach_the_subscriber(
     with_redis: WithRedis,
     backend_url: str,
     new_key: Callable[[], str],
     request: pytest.FixtureRequest,
 ) -> None:
-    if backend_url.startswith("redis+cluster://"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=ROUTED_BURST_BUG))
+    xfail_for_a_routed_burst(request, backend_url, 200, "publishes (PUBLISH)")
     channel = name(new_key)
 
     async def scenario(redis: RedisBackend) -> tuple[list[int], list[int]]:
