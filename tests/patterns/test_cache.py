@@ -11,14 +11,13 @@ from patterns_server.cache.cache import Cache, Entry, Pending
 from patterns_server.core.errors import InvalidArgument
 from patterns_server.storage import RedisBackend
 from patterns_server.storage.leases import Lease
+from patterns_server.storage.wakeups import FALLBACK_SECONDS
 from tests.patterns import WithRedis, xfail_for_a_routed_burst
 from tests.waiting import eventually_async
 
 MINUTE = timedelta(minutes=1)
 DEFAULT_TTL = timedelta(hours=1)
 MAX_VALUE = 1_024
-# How long a waiter sleeps, at most, when nothing wakes it (storage.wakeups).
-FALLBACK = timedelta(seconds=2)
 
 
 def cache_of(redis: RedisBackend) -> Cache:
@@ -228,7 +227,7 @@ def test_a_waiter_is_woken_by_the_fill(with_redis: WithRedis, new_key: Callable[
         return loop.time() - filled_at
 
     # Woken by the fill, not by its fallback (2 s; the filler's lease had a minute left).
-    assert with_redis(scenario) < FALLBACK.total_seconds() / 2
+    assert with_redis(scenario) < FALLBACK_SECONDS / 2
 
 
 def test_a_wait_that_runs_out_is_pending(with_redis: WithRedis, new_key: Callable[[], str]) -> None:

@@ -124,7 +124,7 @@ def test_patterns_match_and_say_which(with_redis: WithRedis, new_key: Callable[[
             await events.publish(f"{base}.eu", b"a")  # the channel and the pattern: twice
             await events.publish(f"{base}.us", b"b")
             await events.publish(f"{base}eu", b"not matched")
-            await events.publish(f"{base}.end", b"end")  # all before it have arrived
+            await events.publish(f"{base}.end", b"end")  # once it is read, so are the others
             received: list[tuple[str, str, bytes]] = []
             while not received or received[-1][2] != b"end":
                 event = await next_event(stream)

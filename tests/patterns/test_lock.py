@@ -11,13 +11,11 @@ import pytest
 from patterns_server.core.errors import Aborted, InvalidArgument
 from patterns_server.lock.lock import Locker, LockState, ReleaseStatus
 from patterns_server.storage import RedisBackend
+from patterns_server.storage.wakeups import FALLBACK_SECONDS
 from tests.patterns import WithRedis
 from tests.waiting import eventually_async
 
 MINUTE = timedelta(minutes=1)
-# How long a waiter sleeps, at most, when nothing wakes it (storage.wakeups): a wait that
-# ends well before this was woken.
-FALLBACK = timedelta(seconds=2)
 
 
 def test_one_holder_at_a_time_and_release_frees_the_lock(
@@ -150,7 +148,7 @@ def test_a_waiting_acquire_is_woken_by_the_release(
         return loop.time() - released_at
 
     # Woken by the release, not by its fallback (2 s; the holder's lease had a minute left).
-    assert with_redis(scenario) < FALLBACK.total_seconds() / 2
+    assert with_redis(scenario) < FALLBACK_SECONDS / 2
 
 
 def test_a_wait_that_runs_out_answers_none_in_time(
