@@ -12,7 +12,7 @@ from patterns_server.core.errors import InvalidArgument
 from patterns_server.storage import RedisBackend
 from patterns_server.storage.leases import Lease
 from patterns_server.storage.wakeups import FALLBACK_SECONDS
-from tests.patterns import WithRedis, xfail_for_a_routed_burst
+from tests.patterns import WithRedis
 from tests.waiting import eventually_async
 
 MINUTE = timedelta(minutes=1)
@@ -332,13 +332,9 @@ async def read_through(cache: Cache, key: str) -> bytes:
 
 
 def test_two_hundred_sets_with_expire_at_at_once_are_all_stored(
-    with_redis: WithRedis,
-    backend_url: str,
-    new_key: Callable[[], str],
-    request: pytest.FixtureRequest,
+    with_redis: WithRedis, new_key: Callable[[], str]
 ) -> None:
     """expire_at is checked against the Redis clock: each such Set first reads TIME."""
-    xfail_for_a_routed_burst(request, backend_url, 200, "reads of the Redis clock (TIME)")
     keys = [new_key() for _ in range(200)]
 
     async def scenario(redis: RedisBackend) -> list[bool]:

@@ -12,7 +12,7 @@ from patterns_server.core.errors import InvalidArgument, ResourceExhausted
 from patterns_server.events.events import Event, Events, EventStream
 from patterns_server.storage import RedisBackend
 from tests.conftest import node_clients
-from tests.patterns import WithRedis, xfail_for_a_routed_burst
+from tests.patterns import WithRedis
 from tests.waiting import eventually_async
 
 BUFFER = 1_000
@@ -216,12 +216,8 @@ def test_every_subscriber_gets_every_message_in_each_publishers_order(
 
 
 def test_two_hundred_publishes_at_once_all_reach_the_subscriber(
-    with_redis: WithRedis,
-    backend_url: str,
-    new_key: Callable[[], str],
-    request: pytest.FixtureRequest,
+    with_redis: WithRedis, new_key: Callable[[], str]
 ) -> None:
-    xfail_for_a_routed_burst(request, backend_url, 200, "publishes (PUBLISH)")
     channel = name(new_key)
 
     async def scenario(redis: RedisBackend) -> tuple[list[int], list[int]]:

@@ -141,11 +141,6 @@ def test_scores_are_exact_doubles(with_redis: WithRedis, new_key: Callable[[], s
     assert with_redis(scenario) == scores
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a HIGH_FIRST board stores the negated score and negates it back: a stored 0 "
-    "comes back as -0.0 (gRPC sends it as -0, JSON as -0.0)",
-)
 def test_a_score_of_zero_reads_back_as_zero_not_minus_zero(
     with_redis: WithRedis, new_key: Callable[[], str]
 ) -> None:
@@ -163,11 +158,6 @@ def test_a_score_of_zero_reads_back_as_zero_not_minus_zero(
     assert [math.copysign(1, score) for score in with_redis(scenario)] == [1, 1, 1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Leaderboard.submit refuses an infinite score, but an INCREMENT past the "
-    "largest double stores one: the member's score is then inf for good",
-)
 def test_an_increment_never_makes_a_score_infinite(
     with_redis: WithRedis, new_key: Callable[[], str]
 ) -> None:
@@ -184,11 +174,6 @@ def test_an_increment_never_makes_a_score_infinite(
     assert with_redis(scenario) == Standing("ann", 1.7e308, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Leaderboard.top does not check its offset: a negative one pages from the end "
-    "of the board and answers ranks of 0 and below",
-)
 def test_a_negative_page_offset_is_refused(
     with_redis: WithRedis, new_key: Callable[[], str]
 ) -> None:
