@@ -19,8 +19,9 @@ BREAKING_AGAINST ?= .git\#branch=main,subdir=protos
 # pinned (newest) one.
 REDIS_PY_OLDEST := $(shell sed -n 's/.*"redis\[hiredis\]>=\([0-9.]*\),.*/\1/p' pyproject.toml)
 OLDEST_VENV := .venv-redis-py-$(REDIS_PY_OLDEST)
-# The suites that meet redis-py: storage, the patterns below gRPC, faults and the services.
-REDIS_SUITES := tests/test_storage.py tests/test_patterns.py tests/test_redis_faults.py \
+# The suites that meet redis-py: storage, the patterns below gRPC (every module of
+# tests/patterns/), faults and the services.
+REDIS_SUITES := tests/test_storage.py tests/patterns/ tests/test_redis_faults.py \
 	tests/test_hardening.py tests/test_ratelimit.py tests/test_counter.py tests/test_events.py \
 	tests/test_lock.py tests/test_cache.py tests/test_leaderboard.py tests/test_session.py
 

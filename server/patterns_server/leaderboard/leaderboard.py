@@ -22,6 +22,7 @@ from patterns_server.storage import LuaScript, RedisBackend
 MAX_PAGE = 1_000
 MAX_RADIUS = 500
 MAX_MEMBERS = 1_000
+MAX_BOARD = 2**32  # members a Redis sorted set can hold
 
 
 class Order(enum.Enum):
@@ -82,9 +83,14 @@ class Leaderboard:
             raise InvalidArgument("score", "must be a finite number (not NaN or infinite)")
         if board.offset != 0:
             raise InvalidArgument("period_offset", "submissions go to the current period")
-        stored, rank, changed = await self._run(
+        written, *reply = await self._run(
             SUBMIT, board, member, mode.value, _stored(board.order, score)
         )
+        if not written:
+            raise InvalidArgument(
+                "score", "the increment would make the member's score infinite: nothing written"
+            )
+        stored, rank, changed = reply
         return Standing(member, _score(board.order, stored), rank), bool(changed)
 
     async def rank(self, board: Board, member: str) -> Standing | None:
@@ -98,7 +104,10 @@ class Leaderboard:
         """A page, best first, and the board's size."""
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidArgument("limit", f"must be 1 to {MAX_PAGE:,}, got {limit:,}")
-        reply = await self._run(TOP, board, offset, limit)
+        if offset < 0:
+            raise InvalidArgument("offset", f"must be 0 or more, got {offset:,}")
+        # A sorted set holds fewer than 2^32 members: any offset beyond is an empty page.
+        reply = await self._run(TOP, board, min(offset, MAX_BOARD), limit)
         return _standings(board.order, reply[1:]), int(reply[0])
 
     async def around(self, board: Board, member: str, radius: int) -> list[Standing]:
@@ -132,7 +141,8 @@ def _stored(order: Order, score: float) -> str:
 
 def _score(order: Order, stored: Any) -> float:
     value = float(stored)
-    return -value if order is Order.HIGH_FIRST else value
+    # + 0.0 turns -0.0 into 0.0: a HIGH_FIRST board stores 0 negated, as -0.
+    return (-value if order is Order.HIGH_FIRST else value) + 0.0
 
 
 def _standings(order: Order, flat: Sequence[Any]) -> list[Standing]:

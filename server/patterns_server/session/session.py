@@ -98,7 +98,7 @@ class Sessions:
         check_name("user_id", user_id)
         _check_attributes("attributes", attributes)
         ttl_ms = checked_ms("ttl", ttl, MIN_TTL, MAX_TTL, required=True)
-        if max_per_user > MAX_PER_USER:
+        if not 0 <= max_per_user <= MAX_PER_USER:
             raise InvalidArgument(
                 "max_per_user", f"must be 0 to {MAX_PER_USER:,}, got {max_per_user:,}"
             )
@@ -159,7 +159,7 @@ class Sessions:
     async def list(self, user_id: str, limit: int = 0) -> tuple[list[Session], int]:
         """The user's newest `limit` live sessions, newest first, and how many it has."""
         check_name("user_id", user_id)
-        if limit > MAX_LIST_LIMIT:
+        if not 0 <= limit <= MAX_LIST_LIMIT:
             raise InvalidArgument("limit", f"must be 0 to {MAX_LIST_LIMIT:,}, got {limit:,}")
         tag = _tag(user_id)
         total, *replies = await self._redis.eval(

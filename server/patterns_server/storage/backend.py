@@ -36,6 +36,11 @@ HEALTH_KEY_TTL_MS = 60_000
 # The namespace of the server's own keys (health probes, the Pub/Sub route): no tenant's
 # name, since those are [a-z0-9_-] only.
 SERVER_NAMESPACE = "@server"
+# Commands for one node (the hub's), sent as scripts keyed by its route: they share
+# pipelines like every call's commands, where a command sent alone to a chosen node took a
+# connection of its own each (a burst of them beyond redis-py's pool was refused).
+PUBLISH = LuaScript.load(__file__, "publish")
+TIME = LuaScript.load(__file__, "time", clock=True)
 
 
 class RedisBackend:
@@ -122,16 +127,11 @@ class RedisBackend:
     async def now(self) -> datetime:
         """The Redis clock's time (of the Pub/Sub node on a Cluster): the one clock every
         server process shares."""
-        (reply,) = await self.run(Command(("TIME",), route=self._pubsub_route))
-        seconds, microseconds = reply
-        return instant_us(int(seconds) * 1_000_000 + int(microseconds))
+        return instant_us(int(await self.eval(TIME, [self._pubsub_route], [])))
 
     async def publish(self, channel: bytes, payload: bytes) -> int:
         """PUBLISH `payload` on `channel`; how many Redis subscriber connections took it."""
-        (receivers,) = await self.run(
-            Command(("PUBLISH", channel, payload), route=self._pubsub_route)
-        )
-        return int(receivers)
+        return int(await self.eval(PUBLISH, [self._pubsub_route], [channel, payload]))
 
     async def subscribe(
         self, channels: Sequence[bytes], patterns: Sequence[bytes], capacity: int, max_bytes: int

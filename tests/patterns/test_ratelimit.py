@@ -1,39 +1,17 @@
-"""The patterns used directly, without gRPC: RateLimiter and UniqueCounter over a
-RedisBackend on every backend (standalone 7, 6.2, Cluster), as a library would be tested."""
+"""RateLimiter used directly: every algorithm admits exactly its limit under concurrency,
+peek and reset, all-or-nothing groups, and bad checks refused before Redis."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
-from typing import TypeVar
 
 import pytest
 
 from patterns_server.core.errors import InvalidArgument
-from patterns_server.counter.counter import UniqueCounter
 from patterns_server.ratelimit.ratelimit import Algorithm, Check, Policy, RateLimiter
 from patterns_server.storage import RedisBackend
+from tests.patterns import WithRedis
 from tests.windows import Windows
-
-T = TypeVar("T")
-
-
-@pytest.fixture
-def with_redis(backend_url: str) -> Callable[[Callable[[RedisBackend], Awaitable[T]]], T]:
-    """Runs a scenario with a RedisBackend of its own on the backend under test."""
-
-    def run_with_backend(scenario: Callable[[RedisBackend], Awaitable[T]]) -> T:
-        async def main() -> T:
-            backend = RedisBackend.from_url(
-                backend_url, prefix="patterns-direct", timeout=5, batch_wait=0.001
-            )
-            try:
-                return await scenario(backend)
-            finally:
-                await backend.close()
-
-        return asyncio.run(main())
-
-    return run_with_backend
 
 
 @pytest.fixture
@@ -43,10 +21,7 @@ def day(windows: Windows) -> timedelta:
 
 @pytest.mark.parametrize("algorithm", list(Algorithm), ids=lambda a: a.value)
 def test_each_algorithm_admits_exactly_the_limit_under_concurrency(
-    with_redis: Callable[..., tuple[int, list[int]]],
-    new_key: Callable[[], str],
-    algorithm: Algorithm,
-    day: timedelta,
+    with_redis: WithRedis, new_key: Callable[[], str], algorithm: Algorithm, day: timedelta
 ) -> None:
     """400 checks at once from one process, limit 150: exactly 150 admitted, and the
     remaining counts they were told are each distinct (no unit handed out twice)."""
@@ -63,9 +38,7 @@ def test_each_algorithm_admits_exactly_the_limit_under_concurrency(
     assert remaining == list(range(150))
 
 
-def test_peek_and_reset(
-    with_redis: Callable[..., None], new_key: Callable[[], str], day: timedelta
-) -> None:
+def test_peek_and_reset(with_redis: WithRedis, new_key: Callable[[], str], day: timedelta) -> None:
     key, policy = new_key(), Policy(Algorithm.FIXED_WINDOW, 2, day)
 
     async def scenario(redis: RedisBackend) -> None:
@@ -81,7 +54,7 @@ def test_peek_and_reset(
 
 
 def test_check_many_all_or_nothing(
-    with_redis: Callable[..., None], new_key: Callable[[], str], day: timedelta
+    with_redis: WithRedis, new_key: Callable[[], str], day: timedelta
 ) -> None:
     key = new_key()
     per_day = Policy(Algorithm.SLIDING_WINDOW_LOG, 3, day)
@@ -119,37 +92,3 @@ def test_the_limiter_refuses_bad_checks_before_redis(check: Check, field: str) -
         await redis.close()
 
     asyncio.run(scenario())
-
-
-def test_unique_counter_counts_merges_and_expires(
-    with_redis: Callable[..., None], new_key: Callable[[], str]
-) -> None:
-    monday, tuesday, week = new_key(), new_key(), new_key()
-
-    async def scenario(redis: RedisBackend) -> None:
-        counter = UniqueCounter(redis)
-        assert await counter.add(monday, ["alice", "bob"], timedelta(hours=1))
-        assert not await counter.add(monday, ["bob"])
-        await counter.add(tuesday, ["bob", "carol"])
-        assert await counter.count([monday]) == 2
-        assert await counter.count([monday, tuesday]) == 3
-        assert await counter.merge(week, [monday, tuesday], timedelta(milliseconds=200)) == 3
-        await asyncio.sleep(0.4)
-        assert await counter.count([week]) == 0
-
-    with_redis(scenario)
-
-
-def test_unique_counter_loses_nothing_under_concurrency(
-    with_redis: Callable[..., int], new_key: Callable[[], str]
-) -> None:
-    key = new_key()
-
-    async def scenario(redis: RedisBackend) -> int:
-        counter = UniqueCounter(redis)
-        await asyncio.gather(
-            *(counter.add(key, [f"user-{n}-{i}" for i in range(50)]) for n in range(40))
-        )
-        return await counter.count([key])
-
-    assert abs(with_redis(scenario) - 2_000) <= 40
