@@ -42,7 +42,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml constraints.txt VERSION
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt --config-settings editable_mode=compat \
-		-e clients/python -e '.[dev,embedded]'
+		-e clients/python -e '.[dev,embedded,otel]'
 	touch $@
 
 ## run: start patterns-server on 127.0.0.1:50051 (embedded Redis unless --redis-url); extra flags via ARGS="..."
@@ -63,7 +63,7 @@ $(OLDEST_VENV)/.installed: pyproject.toml clients/python/pyproject.toml constrai
 	grep -v '^redis==' constraints.txt > $(OLDEST_VENV)/constraints.txt
 	echo 'redis==$(REDIS_PY_OLDEST)' >> $(OLDEST_VENV)/constraints.txt
 	$(OLDEST_VENV)/bin/pip install --quiet -c $(OLDEST_VENV)/constraints.txt \
-		--config-settings editable_mode=compat -e clients/python -e '.[dev,embedded]'
+		--config-settings editable_mode=compat -e clients/python -e '.[dev,embedded,otel]'
 	touch $@
 
 ## lint: buf lint, format and breaking (against main) on the contract; ruff, mypy and the import layers on the Python; the docs site

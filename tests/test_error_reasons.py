@@ -47,6 +47,7 @@ from patterns_server.core.settings import Settings
 from patterns_server.rpc.service import Service
 from patterns_server.runtime.auth import Access
 from patterns_server.runtime.calls import Calls
+from patterns_server.runtime.guard import Gate
 from patterns_server.runtime.serving import add_service
 from tests.rpc import LISTED_REASONS, details, grpcurl
 
@@ -377,7 +378,7 @@ async def refused_with(reason: str) -> grpc.aio.AioRpcError:
     server = grpc.aio.server()
     health = health_pb2.DESCRIPTOR.services_by_name["Health"]
     add_service(
-        server, Service(RefusingServicer(), health), Calls.for_settings(Settings()), Access()
+        server, Service(RefusingServicer(), health), Gate(Calls.for_settings(Settings()), Access())
     )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

@@ -20,6 +20,7 @@ from patterns_server.core.settings import Settings
 from patterns_server.rpc.service import Service
 from patterns_server.runtime.auth import Access
 from patterns_server.runtime.calls import Calls
+from patterns_server.runtime.guard import Gate
 from patterns_server.runtime.serving import add_service
 from tests.rpc import details
 from tests.waiting import eventually_async
@@ -72,7 +73,7 @@ async def serving(
 ) -> AsyncIterator[tuple[health_pb2_grpc.HealthStub, Calls]]:
     streams = Calls.for_settings(Settings())
     server = grpc.aio.server()
-    add_service(server, Service(servicer, HEALTH), streams, Access())
+    add_service(server, Service(servicer, HEALTH), Gate(streams, Access()))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
@@ -231,7 +232,9 @@ def test_a_servicer_that_breaks_the_contract_is_refused_at_start() -> None:
 
     async def scenario() -> None:
         add_service(
-            grpc.aio.server(), Service(Unary(), HEALTH), Calls.for_settings(Settings()), Access()
+            grpc.aio.server(),
+            Service(Unary(), HEALTH),
+            Gate(Calls.for_settings(Settings()), Access()),
         )
 
     with pytest.raises(TypeError, match="Watch"):

@@ -3,16 +3,19 @@
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from patterns_server.cache import service as cache_service
+from patterns_server.core import telemetry
 from patterns_server.core.settings import Settings
 from patterns_server.counter import service as counter_service
 from patterns_server.events import service as events_service
@@ -22,12 +25,18 @@ from patterns_server.ratelimit import service as ratelimit_service
 from patterns_server.rpc.service import Runtime, Service
 from patterns_server.runtime.auth import Access, AuthFile, Tenants, is_loopback
 from patterns_server.runtime.calls import Calls
+from patterns_server.runtime.guard import Gate
+from patterns_server.runtime.metrics import Metrics, PrometheusMetrics
+from patterns_server.runtime.metrics import serve as serve_metrics
 from patterns_server.runtime.reflection import CommentedReflectionServicer
 from patterns_server.runtime.serving import add_service
 from patterns_server.runtime.tls import ServerCertificates
 from patterns_server.session import service as session_service
 from patterns_server.storage import RedisBackend, redispy
 from patterns_server.storage.embedded import EmbeddedRedis
+
+if TYPE_CHECKING:  # imported only when tracing is on (see _tracing)
+    from patterns_server.runtime.tracing import Tracing
 
 logger = logging.getLogger("patterns_server")
 
@@ -67,7 +76,10 @@ class App:
     calls: Calls
     settings: Settings
     access: Access
+    metrics: Metrics
+    tracing: "Tracing | None" = None
     auth_file: AuthFile | None = None
+    stop_metrics: Callable[[], None] | None = None
     certificates: ServerCertificates | None = None
     embedded: EmbeddedRedis | None = None
     _health_task: "asyncio.Task[None] | None" = None
@@ -102,6 +114,7 @@ class App:
             except Exception as error:  # any failure to answer means not serving
                 new_status = NOT_SERVING
                 reason = f"{type(error).__name__}: {error}"
+            self.metrics.redis_up(new_status == SERVING)
             if new_status != status:
                 if new_status == SERVING:
                     logger.info("Redis is reachable: serving")
@@ -133,6 +146,10 @@ class App:
         await self.calls.shut(self.settings.shutdown_grace)
         spent = asyncio.get_running_loop().time() - started
         await self.server.stop(max(0.0, self.settings.shutdown_grace - spent))
+        if self.stop_metrics is not None:
+            await asyncio.to_thread(self.stop_metrics)
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.close)  # sends the spans still buffered
         for service in reversed(self.services):
             await service.close()
         await self.redis.close()
@@ -177,14 +194,20 @@ async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedi
         auth_file = AuthFile(Path(settings.auth_file), names, access, _revoker(calls))
         tenants = auth_file.load()  # AuthFileError: the server does not start
         logger.info("auth file %s: %d tenants", settings.auth_file, len(tenants.all))
+    metrics = PrometheusMetrics() if settings.metrics_listen else Metrics()
+    telemetry.install(metrics)  # what patterns and storage count goes there too
+    tracing = _tracing(settings)
+    if tracing is not None:
+        telemetry.install_tracer(tracing)
+    gate = Gate(calls, access, metrics, tracing)
     for service in services:
-        add_service(server, service, calls, access)
+        add_service(server, service, gate)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)  # always open
     if settings.reflection != "off":
         reflected = [*names, health.SERVICE_NAME, reflection.SERVICE_NAME]
-        gate = access if settings.reflection == "authenticated" else None
-        reflection_servicer = CommentedReflectionServicer(reflected, gate)
+        gated = access if settings.reflection == "authenticated" else None
+        reflection_servicer = CommentedReflectionServicer(reflected, gated)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection_servicer, server)
     certificates = _certificates(settings)
     try:
@@ -197,17 +220,19 @@ async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedi
     if port == 0:
         raise ListenError(f"cannot listen on {settings.listen}")
     app = App(
-        server,
-        port,
-        redis,
-        health_servicer,
-        services,
-        calls,
-        settings,
-        access,
-        auth_file,
-        certificates,
-        embedded,
+        server=server,
+        port=port,
+        redis=redis,
+        health=health_servicer,
+        services=services,
+        calls=calls,
+        settings=settings,
+        access=access,
+        metrics=metrics,
+        tracing=tracing,
+        auth_file=auth_file,
+        certificates=certificates,
+        embedded=embedded,
     )
     await app.set_health(NOT_SERVING)  # until the first probe says otherwise
     started: list[Service] = []
@@ -220,6 +245,19 @@ async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedi
             await service.close()
         raise
     await server.start()
+    if isinstance(metrics, PrometheusMetrics):
+        try:
+            metrics_port, app.stop_metrics = serve_metrics(settings.metrics_listen, metrics)
+        except OSError as error:
+            await server.stop(None)
+            raise ListenError(
+                f"cannot serve metrics on {settings.metrics_listen}: {error}"
+            ) from None
+        logger.info(
+            "metrics on http://%s:%d/metrics",
+            settings.metrics_listen.rpartition(":")[0],
+            metrics_port,
+        )
     app.start_health_monitor()
     if auth_file is not None:
         app._auth_watch = asyncio.create_task(auth_file.watch(AUTH_FILE_CHECK_SECONDS))
@@ -252,6 +290,19 @@ def _revoker(calls: Calls) -> Callable[[Tenants], None]:
             logger.warning("auth file: ended %d streams whose credentials were revoked", ended)
 
     return revoke
+
+
+def _tracing(settings: Settings) -> "Tracing | None":
+    """Tracing, when an OTLP endpoint is given (by flag, or OpenTelemetry's variable)."""
+    if not (settings.otel_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
+        return None
+    try:
+        from patterns_server.runtime.tracing import Tracing
+    except ImportError as error:
+        raise ListenError(
+            f"tracing needs OpenTelemetry: pip install 'patterns-server[otel]' ({error})"
+        ) from None
+    return Tracing(endpoint=settings.otel_endpoint)
 
 
 def _certificates(settings: Settings) -> ServerCertificates | None:

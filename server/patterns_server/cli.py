@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from patterns_server.app import ListenError, run
 from patterns_server.core.settings import load_settings
+from patterns_server.runtime import logs
 from patterns_server.runtime.auth import AuthFileError, new_token
 from patterns_server.storage.embedded import RedisServerNotFound
 
@@ -34,12 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         _keys(args[1:])
         return
     settings = load_settings(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # gRPC's own debug lines (event-loop bookkeeping) would drown the per-request lines.
-    logging.getLogger("grpc").setLevel(max(logging.INFO, logging.root.level))
+    logs.configure(settings.log_level, settings.log_format)
     try:
         with asyncio.Runner(loop_factory=_event_loop_factory) as runner:
             runner.run(run(settings))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from patterns_server.core.errors import InvalidArgument
+from patterns_server.core.telemetry import record
 from patterns_server.core.units import MILLISECOND, epoch_ms, from_ms
 from patterns_server.core.validation import (
     check_name,
@@ -84,13 +85,18 @@ class Cache:
 
     async def get(self, key: str) -> Entry:
         check_name("key", key)
-        return _entry(key, await self._redis.eval(GET, [self._keys(key)], []))
+        entry = _entry(key, await self._redis.eval(GET, [self._keys(key)], []))
+        record().cache_lookups(int(entry.found), int(not entry.found))
+        return entry
 
     async def get_many(self, keys: Sequence[str]) -> list[Entry]:
         """In request order; one round trip per node."""
         check_names("keys", keys, 1, MAX_KEYS)
         replies = await self._redis.run(*(Command.eval(GET, [self._keys(k)], []) for k in keys))
-        return [_entry(key, reply) for key, reply in zip(keys, replies, strict=True)]
+        entries = [_entry(key, reply) for key, reply in zip(keys, replies, strict=True)]
+        hits = sum(entry.found for entry in entries)
+        record().cache_lookups(hits, len(entries) - hits)
+        return entries
 
     async def set(
         self,
@@ -138,6 +144,8 @@ class Cache:
                 self._fill_channel(key),
             ],
         )
+        if lease_token and not stored:
+            record().cache_fill_refused()
         return bool(stored)
 
     async def delete(self, keys: Sequence[str]) -> int:
@@ -199,6 +207,10 @@ class Cache:
         wait_ms = optional_ttl_ms("wait_timeout", wait, MAX_LEASE)
         token = new_token()
         answer, _ = await self._lease_or_value(key, token, lease_ms)
+        hit = isinstance(answer, Entry)
+        record().cache_lookups(int(hit), int(not hit))
+        if not hit:
+            record().cache_lease(granted=not isinstance(answer, Pending))
         if not isinstance(answer, Pending) or not wait_ms:
             return answer
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_origin
 
 LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["text", "json"]
 Reflection = Literal["on", "off", "authenticated"]
 FailureMode = Literal["closed", "open"]
 T = TypeVar("T")
@@ -58,6 +59,22 @@ class Settings:
         "info",
         "log level; debug adds one line per request",
         choices=["debug", "info", "warning", "error"],
+    )
+    log_format: LogFormat = _setting(
+        "text",
+        "log lines as text, or as JSON objects (one a line: time, level, logger, message, "
+        "and a request's method, code, duration, peer, tenant and trace id)",
+        choices=["text", "json"],
+    )
+    metrics_listen: str = _setting(
+        "",
+        "host:port to serve Prometheus metrics on (/metrics); empty: no metrics, and none counted",
+    )
+    otel_endpoint: str = _setting(
+        "",
+        "OTLP/gRPC endpoint to send traces to (a span per call, continuing the caller's "
+        "traceparent, and its Redis work); needs the extra patterns-server[otel]; empty: "
+        "OTEL_EXPORTER_OTLP_ENDPOINT if set, else no tracing",
     )
     redis_timeout: float = _setting(
         1.0, "seconds to wait for Redis to connect or answer before the call fails UNAVAILABLE"

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from patterns_server.core.errors import InvalidArgument
+from patterns_server.core.errors import InvalidArgument, ResourceExhausted
+from patterns_server.core.telemetry import record
 from patterns_server.core.validation import check_name
 from patterns_server.storage import RedisBackend, Subscription
 
@@ -66,7 +67,11 @@ class EventStream:
         return self
 
     async def __anext__(self) -> Event:
-        message = await anext(self._subscription)
+        try:
+            message = await anext(self._subscription)
+        except ResourceExhausted:  # the reader fell behind: the stream ends
+            record().slow_consumer()
+            raise
         event: Event | None = message.memo.get(Event)
         if event is None:
             pattern = message.pattern
@@ -76,6 +81,7 @@ class EventStream:
                 message.payload,
                 datetime.fromtimestamp(message.received_at, UTC),
             )
+        record().deliveries(1)
         return event
 
     async def close(self) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from patterns_server.core.errors import Aborted, Unavailable
+from patterns_server.core.telemetry import record
 from patterns_server.core.units import instant_us
 from patterns_server.core.validation import check_name, checked_ms
 from patterns_server.storage import LuaScript, RedisBackend
@@ -94,8 +95,11 @@ class Locker:
         wait_ms = checked_ms("wait_timeout", wait, timedelta(0), MAX_WAIT)
         token = new_token()
         lease, _ = await self._try(name, token, ttl_ms)
+        if lease is not None:
+            record().lock_granted(waited=False)
         if lease is not None or wait_ms == 0:
             return lease
+        record().lock_wait()
         deadline = deadline_after(timedelta(milliseconds=wait_ms), time_left)
         return await self._wait(name, token, ttl_ms, deadline)
 
@@ -166,9 +170,12 @@ class Locker:
             except TimeoutError:
                 return None
             try:
-                return await self._wait_first_in_line(name, token, ttl_ms, deadline)
+                lease = await self._wait_first_in_line(name, token, ttl_ms, deadline)
             finally:
                 line.turn.release()
+            if lease is not None:
+                record().lock_granted(waited=True)
+            return lease
         finally:
             line.waiting -= 1
             if not line.waiting:

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import NamedTuple, TypeVar
 
 from patterns_server.core.errors import InvalidArgument, Unavailable
+from patterns_server.core.telemetry import record
 from patterns_server.core.units import MICROSECOND, from_us
 from patterns_server.core.validation import check_name
 from patterns_server.storage import Command, LuaScript, RedisBackend
@@ -60,6 +61,10 @@ class Algorithm(enum.Enum):
     def is_bucket(self) -> bool:
         """Buckets have a capacity (`burst`) apart from their rate."""
         return self in (Algorithm.TOKEN_BUCKET, Algorithm.GCRA)
+
+
+# Each algorithm as metrics name it: its name in the contract, in lower case.
+LABELS: dict[object, str] = {algorithm.value: algorithm.name.lower() for algorithm in Algorithm}
 
 
 class Policy(NamedTuple):
@@ -138,7 +143,10 @@ class RateLimiter:
             )
         except Exception as error:
             return self._failed(error, [plan])[0]
-        return _decisions([plan], reply)[0]
+        decision = _decisions([plan], reply)[0]
+        allowed = decision.allowed
+        record().decisions(LABELS[plan.args[0]], int(allowed), int(not allowed))
+        return decision
 
     async def check_many(
         self, checks: Sequence[Check], all_or_nothing: bool, within: float | None = None
@@ -159,6 +167,7 @@ class RateLimiter:
         decided: dict[int, Decision] = {}
         for group, reply in zip(groups, replies, strict=True):
             decided.update(zip(map(id, group), _decisions(group, reply), strict=True))
+        _record(plans, decided)
         return [decided[id(plan)] for plan in plans]
 
     def _script_groups(self, plans: list[_Plan]) -> list[list[_Plan]]:
@@ -214,6 +223,7 @@ class RateLimiter:
         if not (self._fail_open and isinstance(error, Unavailable)):
             raise error
         self._failed_open += len(plans)
+        record().failed_open(len(plans))
         now = time.monotonic()
         if now - self._failed_open_reported >= FAIL_OPEN_REPORT_SECONDS:
             logger.warning(
@@ -284,6 +294,16 @@ def check_many_count(count: int, all_or_nothing: bool) -> None:
     if not 1 <= count <= most:
         mode = " with all_or_nothing" if all_or_nothing else ""
         raise InvalidArgument("checks", f"must hold 1 to {most:,} entries{mode}, got {count:,}")
+
+
+def _record(plans: list[_Plan], decided: dict[int, Decision]) -> None:
+    """Count the decisions of a CheckMany, by algorithm (one call per algorithm in it)."""
+    counts: dict[str, list[int]] = {}
+    for plan in plans:
+        allowed = decided[id(plan)].allowed
+        counts.setdefault(LABELS[plan.args[0]], [0, 0])[0 if allowed else 1] += 1
+    for algorithm, (allowed_count, refused_count) in counts.items():
+        record().decisions(algorithm, allowed_count, refused_count)
 
 
 def _command(mode: str, plans: list[_Plan]) -> Command:

@@ -24,7 +24,8 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -35,6 +36,10 @@ from patterns_server.core.errors import InvalidArgument, PatternError
 from patterns_server.core.tenancy import enter_namespace
 from patterns_server.runtime.auth import Access, Tenant
 from patterns_server.runtime.calls import Calls, Malformed, Stream, request_size
+from patterns_server.runtime.metrics import Metrics
+
+if TYPE_CHECKING:  # imported by the host only when tracing is on
+    from patterns_server.runtime.tracing import Tracing
 
 logger = logging.getLogger(__name__)
 request_logger = logging.getLogger("patterns_server.requests")
@@ -46,26 +51,38 @@ UnaryBehaviour = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 StreamBehaviour = Callable[[Any, grpc.aio.ServicerContext], AsyncGenerator[Any, None]]
 
 
-def guard_unary(
-    behaviour: UnaryBehaviour, method: str, calls: Calls, access: Access
-) -> UnaryBehaviour:
+@dataclass(frozen=True)
+class Gate:
+    """What every call passes through: admission (`calls`), authentication (`access`),
+    the count of calls (`metrics`), and, when on, a span per call (`tracing`)."""
+
+    calls: Calls
+    access: Access
+    metrics: Metrics = field(default_factory=Metrics)
+    tracing: "Tracing | None" = None
+
+
+def guard_unary(behaviour: UnaryBehaviour, method: str, gate: Gate) -> UnaryBehaviour:
     """`behaviour` (one request, one response) with its caller authenticated, admitted
     within the server's and its tenant's limits, in its tenant's namespace, with errors
-    mapped, and the call logged."""
-    service = _service_of(method)
+    mapped, and the call counted and logged."""
+    service, name = _service_of(method), method.rsplit("/", 1)[1]
+    calls, access, metrics, tracing = gate.calls, gate.access, gate.metrics, gate.tracing
 
     @functools.wraps(behaviour)
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
         outcome = "OK"
         size = request_size()
-        tenant: Tenant | None = None  # set once admitted
+        tenant: Tenant | None = None  # once authenticated
+        admitted = False
         try:
-            credential = access.credential(context, service)  # before it takes a place
-            refusal = calls.admit(size, credential.tenant)  # refused: maybe NOT_READ
+            tenant = access.credential(context, service).tenant  # before it takes a place
+            refusal = calls.admit(size, tenant)  # refused: maybe NOT_READ
             if refusal is not None:
+                metrics.refused(refusal.reason)
                 raise refusal
-            tenant = credential.tenant
+            admitted = True
             if request.__class__ is Malformed:
                 raise request.error
             enter_namespace(tenant.namespace)
@@ -78,42 +95,52 @@ def guard_unary(
             outcome = code_pb2.Code.Name(status.code)
             await context.abort_with_status(rpc_status.to_status(status))
         finally:
-            if tenant is not None:
+            elapsed = time.perf_counter() - started
+            tenant_name = tenant.name if tenant is not None else "-"
+            if admitted and tenant is not None:
                 calls.release(size, tenant)
+            metrics.call(service, name, outcome, tenant_name, elapsed)
+            if tracing is not None:
+                tracing.end_call(outcome, tenant_name)
             if request_logger.isEnabledFor(logging.DEBUG):
-                request_logger.debug(
-                    "%s %s %.2fms tenant=%s",
-                    method,
-                    outcome,
-                    (time.perf_counter() - started) * 1000,
-                    tenant.name if tenant is not None else "-",
-                )
+                _log_call(method, outcome, elapsed, tenant_name, context, tracing)
 
-    return guarded
+    if tracing is None:
+        return guarded
+
+    @functools.wraps(behaviour)
+    async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        with tracing.call(method, context.invocation_metadata() or ()):
+            return await guarded(request, context)
+
+    return traced
 
 
-def guard_stream(
-    behaviour: StreamBehaviour, method: str, calls: Calls, access: Access
-) -> StreamBehaviour:
+def guard_stream(behaviour: StreamBehaviour, method: str, gate: Gate) -> StreamBehaviour:
     """`behaviour` (one request, a stream of responses) with its caller authenticated and
-    counted within the limits, in its tenant's namespace, errors mapped, the stream logged
-    once at its end, and ended early by `calls` (shutdown, revoked credentials)."""
-    service = _service_of(method)
+    counted within the limits, in its tenant's namespace, errors mapped, the stream counted
+    and logged once at its end, and ended early by `calls` (shutdown, revoked credentials)."""
+    service, name = _service_of(method), method.rsplit("/", 1)[1]
+    calls, access, metrics, tracing = gate.calls, gate.access, gate.metrics, gate.tracing
 
     @functools.wraps(behaviour)
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncGenerator[Any, None]:
         started = time.perf_counter()
         outcome, sent = "OK", 0
         stream: Stream | None = None
+        tenant_name = "-"  # until authenticated
         messages = behaviour(request, context)
         failure: Exception | None = None
         try:
             try:
                 credential = access.credential(context, service)
+                tenant_name = credential.tenant.name
                 opened = calls.open_stream(credential)
                 if isinstance(opened, PatternError):
+                    metrics.refused(opened.reason)
                     raise opened
                 stream = opened
+                metrics.stream_opened(service, name)
                 if request.__class__ is Malformed:
                     raise request.error
                 enter_namespace(credential.tenant.namespace)
@@ -127,6 +154,7 @@ def guard_stream(
                         stream.inside = False
                     yield message
                     sent += 1
+                    metrics.stream_message(service, name)
                 failure = stream.ending
             except asyncio.CancelledError:
                 if stream is None or stream.ending is None:
@@ -150,17 +178,64 @@ def guard_stream(
                 outcome = code_pb2.Code.Name(status.code)
                 await context.abort_with_status(rpc_status.to_status(status))
         finally:
+            if stream is not None:
+                metrics.stream_closed(service, name, outcome, tenant_name)
+            else:
+                metrics.call(service, name, outcome, tenant_name, time.perf_counter() - started)
+            if tracing is not None:
+                tracing.end_call(outcome, tenant_name)
             if request_logger.isEnabledFor(logging.DEBUG):
-                request_logger.debug(
-                    "%s %s %.2fms tenant=%s %d messages",
-                    method,
-                    outcome,
-                    (time.perf_counter() - started) * 1000,
-                    stream.credential.tenant.name if stream is not None else "-",
-                    sent,
-                )
+                elapsed = time.perf_counter() - started
+                _log_call(method, outcome, elapsed, tenant_name, context, tracing, sent)
 
-    return guarded
+    if tracing is None:
+        return guarded
+
+    @functools.wraps(behaviour)
+    async def traced(request: Any, context: grpc.aio.ServicerContext) -> AsyncGenerator[Any, None]:
+        with tracing.call(method, context.invocation_metadata() or ()):
+            async for message in guarded(request, context):
+                yield message
+
+    return traced
+
+
+def _log_call(
+    method: str,
+    outcome: str,
+    seconds: float,
+    tenant: str,
+    context: grpc.aio.ServicerContext,
+    tracing: "Tracing | None",
+    messages: int | None = None,
+) -> None:
+    """One line of the request log: the method, its outcome, its time and its tenant (and
+    a stream's messages); as fields too, for the JSON log format, with the peer and, when
+    tracing, the trace id."""
+    fields: dict[str, Any] = {
+        "method": method,
+        "code": outcome,
+        "duration_ms": round(seconds * 1000, 3),
+        "tenant": tenant,
+        "peer": context.peer(),
+    }
+    if tracing is not None:
+        fields["trace_id"] = tracing.trace_id()
+    if messages is None:
+        request_logger.debug(
+            "%s %s %.2fms tenant=%s", method, outcome, seconds * 1000, tenant, extra=fields
+        )
+    else:
+        fields["messages"] = messages
+        request_logger.debug(
+            "%s %s %.2fms tenant=%s %d messages",
+            method,
+            outcome,
+            seconds * 1000,
+            tenant,
+            messages,
+            extra=fields,
+        )
 
 
 def _service_of(method: str) -> str:

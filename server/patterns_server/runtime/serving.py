@@ -11,23 +11,21 @@ from google.protobuf import message_factory
 from google.protobuf.message import Message
 
 from patterns_server.rpc.service import Service
-from patterns_server.runtime.auth import Access
-from patterns_server.runtime.calls import Calls, deserializer
-from patterns_server.runtime.guard import guard_stream, guard_unary
+from patterns_server.runtime.calls import deserializer
+from patterns_server.runtime.guard import Gate, guard_stream, guard_unary
 
 
-def add_service(server: grpc.aio.Server, service: Service, calls: Calls, access: Access) -> None:
+def add_service(server: grpc.aio.Server, service: Service, gate: Gate) -> None:
     """Register every method of `service` on `server` (before it starts)."""
     handlers = {
-        method.name: _handler(service, method, calls, access)
-        for method in service.descriptor.methods
+        method.name: _handler(service, method, gate) for method in service.descriptor.methods
     }
     generic = grpc.method_handlers_generic_handler(service.name, handlers)
     server.add_generic_rpc_handlers((generic,))
     server.add_registered_method_handlers(service.name, handlers)
 
 
-def _handler(service: Service, method: Any, calls: Calls, access: Access) -> grpc.RpcMethodHandler:
+def _handler(service: Service, method: Any, gate: Gate) -> grpc.RpcMethodHandler:
     behaviour = getattr(service.servicer, method.name)
     path = f"/{service.name}/{method.name}"
     if method.client_streaming or inspect.isasyncgenfunction(behaviour) != bool(
@@ -41,13 +39,13 @@ def _handler(service: Service, method: Any, calls: Calls, access: Access) -> grp
     response = message_factory.GetMessageClass(method.output_type)
     if method.server_streaming:
         return grpc.unary_stream_rpc_method_handler(
-            guard_stream(behaviour, path, calls, access),
+            guard_stream(behaviour, path, gate),
             request_deserializer=deserializer(request, None),
             response_serializer=_serializer(response),
         )
     return grpc.unary_unary_rpc_method_handler(
-        guard_unary(behaviour, path, calls, access),
-        request_deserializer=deserializer(request, calls),
+        guard_unary(behaviour, path, gate),
+        request_deserializer=deserializer(request, gate.calls),
         response_serializer=response.SerializeToString,
     )
 

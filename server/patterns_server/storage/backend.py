@@ -19,6 +19,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from patterns_server.core.errors import Unavailable
+from patterns_server.core.telemetry import Tracer, trace
 from patterns_server.core.units import instant_us
 from patterns_server.storage.batcher import Batcher
 from patterns_server.storage.errors import translated
@@ -108,11 +109,26 @@ class RedisBackend:
         """Replies to `commands` in order, sent in one round trip (per Cluster node)
         together with those of other calls made at the same time. The first command that
         fails raises its error (`Unavailable` when Redis cannot serve now)."""
-        replies = await self._batcher.run(commands)
+        tracer = trace()
+        if tracer.enabled:
+            replies = await self._traced(tracer, commands)
+        else:
+            replies = await self._batcher.run(commands)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise translated(reply) from reply
         return replies
+
+    async def _traced(self, tracer: Tracer, commands: Sequence[Command]) -> list[Any]:
+        scripts = ",".join(sorted({c.script.body.stem for c in commands if c.script is not None}))
+        with tracer.redis_span(scripts or str(commands[0].args[0]), len(commands)) as span:
+            slot = self.slot(str(commands[0].routing_key))
+            if slot is not None:
+                span.set("patterns.redis.slot", slot)
+            replies = await self._batcher.run(
+                commands, lambda size: span.set("patterns.redis.batch_commands", size)
+            )
+            return replies
 
     async def call(self, *args: Any) -> Any:
         """The reply to one command."""

@@ -6,14 +6,16 @@ process keep up with its gRPC traffic.
 """
 
 import asyncio
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
+from patterns_server.core.telemetry import record
 from patterns_server.storage.errors import is_outage
 from patterns_server.storage.scripts import Command
 
@@ -33,6 +35,7 @@ CONCURRENCY_MEMORY = 5
 class _Job:
     commands: Sequence[Command]
     future: "asyncio.Future[list[Any]]"
+    sent: Callable[[int], None] | None = None  # told the size of the pipeline it went in
 
 
 class Batcher:
@@ -57,8 +60,12 @@ class Batcher:
         self._last_batch_jobs = 0
         self._last_batch_end = 0.0
 
-    async def run(self, commands: Sequence[Command]) -> list[Any]:
-        job = _Job(commands, asyncio.get_running_loop().create_future())
+    async def run(
+        self, commands: Sequence[Command], sent: Callable[[int], None] | None = None
+    ) -> list[Any]:
+        """Replies to `commands`, in order; `sent`, when given, is told how many commands
+        the pipeline that carried them held (for tracing)."""
+        job = _Job(commands, asyncio.get_running_loop().create_future(), sent)
         self._queue.append(job)
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_all())
@@ -77,6 +84,7 @@ class Batcher:
                 if self._traffic_is_concurrent(loop.time()):
                     await asyncio.sleep(self._batch_wait)
                 jobs = self._take_batch()
+                record().redis_queue(len(self._queue))
                 if jobs:
                     await self._send(jobs)
                 self._last_batch_jobs = len(jobs)
@@ -108,8 +116,13 @@ class Batcher:
 
     async def _send(self, jobs: list[_Job]) -> None:
         commands = [command for job in jobs for command in job.commands]
+        for job in jobs:
+            if job.sent is not None:
+                job.sent(len(commands))
+        started = time.perf_counter()
         try:
             replies = await self._execute(commands)
+            record().redis_round_trip(len(commands), time.perf_counter() - started)
         except asyncio.CancelledError:  # shutdown: nobody may wait for ever
             for job in jobs:
                 job.future.cancel()

@@ -29,6 +29,7 @@ from typing import Any
 from redis.asyncio.connection import AbstractConnection
 
 from patterns_server.core.errors import ResourceExhausted, Unavailable
+from patterns_server.core.telemetry import record
 from patterns_server.storage.errors import translated
 
 logger = logging.getLogger(__name__)
@@ -167,6 +168,7 @@ class PubSubHub:
         ping_interval: float,
     ) -> None:
         self._open_connection = open_connection
+        self._opened = False
         self._timeout = timeout
         self._ping_interval = ping_interval
         self._connection: AbstractConnection | None = None
@@ -252,6 +254,9 @@ class PubSubHub:
             if self._connection is None:
                 async with asyncio.timeout(self._timeout):
                     connection = await self._open_connection()
+                if self._opened:  # the one before was lost
+                    record().redis_reconnect("pubsub")
+                self._opened = True
                 self._connection = connection
                 self._reader = asyncio.create_task(self._read(connection))
             return self._connection

@@ -40,6 +40,8 @@ from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError
 from redis.utils import HIREDIS_AVAILABLE
 
+from patterns_server.core.telemetry import record
+
 if HIREDIS_AVAILABLE:
     import hiredis
 
@@ -115,6 +117,7 @@ def replacing_closed(base: type[C]) -> type[C]:
         async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
             if self.is_connected and not self._connecting and await self._closed_by_redis():
                 await self.disconnect()
+                record().redis_reconnect("pool")
             await super().send_packed_command(command, check_health)
 
         async def _closed_by_redis(self) -> bool:
