@@ -73,6 +73,7 @@ SCENARIOS = (
     "noop",
     "check",
     "check-auth",
+    "check-metrics",
     "noop-single",
     "check-single",
     "checkmany",
@@ -86,6 +87,7 @@ SCENARIOS = (
     "session-touch",
 )
 DIRECT = ("direct", "direct-get", "direct-set")
+VARIANTS = ("auth", "metrics")  # scenario suffixes served by a second, differently set server
 
 
 @dataclass
@@ -141,33 +143,38 @@ class Processes:
         self.server = PatternsServer(
             self.redis.url, "--health-interval", "1", *server_args, cores=server_cores
         ).start()
-        self.authenticated: PatternsServer | None = None
+        self.variants: dict[str, PatternsServer] = {}  # by scenario suffix: "auth", ...
         self.api_key = ""
         self._server_cores = server_cores
         self._server_args = server_args
 
-    def start_authenticated(self) -> None:
-        """A second server on the same core and Redis, with an auth file of one tenant:
-        the -auth scenarios call it with the tenant's API key, for the cost of
-        authentication beside the plain server's in the same run."""
-        self.api_key, digest = new_token()
-        auth = self.directory / "tenants.toml"
-        auth.write_text(f'[[tenant]]\nname = "bench"\nnamespace = "bench"\nkeys = ["{digest}"]\n')
-        self.authenticated = PatternsServer(
+    def start_variant(self, variant: str) -> None:
+        """A second server on the same core and Redis, configured as `variant` says: the
+        scenarios named `<scenario>-<variant>` call it, beside the plain server in the same
+        run. "auth": with an auth file of one tenant, whose API key the calls carry;
+        "metrics": with --metrics-listen (metrics counted and served)."""
+        flags: list[str] = []
+        if variant == "auth":
+            self.api_key, digest = new_token()
+            auth = self.directory / "tenants.toml"
+            auth.write_text(
+                f'[[tenant]]\nname = "bench"\nnamespace = "bench"\nkeys = ["{digest}"]\n'
+            )
+            flags = ["--auth-file", str(auth)]
+        elif variant == "metrics":
+            flags = ["--metrics-listen", "127.0.0.1:0"]
+        self.variants[variant] = PatternsServer(
             self.redis.url,
             "--health-interval",
             "1",
-            "--auth-file",
-            str(auth),
+            *flags,
             *self._server_args,
             cores=self._server_cores,
         ).start()
 
     def server_for(self, scenario: str) -> PatternsServer:
-        if scenario.endswith("-auth"):
-            assert self.authenticated is not None
-            return self.authenticated
-        return self.server
+        _, _, variant = scenario.partition("-")
+        return self.variants.get(variant, self.server)
 
     def fill_leaderboard(self) -> None:
         """The board of the lb- scenarios: a million members, written straight to Redis in
@@ -191,8 +198,8 @@ class Processes:
 
     def close(self) -> None:
         self.server.stop()
-        if self.authenticated is not None:
-            self.authenticated.stop()
+        for variant in self.variants.values():
+            variant.stop()
         self.redis.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -311,6 +318,25 @@ RATIOS = [
         "rps",
     ),
     ("Check with an API key calls/s ÷ Check calls/s", "check-auth", "check", "rps"),
+    (
+        "Check with metrics on (--metrics-listen) calls/s ÷ no-op RPC calls/s",
+        "check-metrics",
+        "noop",
+        "rps",
+    ),
+    ("Check with metrics on calls/s ÷ Check calls/s", "check-metrics", "check", "rps"),
+    (
+        "server CPU per Check with an API key ÷ per Check",
+        "check-auth",
+        "check",
+        "server_cpu_us_per_call",
+    ),
+    (
+        "server CPU per Check with metrics on ÷ per Check (target ≤ 1.05)",
+        "check-metrics",
+        "check",
+        "server_cpu_us_per_call",
+    ),
     (
         "CheckMany(100) decisions/s ÷ direct redis-py decisions/s (target ≥ 2)",
         "checkmany",
@@ -465,8 +491,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             processes.fill_leaderboard()
         if any(scenario.startswith("session-") for scenario in scenarios):
             processes.create_sessions()
-        if any(scenario.endswith("-auth") for scenario in scenarios):
-            processes.start_authenticated()
+        for variant in VARIANTS:
+            if any(scenario.endswith(f"-{variant}") for scenario in scenarios):
+                processes.start_variant(variant)
         rounds = []
         for number in range(1, args.rounds + 1):
             figures = {}

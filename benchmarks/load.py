@@ -134,6 +134,9 @@ def create_sessions(address: str, path: Path) -> None:
     path.write_text("\n".join(run_on_uvloop(main())))
 
 
+VARIANT_SUFFIXES = ("-auth", "-metrics")
+
+
 def run_grpc_worker(
     address: str,
     scenario: str,
@@ -144,13 +147,14 @@ def run_grpc_worker(
 ) -> WorkerResult:
     """Calls of `scenario`, `in_flight` at once; with `api_key`, each carries it."""
     pin(cores)
-    requests, decisions = _requests_for(scenario.removesuffix("-auth"))
+    plain = scenario.split("-")[0] if scenario.endswith(VARIANT_SUFFIXES) else scenario
+    requests, decisions = _requests_for(plain)
     metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
 
     async def main() -> list[int]:
         latencies: list[int] = []
         async with grpc.aio.insecure_channel(address) as channel:
-            method = _method(channel, scenario.removesuffix("-auth"))
+            method = _method(channel, plain)
 
             def call(request: object) -> Awaitable[object]:
                 return method(request, metadata=metadata)
