@@ -352,7 +352,7 @@ def test_every_exported_metric_is_on_the_dashboard(served: Served) -> None:
 
 def test_the_dashboard_is_a_grafana_model_on_its_variables() -> None:
     model = dashboard()
-    assert model["schemaVersion"] >= 39  # Grafana 10.2 and later
+    assert model["schemaVersion"] >= 39  # the JSON model of Grafana 10 and 11
     assert model["uid"] and model["title"]
     variables = {v["name"]: v for v in model["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
