@@ -581,7 +581,7 @@ def test_the_docs_list_every_metric_as_the_server_describes_it(served: Served) -
     rows = {
         name: (kind, set(re.findall(r"`(\w+)`", labels)), meaning)
         for name, kind, labels, meaning in re.findall(
-            r"^\| `(patterns_\w+)` \| (\w+) \| ([^|]*) \| (.*) \|$", page, re.MULTILINE
+            r"^\| `((?:patterns|process)_\w+)` \| (\w+) \| ([^|]*) \| (.*) \|$", page, re.MULTILINE
         )
     }
     wrong = []

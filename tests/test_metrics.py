@@ -139,7 +139,8 @@ def test_a_known_workload_reads_back_exactly(
     assert got("patterns_rpcs_total", **SUBSCRIBE, code="CANCELLED", tenant="default") == 2
     # The slow one, and the one refused at the limit.
     assert got("patterns_rpcs_total", **SUBSCRIBE, code="RESOURCE_EXHAUSTED", tenant="default") == 2
-    assert got("patterns_admission_refusals_total", reason="OVERLOADED") == 1
+    assert got("patterns_admission_refusals_total", reason="OVERLOADED", tenant="default") == 1
+    assert got("process_resident_memory_bytes") > 0
     assert got("patterns_streams_open", **SUBSCRIBE) == 0
     assert got("patterns_redis_up") == 1
     assert got("patterns_redis_round_trip_seconds_count") >= 20

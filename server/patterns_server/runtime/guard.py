@@ -80,7 +80,7 @@ def guard_unary(behaviour: UnaryBehaviour, method: str, gate: Gate) -> UnaryBeha
             tenant = access.credential(context, service).tenant  # before it takes a place
             refusal = calls.admit(size, tenant)  # refused: maybe NOT_READ
             if refusal is not None:
-                metrics.refused(refusal.reason)
+                metrics.refused(refusal.reason, tenant.name)
                 raise refusal
             admitted = True
             if request.__class__ is Malformed:
@@ -137,7 +137,7 @@ def guard_stream(behaviour: StreamBehaviour, method: str, gate: Gate) -> StreamB
                 tenant_name = credential.tenant.name
                 opened = calls.open_stream(credential)
                 if isinstance(opened, PatternError):
-                    metrics.refused(opened.reason)
+                    metrics.refused(opened.reason, tenant_name)
                     raise opened
                 stream = opened
                 metrics.stream_opened(service, name)
@@ -181,7 +181,7 @@ def guard_stream(behaviour: StreamBehaviour, method: str, gate: Gate) -> StreamB
             if stream is not None:
                 metrics.stream_closed(service, name, outcome, tenant_name)
             else:
-                metrics.call(service, name, outcome, tenant_name, time.perf_counter() - started)
+                metrics.stream_refused(service, name, outcome, tenant_name)
             if tracing is not None:
                 tracing.end_call(outcome, tenant_name)
             if request_logger.isEnabledFor(logging.DEBUG):

@@ -19,7 +19,14 @@ from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 from patterns_server.core.telemetry import Recorder
 
@@ -42,8 +49,11 @@ class Metrics(Recorder):
 
     def stream_message(self, service: str, method: str) -> None: ...
 
-    def refused(self, reason: str) -> None:
+    def refused(self, reason: str, tenant: str) -> None:
         """A call refused before its work began: OVERLOADED, TENANT_OVERLOADED, ..."""
+
+    def stream_refused(self, service: str, method: str, code: str, tenant: str) -> None:
+        """A stream that ended before it opened (refused, or its caller unknown)."""
 
 
 class PrometheusMetrics(Metrics):
@@ -82,7 +92,7 @@ class PrometheusMetrics(Metrics):
         self._refusals = Counter(
             "patterns_admission_refusals",
             "Calls refused before any work: the server's or a tenant's limits, or shutdown.",
-            ["reason"],
+            ["reason", "tenant"],
             registry=r,
         )
         self._redis_seconds = Histogram(
@@ -160,6 +170,7 @@ class PrometheusMetrics(Metrics):
             "Sets with a fill lease no longer valid (ended, or its tags invalidated).",
             registry=r,
         )
+        ProcessCollector(registry=r)  # the server's CPU, memory and file descriptors
         self._build = Gauge(
             "patterns_build_info",
             "1, labelled with the versions the server runs.",
@@ -198,8 +209,11 @@ class PrometheusMetrics(Metrics):
     def stream_message(self, service: str, method: str) -> None:
         self._child(self._stream_messages, service, method).inc()
 
-    def refused(self, reason: str) -> None:
-        self._child(self._refusals, reason).inc()
+    def refused(self, reason: str, tenant: str) -> None:
+        self._child(self._refusals, reason, tenant).inc()
+
+    def stream_refused(self, service: str, method: str, code: str, tenant: str) -> None:
+        self._child(self._rpcs, service, method, code, tenant).inc()
 
     # Redis
 

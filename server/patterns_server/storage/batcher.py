@@ -91,6 +91,7 @@ class Batcher:
                 self._last_batch_end = loop.time()
         finally:
             self._sender = None
+            record().redis_queue(len(self._queue))  # nobody waits once the sender stops
 
     def _traffic_is_concurrent(self, now: float) -> bool:
         recent = now - self._last_batch_end < CONCURRENCY_MEMORY * self._batch_wait
