@@ -26,9 +26,9 @@ from tests.tenants import Tenant, write_auth_file
 
 CLIENTS = Path(__file__).parents[1] / "clients"
 on_redis7 = pytest.mark.parametrize("backend_url", ["redis7"], indirect=True)
-# A first build downloads its dependencies: each step has a timeout of its own (up to
-# 1,200 s for a build, 600 s for each of the two runs), so the suite's 300 s per test is too
-# short here.
+# A first build downloads its dependencies: each step has a timeout of its own (1,200 s for
+# Maven's build, 600 s for any other step, though a warm run takes seconds), so the suite's
+# 300 s per test is too short here.
 pytestmark = pytest.mark.timeout(2_400)
 EXAMPLES = Tenant("examples", "examples", *new_token())
 
