@@ -27,6 +27,7 @@ from patterns_server.runtime.serving import add_service
 from patterns_server.runtime.tls import ServerCertificates
 from patterns_server.session import service as session_service
 from patterns_server.storage import RedisBackend, redispy
+from patterns_server.storage.backend import redacted_url
 from patterns_server.storage.embedded import EmbeddedRedis
 
 logger = logging.getLogger("patterns_server")
@@ -101,7 +102,10 @@ class App:
                 new_status = SERVING
             except Exception as error:  # any failure to answer means not serving
                 new_status = NOT_SERVING
-                reason = f"{type(error).__name__}: {error}"
+                # redis-py's own error says why (a refused password, a certificate), not
+                # the Unavailable made of it; a timeout's cause is a mere cancellation.
+                cause = error.__cause__ if isinstance(error.__cause__, Exception) else error
+                reason = f"{type(cause).__name__}: {cause}"
             if new_status != status:
                 if new_status == SERVING:
                     logger.info("Redis is reachable: serving")
@@ -231,7 +235,7 @@ async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedi
         " with mutual TLS"
         if certificates and certificates.mutual
         else " with TLS" * bool(certificates),
-        "embedded" if embedded else _redacted(settings.redis_url),
+        "embedded" if embedded else redacted_url(settings.redis_url),
     )
     if auth_file is None and not is_loopback(settings.listen):
         logger.warning(
@@ -275,14 +279,6 @@ def _grpc_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.server.max_pending_requests", pending),
         ("grpc.server.max_pending_requests_hard_limit", 2 * pending),
     ]
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for logs."""
-    scheme, _, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.split("@", 1)[1]
-    return f"{scheme}://{rest}"
 
 
 async def run(settings: Settings) -> None:
