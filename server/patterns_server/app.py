@@ -102,10 +102,7 @@ class App:
                 new_status = SERVING
             except Exception as error:  # any failure to answer means not serving
                 new_status = NOT_SERVING
-                # redis-py's own error says why (a refused password, a certificate), not
-                # the Unavailable made of it; a timeout's cause is a mere cancellation.
-                cause = error.__cause__ if isinstance(error.__cause__, Exception) else error
-                reason = f"{type(cause).__name__}: {cause}"
+                reason = self._why(error)
             if new_status != status:
                 if new_status == SERVING:
                     logger.info("Redis is reachable: serving")
@@ -116,6 +113,17 @@ class App:
             with contextlib.suppress(TimeoutError):  # the interval, or until stop
                 async with asyncio.timeout(self.settings.health_interval):
                     await self._stopping.wait()
+
+    def _why(self, error: Exception) -> str:
+        """What the log says of a failed probe: redis-py's own error (a refused password,
+        a certificate that does not verify), not the Unavailable made of it."""
+        cause = error.__cause__ if isinstance(error.__cause__, Exception) else error
+        if not isinstance(error, TimeoutError) and "Timeout" not in type(cause).__name__:
+            return f"{type(cause).__name__}: {cause}"
+        why = f"no answer within {self.settings.redis_timeout}s"
+        if self.settings.redis_url.startswith("rediss"):  # the handshake waits for ever
+            why += "; a port without TLS never answers a rediss:// URL's TLS handshake"
+        return why
 
     def reload(self) -> None:
         """SIGHUP: read the auth file and the TLS files again."""

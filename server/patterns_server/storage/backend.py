@@ -205,7 +205,10 @@ class RedisBackend:
         key = self.keys(purpose, SERVER_NAMESPACE)
         if not isinstance(self._client, RedisCluster):
             return [key("node")]
-        await self._client.initialize()
+        try:
+            await self._client.initialize()
+        except Exception as error:  # no node answers, or every one refuses the password
+            raise translated(error) from error
         primaries = {node.name for node in self._client.get_primaries()}
         keys: dict[str, str] = {}
         for number in range(10_000):  # a handful suffice: the slots of a node are many
