@@ -261,24 +261,27 @@ def test_events_patterns_need_every_channel(
     own_redis_with: Callable[..., RedisServer], patterns_servers: list[PatternsServer]
 ) -> None:
     """Why the rule gives `&*`: Redis checks a PSUBSCRIBE pattern literally against the
-    user's channel rules, so with `&patterns:*` a subscription by pattern is refused."""
+    user's channel rules, so with `&patterns:*` a subscription by pattern is refused, and
+    the refusal ends the other streams too (they share the Pub/Sub connection)."""
     rules = [("&patterns:*" if rule == "&*" else rule) for rule in documented_rules()]
     assert "&patterns:*" in rules
     own = own_redis_with(acl_user=user_with(rules))
     server = start(patterns_servers, own.url)
 
-    async def first_reply(request: events_pb2.SubscribeRequest) -> events_pb2.SubscribeResponse:
+    async def scenario() -> tuple[grpc.StatusCode, grpc.StatusCode]:
         async with stub_for(server.address, events_pb2_grpc.EventsStub) as events:
-            call = events.Subscribe(request, timeout=10)
-            first = await call.read()
-            call.cancel()
-            return first
+            request = events_pb2.SubscribeRequest(channels=["orders"])
+            by_channel = events.Subscribe(request, timeout=30)
+            assert (await by_channel.read()).WhichOneof("kind") == "subscribed"
+            request = events_pb2.SubscribeRequest(patterns=["orders.*"])
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await events.Subscribe(request, timeout=30).read()
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                async with asyncio.timeout(10):
+                    await by_channel.read()
+            return refused.value.code(), ended.value.code()
 
-    by_channel = asyncio.run(first_reply(events_pb2.SubscribeRequest(channels=["orders"])))
-    assert by_channel.WhichOneof("kind") == "subscribed"
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        asyncio.run(first_reply(events_pb2.SubscribeRequest(patterns=["orders.*"])))
-    assert refused.value.code() == grpc.StatusCode.INTERNAL
+    assert asyncio.run(scenario()) == (grpc.StatusCode.INTERNAL, grpc.StatusCode.INTERNAL)
     assert "NoPermissionError" in server.log
     assert denied(own) == [f"channel {USER}:default:events:orders.* ({USER})"]
     assert_no_secret(server)
