@@ -20,10 +20,11 @@ BREAKING_AGAINST ?= .git\#branch=main,subdir=protos
 REDIS_PY_OLDEST := $(shell sed -n 's/.*"redis\[hiredis\]>=\([0-9.]*\),.*/\1/p' pyproject.toml)
 OLDEST_VENV := .venv-redis-py-$(REDIS_PY_OLDEST)
 # The suites that meet redis-py: storage, the patterns below gRPC (every module of
-# tests/patterns/), faults and the services.
+# tests/patterns/), faults, the services, and Redis over TLS as an ACL user.
 REDIS_SUITES := tests/test_storage.py tests/patterns/ tests/test_redis_faults.py \
 	tests/test_hardening.py tests/test_ratelimit.py tests/test_counter.py tests/test_events.py \
-	tests/test_lock.py tests/test_cache.py tests/test_leaderboard.py tests/test_session.py
+	tests/test_lock.py tests/test_cache.py tests/test_leaderboard.py tests/test_session.py \
+	tests/test_redis_security.py
 
 # Material for MkDocs prints a banner about its successor on every build: not news to act on.
 export NO_MKDOCS_2_WARNING := 1

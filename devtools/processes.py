@@ -1,9 +1,11 @@
 """Real processes for the tests and the benchmarks: redis-server (standalone or a 3-master
-Cluster) and patterns-server, each on random local ports, each stopped by its owner."""
+Cluster, plain or over TLS, open or with an ACL user) and patterns-server, each on random
+local ports, each stopped by its owner."""
 
 import os
 import random
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -12,7 +14,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
 
 import redis
 
@@ -61,8 +66,63 @@ def _wait_for(condition, what: str, timeout: float = STARTUP_TIMEOUT) -> None:  
         time.sleep(0.02)
 
 
+@dataclass(frozen=True)
+class RedisTLS:
+    """TLS for a redis-server, which then has no plain port: its certificate and key (for
+    localhost and 127.0.0.1: devtools connects to the one, URLs name the other), and the CA
+    that clients check it with. With `client` (a certificate and its key, issued by the
+    same CA), clients must present a certificate, and URLs give that one."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    client: tuple[Path, Path] | None = None
+
+    def server_args(self) -> list[str]:
+        return [
+            "--tls-cert-file", str(self.cert),
+            "--tls-key-file", str(self.key),
+            "--tls-ca-cert-file", str(self.ca),
+            "--tls-auth-clients", "yes" if self.client else "no",
+        ]  # fmt: skip
+
+    def url_options(self) -> dict[str, str]:
+        """The query of a rediss:// URL for redis-py."""
+        options = {"ssl_ca_certs": str(self.ca)}
+        if self.client:
+            options |= {"ssl_certfile": str(self.client[0]), "ssl_keyfile": str(self.client[1])}
+        return options
+
+    def client_options(self) -> dict[str, Any]:
+        """The same, as keyword arguments of redis.Redis."""
+        return {"ssl": True, **self.url_options()}
+
+    def cli_args(self) -> list[str]:
+        args = ["--tls", "--cacert", str(self.ca)]
+        if self.client:
+            args += ["--cert", str(self.client[0]), "--key", str(self.client[1])]
+        return args
+
+
+@dataclass(frozen=True)
+class RedisUser:
+    """An ACL user of a redis-server: its name, its password and its ACL rules (those of
+    `ACL SETUSER name reset on >password`, none with a space). With one, the default user
+    is off: a connection that does not log in can do nothing."""
+
+    name: str
+    password: str
+    rules: str = "~* &* +@all"
+
+
+# What devtools itself connects as when the default user is off (to check that Redis is
+# up, and for the tests' own look at it): every right.
+ADMIN = "devtools-admin"
+
+
 class RedisServer:
-    """One redis-server on 127.0.0.1; `stop()` then `start()` again keeps the same port."""
+    """One redis-server on 127.0.0.1; `stop()` then `start()` again keeps the same port.
+    With `tls`, that port speaks TLS only; with `acl_user`, `url` logs in as that user."""
 
     def __init__(
         self,
@@ -70,28 +130,59 @@ class RedisServer:
         binary: str = "redis-server",
         extra_args: Sequence[str] = (),
         cores: set[int] | None = None,
+        tls: RedisTLS | None = None,
+        acl_user: RedisUser | None = None,
+        admin_password: str | None = None,
     ) -> None:
         self.directory = directory
         self.binary = binary
         self.extra_args = list(extra_args)
         self.cores = cores
+        self.tls = tls
+        self.acl_user = acl_user
+        self.admin_password = (admin_password or secrets.token_hex(16)) if acl_user else None
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
+        return redis_url("redis", self.port, self.tls, self.acl_user)
 
     def client(self) -> "redis.Redis":
-        return redis.Redis(port=self.port, socket_timeout=5)
+        """A client with every right (the admin user's, when the default user is off)."""
+        options: dict[str, Any] = self.tls.client_options() if self.tls else {}
+        if self.admin_password:
+            options |= {"username": ADMIN, "password": self.admin_password}
+        return redis.Redis(port=self.port, socket_timeout=5, **options)
+
+    def cli_args(self) -> list[str]:
+        """What redis-cli needs to reach this server as the admin: TLS, user."""
+        args = self.tls.cli_args() if self.tls else []
+        if self.admin_password:
+            args += ["--user", ADMIN, "--pass", self.admin_password, "--no-auth-warning"]
+        return args
+
+    def _security_args(self) -> list[str]:
+        args: list[str] = []
+        if self.tls:
+            args += ["--port", "0", "--tls-port", str(self.port), *self.tls.server_args()]
+        else:
+            args += ["--port", str(self.port)]
+        if self.acl_user:
+            user = self.acl_user
+            args += [
+                "--user", "default", "off",
+                "--user", ADMIN, "on", f">{self.admin_password}", "~*", "&*", "+@all",
+                "--user", user.name, "reset", "on", f">{user.password}", *user.rules.split(),
+            ]  # fmt: skip
+        return args
 
     def start(self) -> None:
         self.process = subprocess.Popen(
             [
                 self.binary,
-                "--port",
-                str(self.port),
+                *self._security_args(),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -116,7 +207,7 @@ class RedisServer:
             raise RuntimeError(f"redis-server exited: {log}")
         try:
             return bool(self.client().ping())
-        except redis.ConnectionError:
+        except redis.ConnectionError:  # not listening yet (or not yet for TLS)
             return False
 
     def stop(self) -> None:
@@ -127,34 +218,51 @@ class RedisServer:
 
 
 class RedisCluster:
-    """Three masters, no replicas, all 16384 slots covered."""
+    """Three masters, no replicas, all 16384 slots covered. With `tls`, every node, and
+    the cluster bus between them, speaks TLS only; with `acl_user`, every node has it."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self, directory: Path, tls: RedisTLS | None = None, acl_user: RedisUser | None = None
+    ) -> None:
+        cluster_args = [
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", "2000",
+        ]  # fmt: skip
+        if tls:
+            cluster_args += ["--tls-cluster", "yes", "--tls-replication", "yes"]
+        self.tls = tls
+        self.acl_user = acl_user
+        admin_password = secrets.token_hex(16)  # the same on every node, for redis-cli
         self.nodes = [
             RedisServer(
                 directory / f"node{i}",
-                extra_args=[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                ],
+                extra_args=cluster_args,
+                tls=tls,
+                acl_user=acl_user,
+                admin_password=admin_password,
             )
             for i in range(3)
         ]
 
     @property
     def url(self) -> str:
-        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+        return redis_url("redis+cluster", self.nodes[0].port, self.tls, self.acl_user)
 
     def start(self) -> None:
-        for node in self.nodes:
-            node.start()
-        subprocess.run(
+        try:
+            for node in self.nodes:
+                node.start()
+            self._create()
+        except BaseException:  # no node left running (and holding its parent's pipes)
+            self.stop()
+            raise
+
+    def _create(self) -> None:
+        created = subprocess.run(
             [
                 find_tool("redis-cli") or "redis-cli",
+                *self.nodes[0].cli_args(),
                 "--cluster",
                 "create",
                 *(f"127.0.0.1:{node.port}" for node in self.nodes),
@@ -162,10 +270,14 @@ class RedisCluster:
                 "0",
                 "--cluster-yes",
             ],
-            check=True,
             capture_output=True,
+            text=True,
             timeout=STARTUP_TIMEOUT,
         )
+        if created.returncode != 0:
+            raise RuntimeError(
+                f"redis-cli --cluster create failed: {created.stdout}{created.stderr}"
+            )
         for node in self.nodes:
             _wait_for(
                 lambda node=node: (
@@ -177,6 +289,17 @@ class RedisCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+def redis_url(scheme: str, port: int, tls: RedisTLS | None, user: RedisUser | None) -> str:
+    """A URL of the Redis on local `port` for redis-py and patterns-server: `scheme`
+    (`redis`, `redis+cluster`), rediss with `tls` (its files in the query), logging in as
+    `user`."""
+    if tls:
+        scheme = scheme.replace("redis", "rediss", 1)
+    credentials = f"{quote(user.name, safe='')}:{quote(user.password, safe='')}@" if user else ""
+    query = f"?{urlencode(tls.url_options())}" if tls else ""
+    return f"{scheme}://{credentials}127.0.0.1:{port}{query}"
 
 
 class PatternsServer:

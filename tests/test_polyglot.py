@@ -1,24 +1,36 @@
-"""The Go, TypeScript and Java clients: each language's example is built and run against a
-live server (on Redis 7), calling every service, and its output checked line by line.
+"""The Go, TypeScript and Java clients: each language's example is built once and run
+twice against live servers (on Redis 7), calling every service, its output checked line by
+line: plaintext without a key, as on a developer's machine; and with an API key over mutual
+TLS (a throwaway private CA) to a server with an auth file, which refuses calls without one.
 
 Builds are cached between runs where the toolchain allows (Go's build cache, ~/.m2,
 clients/ts/node_modules). A missing toolchain skips its language, and fails under CI=true.
 """
 
+import os
 import re
 import subprocess
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import grpc
 import pytest
+from patterns.counter.v1 import counter_pb2, counter_pb2_grpc
 
-from devtools.processes import PatternsServer
+from devtools.processes import PatternsServer, RedisServer
+from patterns_server.runtime.auth import new_token
+from tests.certificates import CertificateAuthority
 from tests.conftest import require_tool
+from tests.rpc import details, rpc_error
+from tests.tenants import Tenant, write_auth_file
 
 CLIENTS = Path(__file__).parents[1] / "clients"
 on_redis7 = pytest.mark.parametrize("backend_url", ["redis7"], indirect=True)
-# A first build downloads its dependencies: each step has a timeout of its own (up to
-# 1,200 s, 1,800 s for a whole example), so the suite's 300 s per test is too short here.
+# A first build downloads its dependencies: each step has a timeout of its own (1,200 s for
+# Maven's build, 600 s for any other step, though a warm run takes seconds), so the suite's
+# 300 s per test is too short here.
 pytestmark = pytest.mark.timeout(2_400)
+EXAMPLES = Tenant("examples", "examples", *new_token())
 
 # What every example prints, in each language's own notation; one line per step.
 EXPECTED = {
@@ -61,9 +73,53 @@ EXPECTED = {
 }
 
 
-def output_of(command: list[str], cwd: Path, timeout: float = 600) -> str:
-    """What `command` printed; the test fails if it exits non-zero."""
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+@pytest.fixture(scope="module")
+def guarded(
+    redis7: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """The settings (PATTERNS_* variables) of a server with an auth file of one tenant and
+    mutual TLS: its target, the tenant's API key, the private CA and a client certificate."""
+    folder = tmp_path_factory.mktemp("guarded")
+    ca = CertificateAuthority(require_tool("openssl"), folder / "pki")
+    served = ca.issue("server", "/CN=localhost", ["DNS:localhost", "IP:127.0.0.1"])
+    client = ca.issue("client", "/O=Example/CN=examples", ["DNS:examples.internal"])
+    auth_file = write_auth_file(folder / "tenants.toml", [EXAMPLES])
+    server = PatternsServer(
+        redis7.url, "--auth-file", str(auth_file), "--tls-cert", str(served.cert),
+        "--tls-key", str(served.key), "--tls-client-ca", str(ca.cert),
+    ).start()  # fmt: skip
+    try:
+        # Without the key every call but health's is refused: an example that passes here
+        # sent it (the tenant names no certificate, so the client's does not stand in).
+        credentials = grpc.ssl_channel_credentials(
+            ca.cert.read_bytes(), client.key.read_bytes(), client.cert.read_bytes()
+        )
+        with grpc.secure_channel(f"localhost:{server.port}", credentials) as channel:
+            count = counter_pb2_grpc.UniqueCounterStub(channel).Count
+            refused = rpc_error(lambda: count(counter_pb2.CountRequest(keys=["k"]), timeout=10))
+            assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert details(refused)["ErrorInfo"].reason == "MISSING_CREDENTIALS"
+        yield {
+            "PATTERNS_TARGET": f"localhost:{server.port}",  # the name its certificate holds
+            "PATTERNS_API_KEY": EXAMPLES.token,
+            "PATTERNS_CA_FILE": str(ca.cert),
+            "PATTERNS_CERT_FILE": str(client.cert),
+            "PATTERNS_KEY_FILE": str(client.key),
+        }
+    finally:
+        server.stop()
+
+
+def output_of(
+    command: list[str], cwd: Path, timeout: float = 600, settings: Mapping[str, str] | None = None
+) -> str:
+    """What `command` printed; the test fails if it exits non-zero. Its environment is this
+    process's with `settings` as the only PATTERNS_* variables (none of the shell's)."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PATTERNS_")}
+    env.update(settings or {})
+    result = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
     assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -77,17 +133,24 @@ def assert_prints(output: str, language: str) -> None:
 
 @on_redis7
 @pytest.mark.slow
-def test_the_go_example_calls_every_service(server: PatternsServer) -> None:
+def test_the_go_example_calls_every_service(
+    server: PatternsServer, guarded: dict[str, str], tmp_path: Path
+) -> None:
     go = require_tool("go")
     directory = CLIENTS / "go"
     output_of([go, "vet", "./..."], directory)
     assert output_of(["gofmt", "-l", "."], directory) == ""
-    assert_prints(output_of([go, "run", "./cmd/example", server.address], directory), "go")
+    example = str(tmp_path / "example")
+    output_of([go, "build", "-o", example, "./cmd/example"], directory)
+    assert_prints(output_of([example, server.address], directory), "go")
+    assert_prints(output_of([example], directory, settings=guarded), "go")
 
 
 @on_redis7
 @pytest.mark.slow
-def test_the_typescript_example_calls_every_service(server: PatternsServer) -> None:
+def test_the_typescript_example_calls_every_service(
+    server: PatternsServer, guarded: dict[str, str]
+) -> None:
     npm = require_tool("npm")
     node = require_tool("node")
     directory = CLIENTS / "ts"
@@ -97,11 +160,14 @@ def test_the_typescript_example_calls_every_service(server: PatternsServer) -> N
         output_of([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], directory)
     output_of([npm, "run", "--silent", "build"], directory)
     assert_prints(output_of([node, "dist/example.js", server.address], directory), "ts")
+    assert_prints(output_of([node, "dist/example.js"], directory, settings=guarded), "ts")
 
 
 @on_redis7
 @pytest.mark.slow
-def test_the_java_example_calls_every_service(server: PatternsServer) -> None:
+def test_the_java_example_calls_every_service(
+    server: PatternsServer, guarded: dict[str, str]
+) -> None:
     mvn = require_tool("mvn")
     require_tool("java")
     directory = CLIENTS / "java"
@@ -109,3 +175,4 @@ def test_the_java_example_calls_every_service(server: PatternsServer) -> None:
     output_of([mvn, *quiet, "package"], directory, timeout=1_200)
     output = output_of([mvn, *quiet, "exec:java", f"-Dexec.args={server.address}"], directory)
     assert_prints(output, "java")
+    assert_prints(output_of([mvn, *quiet, "exec:java"], directory, settings=guarded), "java")

@@ -33,6 +33,7 @@ from patterns_server.runtime.serving import add_service
 from patterns_server.runtime.tls import ServerCertificates
 from patterns_server.session import service as session_service
 from patterns_server.storage import RedisBackend, redispy
+from patterns_server.storage.backend import redacted_url
 from patterns_server.storage.embedded import EmbeddedRedis
 
 if TYPE_CHECKING:  # imported only when tracing is on (see _tracing)
@@ -113,7 +114,7 @@ class App:
                 new_status = SERVING
             except Exception as error:  # any failure to answer means not serving
                 new_status = NOT_SERVING
-                reason = f"{type(error).__name__}: {error}"
+                reason = self._why(error)
             self.metrics.redis_up(new_status == SERVING)
             if new_status != status:
                 if new_status == SERVING:
@@ -125,6 +126,17 @@ class App:
             with contextlib.suppress(TimeoutError):  # the interval, or until stop
                 async with asyncio.timeout(self.settings.health_interval):
                     await self._stopping.wait()
+
+    def _why(self, error: Exception) -> str:
+        """What the log says of a failed probe: redis-py's own error (a refused password,
+        a certificate that does not verify), not the Unavailable made of it."""
+        cause = error.__cause__ if isinstance(error.__cause__, Exception) else error
+        if not isinstance(error, TimeoutError) and "Timeout" not in type(cause).__name__:
+            return f"{type(cause).__name__}: {cause}"
+        why = f"no answer within {self.settings.redis_timeout}s"
+        if self.settings.redis_url.startswith("rediss"):  # the handshake waits for ever
+            why += "; a port without TLS never answers a rediss:// URL's TLS handshake"
+        return why
 
     def reload(self) -> None:
         """SIGHUP: read the auth file and the TLS files again."""
@@ -269,7 +281,7 @@ async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedi
         " with mutual TLS"
         if certificates and certificates.mutual
         else " with TLS" * bool(certificates),
-        "embedded" if embedded else _redacted(settings.redis_url),
+        "embedded" if embedded else redacted_url(settings.redis_url),
     )
     if auth_file is None and not is_loopback(settings.listen):
         logger.warning(
@@ -326,14 +338,6 @@ def _grpc_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.server.max_pending_requests", pending),
         ("grpc.server.max_pending_requests_hard_limit", 2 * pending),
     ]
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for logs."""
-    scheme, _, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.split("@", 1)[1]
-    return f"{scheme}://{rest}"
 
 
 async def run(settings: Settings) -> None:

@@ -6,6 +6,8 @@
     with Client("localhost:50051") as client:
         decision = client.ratelimit.check("user:42", Policy.gcra(100, timedelta(minutes=1)))
 
+`Client("host:50051", api_key=..., tls=True)` calls a server that has tenants, over TLS
+(`tls=TLS(ca=..., cert=..., key=...)` for a private CA and a client certificate).
 `patterns_client.aio.Client` is the same on asyncio. Arguments and results are Python
 values (str, bytes, timedelta, datetime, frozen dataclasses); every failure is a
 `PatternsError` (see `patterns_client.errors`). The generated stubs stay available as
@@ -15,6 +17,7 @@ values (str, bytes, timedelta, datetime, frozen dataclasses); every failure is a
 from importlib.metadata import version as _version
 
 from patterns_client import aio
+from patterns_client._channel import TLS
 from patterns_client._client import Client
 from patterns_client.cache import Entry
 from patterns_client.errors import (
@@ -46,6 +49,7 @@ from patterns_client.sessions import Session, SessionList
 __version__ = _version("patterns-client")
 
 __all__ = [
+    "TLS",
     "Aborted",
     "Algorithm",
     "AlreadyExists",

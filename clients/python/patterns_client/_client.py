@@ -17,6 +17,7 @@ from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 from patterns.session.v1 import session_pb2_grpc
 
 from patterns_client._calls import Calls, Metadata
+from patterns_client._channel import Security, channel_credentials, describe, with_api_key
 from patterns_client._convert import seconds
 from patterns_client.cache import Cache
 from patterns_client.counter import UniqueCounter
@@ -32,25 +33,32 @@ DEFAULT_TIMEOUT = timedelta(seconds=5)
 class Client:
     """A connection to patterns-server at `target` ("host:port").
 
+    `api_key` goes with every call (`authorization: Bearer <api_key>`), over TLS or
+    plaintext; `tls` makes the channel secure: True with the system's roots, a `TLS` of
+    PEM files (a private CA, a client certificate), or a grpc.ChannelCredentials.
     `timeout` bounds every call (calls that wait on the server, such as a lock's `wait`,
-    get that much longer); `credentials` (grpc.ssl_channel_credentials(), say) makes the
-    channel secure; `metadata` goes with every call; `options` are gRPC channel options.
-    Use it as a context manager, or call `close()`.
+    get that much longer); `metadata` goes with every call; `options` are gRPC channel
+    options. Use it as a context manager, or call `close()`.
     """
 
     def __init__(
         self,
         target: str,
         *,
+        api_key: str | None = None,
+        tls: Security = False,
         timeout: float | timedelta = DEFAULT_TIMEOUT,
-        credentials: grpc.ChannelCredentials | None = None,
         metadata: Metadata = (),
         options: Sequence[tuple[str, Any]] = (),
+        credentials: grpc.ChannelCredentials | None = None,  # deprecated: tls=
     ) -> None:
-        if credentials is None:
+        secure = channel_credentials(tls, credentials)
+        metadata = with_api_key(metadata, api_key)  # raises before a channel is opened
+        if secure is None:
             self._channel = grpc.insecure_channel(target, options=list(options))
         else:
-            self._channel = grpc.secure_channel(target, credentials, options=list(options))
+            self._channel = grpc.secure_channel(target, secure, options=list(options))
+        self._made = describe("Client", api_key, repr(target), f"tls={secure is not None}")
         self._bind(timeout, metadata)
 
     @classmethod
@@ -58,13 +66,16 @@ class Client:
         cls,
         channel: grpc.Channel,
         *,
+        api_key: str | None = None,
         timeout: float | timedelta = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
     ) -> Client:
         """A client on a channel made elsewhere (with interceptors, say); `close()`
         closes it."""
         client = cls.__new__(cls)
+        metadata = with_api_key(metadata, api_key)
         client._channel = channel
+        client._made = describe("Client.over", api_key, "<channel>")
         client._bind(timeout, metadata)
         return client
 
@@ -78,6 +89,9 @@ class Client:
         self.cache = Cache(calls, cache_pb2_grpc.CacheStub(channel))
         self.leaderboard = Leaderboard(calls, leaderboard_pb2_grpc.LeaderboardStub(channel))
         self.sessions = Sessions(calls, session_pb2_grpc.SessionsStub(channel))
+
+    def __repr__(self) -> str:
+        return self._made
 
     def close(self) -> None:
         """Close the channel: calls in progress are cancelled."""

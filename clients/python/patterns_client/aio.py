@@ -18,6 +18,7 @@ from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 from patterns.session.v1 import session_pb2_grpc
 
 from patterns_client._calls import AsyncCalls, Metadata
+from patterns_client._channel import Security, channel_credentials, describe, with_api_key
 from patterns_client._client import DEFAULT_TIMEOUT
 from patterns_client._convert import seconds
 from patterns_client.cache import AsyncCache
@@ -39,15 +40,20 @@ class Client:
         self,
         target: str,
         *,
+        api_key: str | None = None,
+        tls: Security = False,
         timeout: float | timedelta = DEFAULT_TIMEOUT,
-        credentials: grpc.ChannelCredentials | None = None,
         metadata: Metadata = (),
         options: Sequence[tuple[str, Any]] = (),
+        credentials: grpc.ChannelCredentials | None = None,  # deprecated: tls=
     ) -> None:
-        if credentials is None:
+        secure = channel_credentials(tls, credentials)
+        metadata = with_api_key(metadata, api_key)  # raises before a channel is opened
+        if secure is None:
             self._channel = grpc.aio.insecure_channel(target, options=list(options))
         else:
-            self._channel = grpc.aio.secure_channel(target, credentials, options=list(options))
+            self._channel = grpc.aio.secure_channel(target, secure, options=list(options))
+        self._made = describe("aio.Client", api_key, repr(target), f"tls={secure is not None}")
         self._bind(timeout, metadata)
 
     @classmethod
@@ -55,13 +61,16 @@ class Client:
         cls,
         channel: grpc.aio.Channel,
         *,
+        api_key: str | None = None,
         timeout: float | timedelta = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
     ) -> Client:
         """A client on a channel made elsewhere (with interceptors, say); `close()`
         closes it."""
         client = cls.__new__(cls)
+        metadata = with_api_key(metadata, api_key)
         client._channel = channel
+        client._made = describe("aio.Client.over", api_key, "<channel>")
         client._bind(timeout, metadata)
         return client
 
@@ -75,6 +84,9 @@ class Client:
         self.cache = AsyncCache(calls, cache_pb2_grpc.CacheStub(channel))
         self.leaderboard = AsyncLeaderboard(calls, leaderboard_pb2_grpc.LeaderboardStub(channel))
         self.sessions = AsyncSessions(calls, session_pb2_grpc.SessionsStub(channel))
+
+    def __repr__(self) -> str:
+        return self._made
 
     async def close(self) -> None:
         """Close the channel: calls in progress are cancelled."""

@@ -94,8 +94,9 @@ class Aborted(PatternsError):
 
 
 class ResourceExhausted(PatternsError):
-    """The server is overloaded (reason OVERLOADED, with `retry_after`), a stream's reader
-    fell behind (SLOW_CONSUMER), or the request was too large."""
+    """The server is overloaded (reason OVERLOADED, with `retry_after`), the caller's
+    tenant is at its share of the server's limits (TENANT_OVERLOADED, with `retry_after`),
+    a stream's reader fell behind (SLOW_CONSUMER), or the request was too large."""
 
 
 class Unavailable(PatternsError):
@@ -112,11 +113,14 @@ class Cancelled(PatternsError):
 
 
 class PermissionDenied(PatternsError):
-    """The caller may not do this."""
+    """The caller may not do this: its tenant may not call this service (reason
+    SERVICE_NOT_ALLOWED)."""
 
 
 class Unauthenticated(PatternsError):
-    """The caller did not say who it is, or not convincingly."""
+    """The caller did not say who it is (reason MISSING_CREDENTIALS: no API key, and no
+    client certificate that names a tenant), not convincingly (INVALID_API_KEY), or its
+    stream's key was revoked meanwhile (CREDENTIALS_REVOKED)."""
 
 
 class Unimplemented(PatternsError):

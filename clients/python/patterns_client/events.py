@@ -31,8 +31,10 @@ __all__ = ["AsyncEvents", "AsyncSubscription", "Event", "Events", "Gap", "Subscr
 FIRST_BACKOFF = 0.1  # seconds; doubled after each failure in a row, up to LAST_BACKOFF
 LAST_BACKOFF = 5.0
 # Failures a new subscription cures: the server or Redis unavailable or stopping (a cut
-# connection reads as UNAVAILABLE too), the server overloaded or the reader too slow.
+# connection reads as UNAVAILABLE too), the server or the caller's tenant at its limit of
+# streams (OVERLOADED, TENANT_OVERLOADED) or the reader too slow (SLOW_CONSUMER).
 # Not CANCELLED: that is this client closing (the subscription, or the whole channel).
+# Not UNAUTHENTICATED: a revoked key stays revoked, and trying it again would be a loop.
 RESUMABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 

@@ -7,6 +7,9 @@
  * every value the server sends stays under.
  */
 import { type CallOptions, type ClientReadableStream, Metadata, type ServiceError } from "@grpc/grpc-js";
+// The grpc-js a program's clients are made with must be the one the stubs were built on
+// (it checks credentials with instanceof): take credentials and Metadata from here.
+export { type ChannelCredentials, credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
 import { BadRequest, ErrorInfo, RetryInfo } from "./gen/google/rpc/error_details";
 import { Status } from "./gen/google/rpc/status";
 

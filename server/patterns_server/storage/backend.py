@@ -8,15 +8,17 @@ cancellation that lands mid-command; the batcher keeps a cancelled caller's comm
 being sent at all).
 """
 
+import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 
 from patterns_server.core.errors import Unavailable
 from patterns_server.core.telemetry import Tracer, trace
@@ -42,6 +44,11 @@ SERVER_NAMESPACE = "@server"
 # connection of its own each (a burst of them beyond redis-py's pool was refused).
 PUBLISH = LuaScript.load(__file__, "publish")
 TIME = LuaScript.load(__file__, "time", clock=True)
+
+
+class RedisURLError(ValueError):
+    """A Redis URL that redis-py cannot use (an unknown option, a bad value, TLS options
+    without TLS); the message never holds the URL's password."""
 
 
 class RedisBackend:
@@ -76,7 +83,9 @@ class RedisBackend:
         batch_wait: float,
         ping_interval: float = 1.0,
     ) -> "RedisBackend":
-        """A backend for `url`; `redis+cluster://` (or `rediss+cluster://`) means Cluster."""
+        """A backend for `url`; `redis+cluster://` (or `rediss+cluster://`) means Cluster.
+        `RedisURLError` if redis-py cannot use the URL; nothing connects yet, so a Redis
+        that is down or refuses the password is no error here (health reports it)."""
         options: dict[str, Any] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
@@ -85,13 +94,12 @@ class RedisBackend:
             # The caller gets UNAVAILABLE and decides; a broken connection is replaced.
             "retry": Retry(NoBackoff(), 0),
         }
-        parts = urlsplit(url)
-        client: Redis | RedisCluster
-        if parts.scheme in CLUSTER_SCHEMES:
-            plain_url = urlunsplit(parts._replace(scheme=CLUSTER_SCHEMES[parts.scheme]))
-            client = RedisCluster.from_url(plain_url, **options)
-        else:
-            client = Redis.from_url(url, **options)
+        try:
+            client = _client(url, options)
+        except (TypeError, ValueError, RedisClusterException) as error:
+            raise RedisURLError(
+                f"cannot use the Redis URL {redacted_url(url)}: {_scrubbed(str(error), url)}"
+            ) from None  # the cause's text may hold the password
         return cls(client, prefix, batch_wait, timeout, ping_interval)
 
     def keys(self, pattern: str, namespace: str | None = None) -> KeySpace:
@@ -213,7 +221,10 @@ class RedisBackend:
         key = self.keys(purpose, SERVER_NAMESPACE)
         if not isinstance(self._client, RedisCluster):
             return [key("node")]
-        await self._client.initialize()
+        try:
+            await self._client.initialize()
+        except Exception as error:  # no node answers, or every one refuses the password
+            raise translated(error) from error
         primaries = {node.name for node in self._client.get_primaries()}
         keys: dict[str, str] = {}
         for number in range(10_000):  # a handful suffice: the slots of a node are many
@@ -244,3 +255,48 @@ class RedisBackend:
 
 def _probe(key: str) -> Command:
     return Command(("SET", key, "1", "PX", HEALTH_KEY_TTL_MS))
+
+
+def _client(url: str, options: dict[str, Any]) -> "Redis | RedisCluster":
+    """The redis-py client of `url`, its options checked now rather than at the first
+    connection: a misspelt query option is a mistake to report at start."""
+    parts = urlsplit(url)
+    tls_options = [name for name, _ in parse_qsl(parts.query) if name.startswith("ssl_")]
+    if tls_options and parts.scheme not in ("rediss", "rediss+cluster"):
+        # redis-py would refuse them at the first connection (standalone), or ignore them
+        # and talk plain TCP to a TLS port (Cluster).
+        raise ValueError(f"{', '.join(tls_options)} need rediss:// or rediss+cluster://")
+    if parts.scheme in CLUSTER_SCHEMES:
+        plain_url = urlunsplit(parts._replace(scheme=CLUSTER_SCHEMES[parts.scheme]))
+        return RedisCluster.from_url(plain_url, **options)  # checks every option
+    client = Redis.from_url(url, **options)
+    pool = client.connection_pool
+    pool.connection_class(**pool.connection_kwargs)  # an unknown option: TypeError
+    return client
+
+
+def redacted_url(url: str) -> str:
+    """`url` without its password, for logs: `rediss://patterns:***@host:6380?...`. What
+    lies between `://` and the last `@` is taken for credentials (more than redis-py
+    takes, never less), and so are query values named like a password."""
+    scheme, _, rest = url.partition("://")
+    userinfo, at, place = rest.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        rest = f"{user}:***@{place}" if colon else f"***@{place}"
+    rest = re.sub(r"([?&][^=&]*password=)[^&]*", r"\1***", rest, flags=re.IGNORECASE)
+    return f"{scheme}://{rest}"
+
+
+def _scrubbed(message: str, url: str) -> str:
+    """`message` (an error about `url`) with any part of the URL's credentials masked:
+    a URL whose password holds an unescaped `/`, `?` or `#` is cut there by the URL
+    parser, and a piece of it can come back in the error (as a port, say)."""
+    credentials = url.partition("://")[2].rpartition("@")[0]
+    if not credentials:
+        return message
+
+    def mask(quoted: re.Match[str]) -> str:
+        return "'***'" if quoted[1] and quoted[1] in credentials else quoted[0]
+
+    return re.sub(r"'([^']*)'", mask, message).replace(credentials, "***")

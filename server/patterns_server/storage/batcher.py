@@ -159,7 +159,10 @@ class Batcher:
             return [error] * len(commands)
 
     async def _execute_per_node(self, client: RedisCluster, commands: list[Command]) -> list[Any]:
-        await client.initialize()  # at first use, and after a topology change
+        try:
+            await client.initialize()  # at first use, and after a topology change
+        except Exception as error:  # no node answers, or every one refuses the password
+            return [error] * len(commands)
         by_node: dict[str, list[int]] = {}
         routed: list[tuple[int, Any]] = []  # (index, node) of commands with their own route
         replies: list[Any] = [None] * len(commands)

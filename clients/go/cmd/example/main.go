@@ -1,10 +1,15 @@
 // Command example calls every service of patterns-server once, as a team would from Go,
-// and prints one line per step. Usage: example [host:port] (default localhost:50051).
+// and prints one line per step. Usage: example [host:port]. The connection comes from the
+// environment: PATTERNS_TARGET (host:port, default localhost:50051; an argument wins),
+// PATTERNS_API_KEY, PATTERNS_CA_FILE (TLS, trusting that CA), and PATTERNS_CERT_FILE with
+// PATTERNS_KEY_FILE (a client certificate, for mutual TLS).
 package main
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,6 +19,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -29,11 +35,16 @@ import (
 )
 
 func main() {
-	target := "localhost:50051"
+	target := os.Getenv("PATTERNS_TARGET")
 	if len(os.Args) > 1 {
 		target = os.Args[1]
 	}
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if target == "" {
+		target = "localhost:50051"
+	}
+	conn, err := connect(target, os.Getenv("PATTERNS_API_KEY"), TLSFiles{
+		CA: os.Getenv("PATTERNS_CA_FILE"), Cert: os.Getenv("PATTERNS_CERT_FILE"), Key: os.Getenv("PATTERNS_KEY_FILE"),
+	})
 	check(err)
 	defer conn.Close()
 	run := newRunID()
@@ -188,6 +199,49 @@ func main() {
 	details := patterns.Details(err)
 	fmt.Println("invalid:", details.Code, details.FieldViolations[0].Field, details.Reason)
 }
+
+// TLSFiles are PEM files: the CA the server's certificate chains to (none: plaintext),
+// and this client's certificate and key, for a server that asks for one (mutual TLS).
+type TLSFiles struct{ CA, Cert, Key string }
+
+// connect opens a connection to target that sends apiKey (when not empty) on every call.
+func connect(target, apiKey string, files TLSFiles) (*grpc.ClientConn, error) {
+	transport := insecure.NewCredentials()
+	if files.CA != "" {
+		config := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: x509.NewCertPool()}
+		pem, err := os.ReadFile(files.CA)
+		if err != nil {
+			return nil, err
+		}
+		if !config.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s holds no PEM certificate", files.CA)
+		}
+		if files.Cert != "" {
+			pair, err := tls.LoadX509KeyPair(files.Cert, files.Key)
+			if err != nil {
+				return nil, err
+			}
+			config.Certificates = []tls.Certificate{pair}
+		}
+		transport = credentials.NewTLS(config)
+	}
+	options := []grpc.DialOption{grpc.WithTransportCredentials(transport)}
+	if apiKey != "" {
+		options = append(options, grpc.WithPerRPCCredentials(bearer(apiKey)))
+	}
+	return grpc.NewClient(target, options...)
+}
+
+// bearer sends an API key as "authorization: Bearer <key>" on every call and stream.
+type bearer string
+
+func (key bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(key)}, nil
+}
+
+// RequireTransportSecurity is true: grpc.NewClient refuses to send the key over
+// plaintext, where anyone on the path could read it and call as this team.
+func (bearer) RequireTransportSecurity() bool { return true }
 
 func newRunID() string {
 	b := make([]byte, 4)

@@ -2,11 +2,18 @@ package io.patterns.client;
 
 import com.google.protobuf.ByteString;
 import com.google.protobuf.Duration;
+import io.grpc.CallCredentials;
+import io.grpc.ChannelCredentials;
+import io.grpc.CompositeChannelCredentials;
 import io.grpc.Context;
 import io.grpc.Grpc;
 import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
+import io.grpc.Metadata;
+import io.grpc.SecurityLevel;
+import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
+import io.grpc.TlsChannelCredentials;
 import io.grpc.stub.AbstractStub;
 import io.grpc.health.v1.HealthCheckRequest;
 import io.grpc.health.v1.HealthCheckResponse;
@@ -44,23 +51,30 @@ import io.patterns.ratelimit.v1.RateLimiterGrpc;
 import io.patterns.session.v1.CreateRequest;
 import io.patterns.session.v1.DestroyRequest;
 import io.patterns.session.v1.SessionsGrpc;
+import java.io.File;
+import java.io.IOException;
 import java.util.ArrayList;
 import java.util.HexFormat;
 import java.util.Iterator;
 import java.util.List;
+import java.util.concurrent.Executor;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
 
 /**
  * Calls every service of patterns-server once, as a team would from Java, and prints one
- * line per step. Usage: Example [host:port] (default localhost:50051).
+ * line per step. Usage: Example [host:port]. The connection comes from the environment:
+ * PATTERNS_TARGET (host:port, default localhost:50051; an argument wins), PATTERNS_API_KEY,
+ * PATTERNS_CA_FILE (TLS, trusting that CA), and PATTERNS_CERT_FILE with PATTERNS_KEY_FILE
+ * (a client certificate, for mutual TLS).
  */
 public final class Example {
   private static final Duration MINUTE = Duration.newBuilder().setSeconds(60).build();
 
   public static void main(String[] args) throws Exception {
-    String target = args.length > 0 ? args[0] : "localhost:50051";
-    ManagedChannel channel = Grpc.newChannelBuilder(target, InsecureChannelCredentials.create()).build();
+    String target = args.length > 0 ? args[0] : setting("PATTERNS_TARGET", "localhost:50051");
+    ManagedChannel channel = connect(target, setting("PATTERNS_API_KEY", null), new TlsFiles(
+        setting("PATTERNS_CA_FILE", null), setting("PATTERNS_CERT_FILE", null), setting("PATTERNS_KEY_FILE", null)));
     String run = HexFormat.of().toHexDigits(ThreadLocalRandom.current().nextInt());
     try {
       // Health: Check, and the first answer of Watch.
@@ -186,6 +200,57 @@ public final class Example {
     } finally {
       channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
     }
+  }
+
+  /**
+   * PEM files: the CA the server's certificate chains to (null: plaintext), and this client's
+   * certificate and key, for a server that asks for one (mutual TLS).
+   */
+  record TlsFiles(String ca, String cert, String key) {}
+
+  /** A channel to {@code target} that sends {@code apiKey} (when not null) on every call. */
+  static ManagedChannel connect(String target, String apiKey, TlsFiles files) throws IOException {
+    ChannelCredentials credentials = InsecureChannelCredentials.create();
+    if (files.ca() != null) {
+      TlsChannelCredentials.Builder tls = TlsChannelCredentials.newBuilder().trustManager(new File(files.ca()));
+      if (files.cert() != null) {
+        tls.keyManager(new File(files.cert()), new File(files.key()));
+      }
+      credentials = tls.build();
+    }
+    if (apiKey != null) {
+      credentials = CompositeChannelCredentials.create(credentials, new BearerKey(apiKey));
+    }
+    return Grpc.newChannelBuilder(target, credentials).build();
+  }
+
+  /** Sends an API key as "authorization: Bearer <key>" on every call and stream. */
+  static final class BearerKey extends CallCredentials {
+    private static final Metadata.Key<String> AUTHORIZATION =
+        Metadata.Key.of("authorization", Metadata.ASCII_STRING_MARSHALLER);
+    private final String key;
+
+    BearerKey(String key) {
+      this.key = key;
+    }
+
+    @Override
+    public void applyRequestMetadata(RequestInfo info, Executor executor, MetadataApplier applier) {
+      // Over plaintext anyone on the path could read the key and call as this team.
+      if (info.getSecurityLevel() != SecurityLevel.PRIVACY_AND_INTEGRITY) {
+        applier.fail(Status.UNAUTHENTICATED.withDescription("an API key is sent only over TLS: set PATTERNS_CA_FILE"));
+        return;
+      }
+      Metadata headers = new Metadata();
+      headers.put(AUTHORIZATION, "Bearer " + key);
+      applier.apply(headers);
+    }
+  }
+
+  /** The environment variable {@code name}, or {@code fallback} when it is unset or empty. */
+  private static String setting(String name, String fallback) {
+    String value = System.getenv(name);
+    return value == null || value.isEmpty() ? fallback : value;
   }
 
   /** The stub with a deadline 5 s from now, for one call (a deadline is an instant, not a length). */
