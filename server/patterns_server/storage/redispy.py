@@ -122,7 +122,7 @@ def replacing_closed(base: type[C]) -> type[C]:
             (Redis closed it, or left a reply nobody read): either way, it is spent."""
             try:
                 return bool(await getattr(self, _CAN_READ)())
-            except ConnectionError:  # redis-py 6.x raises what 8.x answers True
+            except ConnectionError:  # redis-py 7.x raises what 8.x answers True
                 return True
 
     ReplacingClosed.__name__ = ReplacingClosed.__qualname__ = f"ReplacingClosed{base.__name__}"
