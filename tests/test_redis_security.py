@@ -89,9 +89,15 @@ def denied(backend: RedisServer | RedisCluster) -> list[str]:
     refused = []
     for node in nodes_of(backend):
         for entry in node.client().acl_log():
-            if not str(entry["object"]).startswith("client"):
-                refused.append(f"{entry['reason']} {entry['object']} ({entry['username']})")
+            # Text or bytes, by redis-py release.
+            reason, what, user = (_text(entry[field]) for field in ("reason", "object", "username"))
+            if not what.startswith("client"):
+                refused.append(f"{reason} {what} ({user})")
     return refused
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 # The Redis processes
