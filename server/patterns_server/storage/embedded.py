@@ -105,7 +105,9 @@ class EmbeddedRedis:
     def _wait_until_ready(self, url: str, log_path: Path) -> str:
         assert self._process is not None
         deadline = time.monotonic() + STARTUP_TIMEOUT
-        client = Redis.from_url(url)
+        # RESP2: redis-py 8.0's sync client turns RESP3's maintenance notifications on, and
+        # then refuses a unix socket (redis/redis-py#4086, fixed in 8.1).
+        client = Redis.from_url(url, protocol=2)
         try:
             while True:
                 if self._process.poll() is not None:

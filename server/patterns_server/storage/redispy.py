@@ -94,9 +94,6 @@ def original_pack_command(connection: AbstractConnection, *args: Any) -> Any:
 
 
 C = TypeVar("C", bound=AbstractConnection)
-# Whether a connection has data to read: `can_read` since redis-py 8.0, which deprecates
-# the older `can_read_destructive` (the same check).
-_CAN_READ = "can_read" if hasattr(AbstractConnection, "can_read") else "can_read_destructive"
 
 
 def replacing_closed(base: type[C]) -> type[C]:
@@ -124,8 +121,8 @@ def replacing_closed(base: type[C]) -> type[C]:
             """Whether the connection has something to read before a command is sent
             (Redis closed it, or left a reply nobody read): either way, it is spent."""
             try:
-                return bool(await getattr(self, _CAN_READ)())
-            except ConnectionError:  # redis-py 6.x raises what 8.x answers True
+                return bool(await self.can_read())
+            except ConnectionError:  # some parsers raise, on a closed socket, what others answer
                 return True
 
     ReplacingClosed.__name__ = ReplacingClosed.__qualname__ = f"ReplacingClosed{base.__name__}"
