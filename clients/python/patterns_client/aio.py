@@ -3,10 +3,11 @@ coroutines (and `async with` / `async for` where the blocking client has `with` 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from patterns.cache.v1 import cache_pb2_grpc
@@ -23,6 +24,7 @@ from patterns_client._client import DEFAULT_TIMEOUT
 from patterns_client._convert import seconds
 from patterns_client.cache import AsyncCache
 from patterns_client.counter import AsyncUniqueCounter
+from patterns_client.errors import PatternsError
 from patterns_client.events import AsyncEvents
 from patterns_client.leaderboard import AsyncLeaderboard
 from patterns_client.locks import AsyncLocks
@@ -33,8 +35,28 @@ __all__ = ["Client"]
 
 
 class Client:
-    """As patterns_client.Client, on grpc.aio: create it inside a running event loop, and
-    `async with` it or `await close()`."""
+    """As patterns_client.Client, on grpc.aio; `async with` it or `await close()`.
+
+    It may be made anywhere, at import time included: its channel is opened on the first
+    call, in the event loop that makes it, so a web app keeps one client in a module,
+    declares its decorators (`@client.ratelimit.limited(...)`, `@client.cache.cached(...)`)
+    at module level, and closes the client when the app stops::
+
+        client = aio.Client("patterns:50051", api_key=os.environ["PATTERNS_API_KEY"])
+
+        @client.cache.cached(key=lambda user: f"profile:{user}", ttl=timedelta(minutes=5))
+        async def profile(user: str) -> bytes: ...
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app):  # FastAPI / Starlette
+            yield
+            await client.close()
+
+    A client used from a later event loop once its first loop has ended (each
+    `asyncio.run`, each test's loop) opens a new channel in the new loop; one used from
+    two loops running at once (two threads' loops) raises a PatternsError saying so:
+    make one client per loop. `close()` closes the channel; a later call opens another.
+    """
 
     def __init__(
         self,
@@ -49,10 +71,14 @@ class Client:
     ) -> None:
         secure = channel_credentials(tls, credentials)
         metadata = with_api_key(metadata, api_key)  # raises before a channel is opened
-        if secure is None:
-            self._channel = grpc.aio.insecure_channel(target, options=list(options))
-        else:
-            self._channel = grpc.aio.secure_channel(target, secure, options=list(options))
+        channel_options = list(options)
+
+        def make() -> grpc.aio.Channel:
+            if secure is None:
+                return grpc.aio.insecure_channel(target, options=channel_options)
+            return grpc.aio.secure_channel(target, secure, options=channel_options)
+
+        self._binding = _Binding(make, None)
         self._made = describe("aio.Client", api_key, repr(target), f"tls={secure is not None}")
         self._bind(timeout, metadata)
 
@@ -66,31 +92,33 @@ class Client:
         metadata: Metadata = (),
     ) -> Client:
         """A client on a channel made elsewhere (with interceptors, say); `close()`
-        closes it."""
+        closes it. That channel belongs to the event loop it was made in: the client
+        raises a PatternsError when used from another."""
         client = cls.__new__(cls)
         metadata = with_api_key(metadata, api_key)
-        client._channel = channel
+        client._binding = _Binding(None, channel)
         client._made = describe("aio.Client.over", api_key, "<channel>")
         client._bind(timeout, metadata)
         return client
 
     def _bind(self, timeout: float | timedelta, metadata: Metadata) -> None:
         calls = AsyncCalls(seconds(timeout), metadata)
-        channel = self._channel
-        self.ratelimit = AsyncRateLimiter(calls, ratelimit_pb2_grpc.RateLimiterStub(channel))
-        self.counter = AsyncUniqueCounter(calls, counter_pb2_grpc.UniqueCounterStub(channel))
-        self.events = AsyncEvents(calls, events_pb2_grpc.EventsStub(channel))
-        self.locks = AsyncLocks(calls, lock_pb2_grpc.LockerStub(channel))
-        self.cache = AsyncCache(calls, cache_pb2_grpc.CacheStub(channel))
-        self.leaderboard = AsyncLeaderboard(calls, leaderboard_pb2_grpc.LeaderboardStub(channel))
-        self.sessions = AsyncSessions(calls, session_pb2_grpc.SessionsStub(channel))
+        stub = self._binding.stub
+        self.ratelimit = AsyncRateLimiter(calls, stub(ratelimit_pb2_grpc.RateLimiterStub))
+        self.counter = AsyncUniqueCounter(calls, stub(counter_pb2_grpc.UniqueCounterStub))
+        self.events = AsyncEvents(calls, stub(events_pb2_grpc.EventsStub))
+        self.locks = AsyncLocks(calls, stub(lock_pb2_grpc.LockerStub))
+        self.cache = AsyncCache(calls, stub(cache_pb2_grpc.CacheStub))
+        self.leaderboard = AsyncLeaderboard(calls, stub(leaderboard_pb2_grpc.LeaderboardStub))
+        self.sessions = AsyncSessions(calls, stub(session_pb2_grpc.SessionsStub))
 
     def __repr__(self) -> str:
         return self._made
 
     async def close(self) -> None:
-        """Close the channel: calls in progress are cancelled."""
-        await self._channel.close()
+        """Close the channel: calls in progress are cancelled. A call made after opens a
+        new channel (not on a client made `over` a channel)."""
+        await self._binding.close()
 
     async def __aenter__(self) -> Client:
         return self
@@ -102,3 +130,89 @@ class Client:
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+class _Binding:
+    """The channel of an aio client and the event loop it belongs to: opened by `make`
+    on first use in a running loop, and again in a later loop once the first has ended.
+    (grpc.aio ties a channel to the loop it is first used in; a call from another loop
+    would fail with a bare RuntimeError.)"""
+
+    def __init__(
+        self, make: Callable[[], grpc.aio.Channel] | None, channel: grpc.aio.Channel | None
+    ) -> None:
+        self._make = make
+        self._channel = channel
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stubs: dict[type, Any] = {}
+
+    def stub(self, kind: Callable[[grpc.aio.Channel], Any]) -> Any:
+        """A stand-in for `kind(channel)` that makes it on the channel of the running
+        loop, at each use (a service's method, inside the loop)."""
+        return cast(Any, _LazyStub(self, kind))
+
+    def real_stub(self, kind: Any) -> Any:
+        """`kind(channel)` on the channel of the running loop (made once per channel)."""
+        channel = self.channel()
+        stub = self._stubs.get(kind)
+        if stub is None:
+            stub = self._stubs[kind] = kind(channel)
+        return stub
+
+    def channel(self) -> grpc.aio.Channel:
+        """The channel of the running event loop, opened now if there is none yet."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise PatternsError(
+                "aio.Client calls are coroutines: await them inside a running event loop "
+                "(asyncio.run, the web framework's loop)"
+            ) from None
+        if self._channel is not None and self._loop is loop:
+            return self._channel
+        if self._make is None:  # a channel made by the caller: its loop is fixed
+            assert self._channel is not None
+            made_in = getattr(self._channel, "_loop", None) or self._loop
+            if made_in is not None and made_in is not loop:
+                raise PatternsError(
+                    "aio.Client.over(channel): the channel belongs to another event loop "
+                    "than the one calling; make the channel in the loop that uses it, or "
+                    "use aio.Client(target), which opens its channel in the calling loop"
+                )
+            self._loop = loop
+            return self._channel
+        old = self._loop if self._channel is not None else None
+        if old is not None and old.is_running() and not old.is_closed():
+            raise PatternsError(
+                "this aio.Client is in use by another event loop that is still running "
+                "(another thread's): make one client per event loop"
+            )
+            # The first loop has ended: its channel went with it (it cannot be closed
+            # from another loop). A fresh one for this loop.
+        self._channel = self._make()
+        self._loop = loop
+        self._stubs.clear()
+        return self._channel
+
+    async def close(self) -> None:
+        """Close the channel, when it belongs to this loop (one of an ended loop went
+        with it); a later use opens another (not for a channel made by the caller)."""
+        channel, loop = self._channel, self._loop
+        if channel is None:
+            return
+        if self._make is not None:
+            self._channel = self._loop = None
+            self._stubs.clear()
+        if loop is None or loop is asyncio.get_running_loop() or self._make is None:
+            await channel.close()
+
+
+class _LazyStub:
+    """A service's stub whose methods are looked up on the running loop's channel."""
+
+    def __init__(self, binding: _Binding, kind: Any) -> None:
+        self._binding = binding
+        self._kind = kind
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._binding.real_stub(self._kind), name)

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
+if TYPE_CHECKING:
+    from patterns_client.ratelimit import Decision
 
 __all__ = [
     "Aborted",
@@ -133,15 +136,35 @@ class Internal(PatternsError):
 
 class RateLimited(PatternsError):
     """Raised by `limited`-decorated functions when the rate limit refuses the call: try
-    again after `retry_after`."""
+    again after `retry_after` (a timedelta, never None here; `retry_after_seconds` in
+    whole seconds, rounded up). `decision` is the whole answer: `decision.headers()` gives
+    a 429's headers::
 
-    def __init__(self, key: str, retry_after: timedelta) -> None:
+        except RateLimited as refused:
+            return Response("slow down", 429, headers=refused.decision.headers())
+    """
+
+    retry_after: timedelta
+    decision: Decision
+
+    def __init__(self, key: str, decision: Decision | timedelta) -> None:
+        if isinstance(decision, timedelta):  # the older form: only the wait
+            from patterns_client.ratelimit import Decision
+
+            decision = Decision(False, 0, 0, decision, decision)
+        retry_after = decision.retry_after
         super().__init__(
             f"rate limit reached for {key!r}: retry after {retry_after.total_seconds():.3f}s",
             reason="RATE_LIMITED",
             retry_after=retry_after,
         )
         self.key = key
+        self.decision = decision
+
+    @property
+    def retry_after_seconds(self) -> int:
+        """The wait in whole seconds, rounded up, at least 1: HTTP's `Retry-After`."""
+        return self.decision.retry_after_seconds
 
 
 class LockNotAcquired(PatternsError):

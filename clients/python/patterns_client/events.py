@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 import random
 import threading
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -23,8 +25,8 @@ from patterns.events.v1 import events_pb2 as pb
 from patterns.events.v1 import events_pb2_grpc
 
 from patterns_client._calls import AsyncCalls, Calls
-from patterns_client._convert import to_datetime
-from patterns_client.errors import PatternsError, from_rpc_error
+from patterns_client._convert import seconds, to_datetime
+from patterns_client.errors import DeadlineExceeded, PatternsError, from_rpc_error
 
 __all__ = ["AsyncEvents", "AsyncSubscription", "Event", "Events", "Gap", "Subscription"]
 
@@ -60,6 +62,20 @@ class Gap:
 Item = Event | Gap
 
 
+class _Subscribed:
+    """What the inner generator yields when the server confirms the subscription (never
+    given to the reader): wait_subscribed reads up to it and no further."""
+
+
+_SUBSCRIBED = _Subscribed()
+
+
+def _not_confirmed(timeout: float | timedelta | None) -> DeadlineExceeded:
+    return DeadlineExceeded(
+        f"the server did not confirm the subscription within {seconds(timeout or 0):g}s"
+    )
+
+
 def _event(message: pb.Event) -> Event:
     return Event(
         message.channel, message.pattern, bytes(message.payload), to_datetime(message.received_at)
@@ -93,7 +109,8 @@ def _resumable(error: grpc.RpcError) -> PatternsError | None:
 
 class Subscription:
     """An iterator of Event and Gap; `close()` (or leaving its `with` block) ends it.
-    `subscribed` is set while the server confirms the subscription is in place."""
+    `subscribed` is set while the server confirms the subscription is in place;
+    `wait_subscribed()` opens the stream and returns once it is, consuming no event."""
 
     def __init__(self, stub: Any, request: pb.SubscribeRequest, metadata: Any) -> None:
         self._stub = stub
@@ -104,12 +121,69 @@ class Subscription:
         self._call: Any = None
         self.subscribed = threading.Event()
         self._items = self._run()
+        # One reader of the stream at a time: the iteration, or wait_subscribed's helper,
+        # which keeps what it read past (from an earlier stream) for the iteration.
+        self._reading = threading.Lock()
+        self._pending: deque[Item] = deque()
+        self._failure: PatternsError | None = None
+        self._helper: threading.Thread | None = None
+        self._settled = threading.Event()
 
     def __iter__(self) -> Iterator[Item]:
         return self
 
     def __next__(self) -> Item:
-        return next(self._items)
+        with self._reading:
+            while True:
+                if self._pending:
+                    return self._pending.popleft()
+                if self._failure is not None:
+                    failure, self._failure = self._failure, None
+                    raise failure
+                item = next(self._items)
+                if not isinstance(item, _Subscribed):
+                    return item
+
+    def wait_subscribed(self, timeout: float | timedelta | None = None) -> None:
+        """Open the stream (if iterating has not) and return once the server has
+        confirmed the subscription: every event published after this returns reaches
+        it. No event is consumed: iterate as usual after. Raises DeadlineExceeded when
+        no confirmation came within `timeout` (None: wait as long as it takes; the
+        subscription goes on trying), or the failure that ended the subscription."""
+        limit = None if timeout is None else time.monotonic() + seconds(timeout)
+        while not self.subscribed.is_set():
+            if self._failure is not None:
+                raise self._failure
+            if self._closed.is_set():
+                raise PatternsError("the subscription is closed")
+            with self._lock:
+                if self._helper is None or not self._helper.is_alive():
+                    self._settled.clear()
+                    self._helper = threading.Thread(
+                        target=self._read_until_subscribed, name="wait_subscribed", daemon=True
+                    )
+                    self._helper.start()
+            left = 0.05 if limit is None else min(0.05, limit - time.monotonic())
+            if left <= 0:
+                raise _not_confirmed(timeout)
+            self._settled.wait(left)
+
+    def _read_until_subscribed(self) -> None:
+        try:
+            with self._reading:
+                while not self.subscribed.is_set() and not self._closed.is_set():
+                    try:
+                        item = next(self._items)
+                    except StopIteration:
+                        return
+                    except PatternsError as failure:
+                        self._failure = failure
+                        return
+                    if isinstance(item, _Subscribed):
+                        return
+                    self._pending.append(item)
+        finally:
+            self._settled.set()
 
     def __enter__(self) -> Subscription:
         return self
@@ -120,11 +194,12 @@ class Subscription:
     def close(self) -> None:
         """End the subscription; an iteration in progress stops."""
         self._closed.set()
+        self._settled.set()
         with self._lock:
             if self._call is not None:
                 self._call.cancel()
 
-    def _run(self) -> Iterator[Item]:
+    def _run(self) -> Iterator[Item | _Subscribed]:
         backoff = _Backoff()
         interrupted: PatternsError | None = None
         while not self._closed.is_set():
@@ -137,6 +212,7 @@ class Subscription:
                     if message.HasField("subscribed"):
                         self.subscribed.set()
                         backoff.reset()
+                        yield _SUBSCRIBED
                         if interrupted is not None:
                             yield Gap(interrupted)
                             interrupted = None
@@ -159,7 +235,8 @@ class Subscription:
 
 
 class AsyncSubscription:
-    """Subscription of the asyncio client: an async iterator of Event and Gap."""
+    """Subscription of the asyncio client: an async iterator of Event and Gap, with
+    `await wait_subscribed()`."""
 
     def __init__(self, stub: Any, request: pb.SubscribeRequest, metadata: Any) -> None:
         self._stub = stub
@@ -169,12 +246,49 @@ class AsyncSubscription:
         self._call: Any = None
         self.subscribed = asyncio.Event()
         self._items = self._run()
+        self._reading = asyncio.Lock()  # one reader of the stream at a time
+        self._pending: deque[Item] = deque()
+        self._helper: asyncio.Future[None] | None = None
 
     def __aiter__(self) -> AsyncIterator[Item]:
         return self
 
     async def __anext__(self) -> Item:
-        return await self._items.__anext__()
+        async with self._reading:
+            while True:
+                if self._pending:
+                    return self._pending.popleft()
+                item = await self._items.__anext__()
+                if not isinstance(item, _Subscribed):
+                    return item
+
+    async def wait_subscribed(self, timeout: float | timedelta | None = None) -> None:
+        """As Subscription.wait_subscribed: returns once the server has confirmed the
+        subscription, consuming no event."""
+        if self.subscribed.is_set():
+            return
+        if self._closed.is_set():
+            raise PatternsError("the subscription is closed")
+        if self._helper is None or self._helper.done():
+            self._helper = asyncio.ensure_future(self._read_until_subscribed())
+        try:
+            # shield: a timeout ends this wait, not the reading (the next wait goes on).
+            await asyncio.wait_for(
+                asyncio.shield(self._helper), None if timeout is None else seconds(timeout)
+            )
+        except asyncio.TimeoutError:
+            raise _not_confirmed(timeout) from None
+
+    async def _read_until_subscribed(self) -> None:
+        async with self._reading:
+            while not self.subscribed.is_set() and not self._closed.is_set():
+                try:
+                    item = await self._items.__anext__()
+                except StopAsyncIteration:
+                    return
+                if isinstance(item, _Subscribed):
+                    return
+                self._pending.append(item)
 
     async def __aenter__(self) -> AsyncSubscription:
         return self
@@ -188,7 +302,7 @@ class AsyncSubscription:
         if self._call is not None:
             self._call.cancel()
 
-    async def _run(self) -> AsyncIterator[Item]:
+    async def _run(self) -> AsyncIterator[Item | _Subscribed]:
         backoff = _Backoff()
         interrupted: PatternsError | None = None
         while not self._closed.is_set():
@@ -201,6 +315,7 @@ class AsyncSubscription:
                     if message.HasField("subscribed"):
                         self.subscribed.set()
                         backoff.reset()
+                        yield _SUBSCRIBED
                         if interrupted is not None:
                             yield Gap(interrupted)
                             interrupted = None

@@ -79,10 +79,28 @@ class Policy:
         )
 
 
+def whole_seconds(length: timedelta) -> int:
+    """`length` in whole seconds, rounded up (exactly: no float on the way)."""
+    return -(-length // _SECOND)
+
+
+_SECOND = timedelta(seconds=1)
+
+
 @dataclass(frozen=True)
 class Decision:
-    """A check's answer. `fallback` is True when it was not Redis's but the client's
-    `on_unavailable` choice, the server being unavailable."""
+    """A check's answer. `limit` is the policy's capacity, `remaining` what is left of it,
+    `reset_after` the time until it is whole again, `retry_after` (zero when allowed) the
+    wait until the same cost would be admitted. `fallback` is True when it was not Redis's
+    but the client's `on_unavailable` choice, the server being unavailable. `policy` is
+    the policy checked (None for a Decision made by hand).
+
+    `headers()` gives the HTTP headers of the answer, so a 429 is one line::
+
+        decision = await client.ratelimit.check(f"ip:{ip}", policy)
+        if not decision.allowed:
+            return Response("slow down", 429, headers=decision.headers())
+    """
 
     allowed: bool
     limit: int
@@ -90,19 +108,55 @@ class Decision:
     reset_after: timedelta
     retry_after: timedelta
     fallback: bool = False
+    policy: Policy | None = None
+
+    @property
+    def retry_after_seconds(self) -> int:
+        """`retry_after` in whole seconds, rounded up, at least 1 when refused (0 when
+        allowed): what HTTP's `Retry-After` takes."""
+        if self.allowed:
+            return 0
+        return max(1, whole_seconds(self.retry_after))
+
+    @property
+    def reset_seconds(self) -> int:
+        """`reset_after` in whole seconds, rounded up, at least 1 when refused."""
+        reset = whole_seconds(self.reset_after)
+        return reset if self.allowed else max(1, reset, self.retry_after_seconds)
+
+    def headers(self) -> dict[str, str]:
+        """The IETF rate-limit headers of this answer (draft-ietf-httpapi-ratelimit-headers):
+        `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds, rounded up),
+        `RateLimit-Policy` (`<limit>;w=<period in seconds>`, with `;burst=<burst>` for a
+        bucket that has one; only when `policy` is known) and, when refused, `Retry-After`
+        (seconds, rounded up, never 0)."""
+        headers = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_seconds),
+        }
+        if self.policy is not None:
+            policy = f"{self.policy.limit};w={whole_seconds(self.policy.period)}"
+            if self.policy.burst:
+                policy += f";burst={self.policy.burst}"
+            headers["RateLimit-Policy"] = policy
+        if not self.allowed:
+            headers["Retry-After"] = str(self.retry_after_seconds)
+        return headers
 
 
 def _check_request(key: str, policy: Policy, cost: int, peek: bool) -> pb.CheckRequest:
     return pb.CheckRequest(key=key, policy=policy.message(), cost=cost, peek=peek)
 
 
-def _decision(response: pb.CheckResponse) -> Decision:
+def _decision(response: pb.CheckResponse, policy: Policy) -> Decision:
     return Decision(
         response.allowed,
         response.limit,
         response.remaining,
         response.reset_after.ToTimedelta(),
         response.retry_after.ToTimedelta(),
+        policy=policy,
     )
 
 
@@ -115,22 +169,33 @@ def _check_many_request(
     )
 
 
-def _decisions(response: pb.CheckManyResponse) -> tuple[bool, list[Decision]]:
-    return response.allowed, [_decision(result) for result in response.results]
+def _decisions(
+    response: pb.CheckManyResponse, checks: Sequence[tuple[str, Policy]]
+) -> tuple[bool, list[Decision]]:
+    decisions = [
+        _decision(result, policy)
+        for result, (_, policy) in zip(response.results, checks, strict=True)
+    ]
+    return response.allowed, decisions
 
 
-def _fallback(policy: Policy, error: Unavailable, on_unavailable: OnUnavailable) -> Decision:
+def _fallback(
+    policy: Policy, cost: int, error: Unavailable, on_unavailable: OnUnavailable
+) -> Decision:
     if on_unavailable == "raise":
         raise error
     allowed = on_unavailable == "allow"
     wait = error.retry_after or timedelta(seconds=1)
+    # As the server's own open mode answers: the policy's capacity, less this cost.
+    capacity = policy.burst or policy.limit
     return Decision(
         allowed,
-        policy.limit,
-        0,
+        capacity,
+        max(0, capacity - cost) if allowed else 0,
         timedelta(0) if allowed else wait,
         timedelta(0) if allowed else wait,
         fallback=True,
+        policy=policy,
     )
 
 
@@ -154,8 +219,8 @@ class RateLimiter:
         try:
             response = self._calls.unary(self._stub.Check, _check_request(key, policy, cost, peek))
         except Unavailable as error:
-            return _fallback(policy, error, on_unavailable)
-        return _decision(response)
+            return _fallback(policy, cost, error, on_unavailable)
+        return _decision(response, policy)
 
     def check_many(
         self,
@@ -166,7 +231,7 @@ class RateLimiter:
         """Several (key, policy) checks of cost 1 at once: whether all were admitted, and
         each decision in order. With `all_or_nothing` nothing is consumed unless all are."""
         request = _check_many_request(checks, all_or_nothing)
-        return _decisions(self._calls.unary(self._stub.CheckMany, request))
+        return _decisions(self._calls.unary(self._stub.CheckMany, request), checks)
 
     def reset(self, key: str, policy: Policy) -> None:
         """Forget what `key` has consumed under `policy`."""
@@ -181,7 +246,8 @@ class RateLimiter:
         on_unavailable: OnUnavailable = "allow",
     ) -> Callable[[F], F]:
         """A decorator: each call of the function is checked first, under the key that
-        `key(*args, **kwargs)` names, and raises RateLimited when refused. While the
+        `key(*args, **kwargs)` names, and raises RateLimited (carrying the Decision) when
+        refused. While the
         server is unavailable calls pass by default (`on_unavailable="allow"`): an
         outage of the limiter is not an outage of what it protects; "deny" refuses."""
 
@@ -191,7 +257,7 @@ class RateLimiter:
                 name = key(*args, **kwargs)
                 decision = self.check(name, policy, cost=cost, on_unavailable=on_unavailable)
                 if not decision.allowed:
-                    raise RateLimited(name, decision.retry_after)
+                    raise RateLimited(name, decision)
                 return function(*args, **kwargs)
 
             return limited_call  # type: ignore[return-value]
@@ -221,8 +287,8 @@ class AsyncRateLimiter:
                 self._stub.Check, _check_request(key, policy, cost, peek)
             )
         except Unavailable as error:
-            return _fallback(policy, error, on_unavailable)
-        return _decision(response)
+            return _fallback(policy, cost, error, on_unavailable)
+        return _decision(response, policy)
 
     async def check_many(
         self,
@@ -232,7 +298,7 @@ class AsyncRateLimiter:
     ) -> tuple[bool, list[Decision]]:
         """As RateLimiter.check_many."""
         request = _check_many_request(checks, all_or_nothing)
-        return _decisions(await self._calls.unary(self._stub.CheckMany, request))
+        return _decisions(await self._calls.unary(self._stub.CheckMany, request), checks)
 
     async def reset(self, key: str, policy: Policy) -> None:
         """As RateLimiter.reset."""
@@ -254,7 +320,7 @@ class AsyncRateLimiter:
                 name = key(*args, **kwargs)
                 decision = await self.check(name, policy, cost=cost, on_unavailable=on_unavailable)
                 if not decision.allowed:
-                    raise RateLimited(name, decision.retry_after)
+                    raise RateLimited(name, decision)
                 result: Awaitable[Any] = function(*args, **kwargs)
                 return await result
 
