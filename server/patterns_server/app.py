@@ -34,7 +34,7 @@ from patterns_server.runtime.tls import ServerCertificates
 from patterns_server.session import service as session_service
 from patterns_server.storage import RedisBackend, redispy
 from patterns_server.storage.backend import redacted_url
-from patterns_server.storage.embedded import EmbeddedRedis
+from patterns_server.storage.embedded import EmbeddedRedis, data_directory
 
 if TYPE_CHECKING:  # imported only when tracing is on (see _tracing)
     from patterns_server.runtime.tracing import Tracing
@@ -176,7 +176,7 @@ async def start(settings: Settings) -> App:
     embedded = None
     redis_url = settings.redis_url
     if not redis_url:
-        embedded = EmbeddedRedis()
+        embedded = EmbeddedRedis(data_directory(settings.embedded_dir))
         redis_url = await asyncio.to_thread(embedded.start)
     redis = RedisBackend.from_url(
         redis_url,

@@ -11,7 +11,7 @@ from patterns_server.core.settings import load_settings
 from patterns_server.runtime import logs
 from patterns_server.runtime.auth import AuthFileError, new_token
 from patterns_server.storage.backend import RedisURLError
-from patterns_server.storage.embedded import RedisServerNotFound
+from patterns_server.storage.embedded import DataDirectoryError, RedisServerNotFound
 
 
 def _event_loop_factory() -> "asyncio.AbstractEventLoop":
@@ -40,7 +40,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         with asyncio.Runner(loop_factory=_event_loop_factory) as runner:
             runner.run(run(settings))
-    except (ListenError, RedisServerNotFound, AuthFileError, RedisURLError) as error:
+    except (
+        ListenError,
+        RedisServerNotFound,
+        DataDirectoryError,
+        AuthFileError,
+        RedisURLError,
+    ) as error:
         logging.getLogger("patterns_server").error("%s", error)
         sys.exit(1)
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown

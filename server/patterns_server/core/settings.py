@@ -33,6 +33,13 @@ class Settings:
         "Redis to use: redis://, rediss://, unix:// or redis+cluster://host:port for a Redis "
         "Cluster; empty starts an embedded, private redis-server for this process",
     )
+    embedded_dir: str = _setting(
+        "",
+        "directory where the embedded Redis (no --redis-url) keeps its data (an append-only "
+        "file), so that what it holds, fencing tokens included, outlives a restart; one "
+        "server at a time uses it; empty: $XDG_STATE_HOME/patterns-server, or "
+        "~/.local/state/patterns-server; 'none': a temporary directory, nothing kept",
+    )
     key_prefix: str = _setting("patterns", "first part of every Redis key this server writes")
     auth_file: str = _setting(
         "",

