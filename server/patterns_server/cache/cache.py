@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 
 from patterns_server.core.errors import InvalidArgument
 from patterns_server.core.telemetry import record
-from patterns_server.core.units import MILLISECOND, epoch_ms, from_ms
+from patterns_server.core.units import MILLISECOND, epoch_ms, from_ms, length, seconds_text
 from patterns_server.core.validation import (
     check_name,
     check_names,
@@ -246,7 +246,11 @@ class Cache:
             if at_ms <= now_ms:
                 raise InvalidArgument("expire_at", "must be in the future")
             if at_ms - now_ms > MAX_TTL // MILLISECOND:
-                raise InvalidArgument("expire_at", "must be at most 3,650 days ahead")
+                raise InvalidArgument(
+                    "expire_at",
+                    f"must be at most {length(MAX_TTL)} ahead; "
+                    f"got {seconds_text(from_ms(at_ms - now_ms))} ahead",
+                )
             return "at", at_ms
         return "ttl", optional_ttl_ms("ttl", ttl, MAX_TTL) or self._default_ttl_ms
 

@@ -54,7 +54,7 @@ _UNITS = (
 def length(value: timedelta) -> str:
     """A length of time in the largest unit it is a whole number of ("3,650 days")."""
     if not value:
-        return "0"
+        return "0 seconds"
     for unit, name in _UNITS:
         if value % unit == timedelta(0):
             count = value // unit

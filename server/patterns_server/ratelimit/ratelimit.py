@@ -17,7 +17,7 @@ from typing import NamedTuple, TypeVar
 
 from patterns_server.core.errors import InvalidArgument, Unavailable
 from patterns_server.core.telemetry import record
-from patterns_server.core.units import MICROSECOND, from_us
+from patterns_server.core.units import MICROSECOND, from_us, length, seconds_text, span
 from patterns_server.core.validation import check_name
 from patterns_server.storage import Command, LuaScript, RedisBackend
 
@@ -251,7 +251,10 @@ def _terms(policy: Policy) -> _Terms:
             "per admission (SLIDING_WINDOW_COUNTER approximates it in constant memory)",
         )
     if not MIN_PERIOD <= policy.period <= MAX_PERIOD:
-        raise InvalidArgument("policy.period", "must be 1 ms to 366 days")
+        raise InvalidArgument(
+            "policy.period",
+            f"must be {span(MIN_PERIOD, MAX_PERIOD)}; got {seconds_text(policy.period)}",
+        )
     period_us = policy.period // MICROSECOND
     if algorithm.is_bucket:
         if not 0 <= policy.burst <= MAX_LIMIT:
@@ -261,8 +264,11 @@ def _terms(policy: Policy) -> _Terms:
                 "policy.limit", "refills at most 1 unit per microsecond: raise the period"
             )
         if (policy.burst or policy.limit) * period_us > policy.limit * MAX_PERIOD_US:
+            refill = from_us((policy.burst or policy.limit) * period_us // policy.limit)
             raise InvalidArgument(
-                "policy.burst", "must refill in at most 366 days (burst * period / limit)"
+                "policy.burst",
+                f"must refill in at most {length(MAX_PERIOD)} (burst * period / limit); "
+                f"got {seconds_text(refill)}",
             )
     elif policy.burst:
         raise InvalidArgument("policy.burst", "applies to TOKEN_BUCKET and GCRA only")
