@@ -43,7 +43,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml constraints.txt VERSION
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt --config-settings editable_mode=compat \
-		-e clients/python -e '.[dev,embedded,otel]'
+		-e 'clients/python[web-example]' -e '.[dev,embedded,otel]'
 	touch $@
 
 ## run: start patterns-server on 127.0.0.1:50051 (embedded Redis unless --redis-url); extra flags via ARGS="..."

@@ -39,6 +39,13 @@ class Client:
     `timeout` bounds every call (calls that wait on the server, such as a lock's `wait`,
     get that much longer); `metadata` goes with every call; `options` are gRPC channel
     options. Use it as a context manager, or call `close()`.
+
+    In a web app: one client for the process, shared by every request and thread (its
+    methods are thread-safe), made at start and closed at exit; with a server that forks
+    workers (gunicorn's pre-fork model), make it in each worker after the fork, as gRPC
+    channels do not survive a fork. An asyncio app (FastAPI, Starlette, aiohttp) uses
+    `patterns_client.aio.Client` instead, which may be made at import time: see its
+    docstring, and examples/python-web.
     """
 
     def __init__(
