@@ -108,3 +108,27 @@ def test_the_default_directory_is_under_the_users_state_directory(
     assert data_directory("") == Path.home() / ".local" / "state" / "patterns-server"
     assert data_directory("none") is None
     assert data_directory("~/x") == Path.home() / "x"
+
+
+def test_an_unusable_default_directory_keeps_nothing_and_says_so(tmp_path: Path) -> None:
+    """The default directory, under a home that cannot hold it: the server starts all the
+    same, keeping nothing, and its log says why. A directory given explicitly fails."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = dict(os.environ, XDG_STATE_HOME=str(blocker))
+    env.pop("PATTERNS_EMBEDDED_DIR", None)
+    server = PatternsServer(None, env=env).start()
+    try:
+        assert fencing_token(server, "job") == 1
+    finally:
+        server.stop()
+    assert "the embedded Redis keeps nothing" in server.log
+    assert "nothing kept" in server.log
+    explicit = subprocess.run(
+        [*SERVER, "--listen", "127.0.0.1:0", "--embedded-dir", str(blocker / "data")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert explicit.returncode == 1
+    assert f"cannot use {blocker / 'data'} for the embedded Redis's data" in explicit.stderr

@@ -176,7 +176,9 @@ async def start(settings: Settings) -> App:
     embedded = None
     redis_url = settings.redis_url
     if not redis_url:
-        embedded = EmbeddedRedis(data_directory(settings.embedded_dir))
+        # The default directory may be unusable (no writable home): then nothing is kept.
+        data = data_directory(settings.embedded_dir)
+        embedded = EmbeddedRedis(data, optional=not settings.embedded_dir)
         redis_url = await asyncio.to_thread(embedded.start)
     redis = RedisBackend.from_url(
         redis_url,

@@ -45,7 +45,11 @@ class RedisServerNotFound(RuntimeError):
 
 
 class DataDirectoryError(RuntimeError):
-    """The embedded Redis's data directory cannot be used (in use, not writable)."""
+    """The embedded Redis's data directory cannot be used (not writable, say)."""
+
+
+class DataDirectoryInUse(DataDirectoryError):
+    """Another server's Redis uses the data directory."""
 
 
 def data_directory(setting: str) -> Path | None:
@@ -88,8 +92,12 @@ class EmbeddedRedis:
     Both block (for milliseconds): call them before serving and after, or in a thread.
     """
 
-    def __init__(self, data: Path | None = None) -> None:
+    def __init__(self, data: Path | None = None, *, optional: bool = False) -> None:
+        """`data`: the data directory (None: keep nothing). `optional`: when it cannot be
+        made or written (the default one, under a home that is not writable), keep
+        nothing and say so, rather than fail; one in use fails all the same."""
         self._data = data
+        self._optional = optional
         self._lock: int | None = None
         self._directory: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -98,7 +106,19 @@ class EmbeddedRedis:
         binary, found_in = find_redis_server()
         remove_stale_directories()
         if self._data is not None:
-            self._lock = _lock_data_directory(self._data)
+            try:
+                self._lock = _lock_data_directory(self._data)
+            except DataDirectoryInUse:
+                raise
+            except DataDirectoryError as error:
+                if not self._optional:
+                    raise
+                logger.warning(
+                    "%s: the embedded Redis keeps nothing (fencing tokens start again at the "
+                    "next start); set --embedded-dir to keep its data",
+                    error,
+                )
+                self._data = None
         directory = self._directory = Path(tempfile.mkdtemp(prefix=DIRECTORY_PREFIX))
         (directory / OWNER_FILE).write_text(str(os.getpid()))
         # The socket stays in the short temporary path (a unix socket's path has at most
@@ -201,7 +221,7 @@ def _lock_data_directory(data: Path) -> int:
         except BlockingIOError:
             if time.monotonic() > deadline:
                 os.close(descriptor)
-                raise DataDirectoryError(
+                raise DataDirectoryInUse(
                     f"the embedded Redis's data directory {data} is in use by another "
                     "patterns-server: give this one another (--embedded-dir), or 'none' to "
                     "keep nothing, or a Redis of its own (--redis-url)"
