@@ -8,6 +8,8 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -273,3 +275,32 @@ def test_wait_subscribed_gives_up_after_its_timeout() -> None:
             await subscription.close()
 
     asyncio.run(scenario())
+
+
+# 6. The README's Python section, as a daily-board user reads it
+
+
+DAILY_BOARD_NAMES = ["Board", "Period", "Mode", "Order", "Submitted", "Standing", "Page"]
+
+
+@redis7
+def test_the_readmes_python_example_runs_and_names_what_a_daily_board_needs(
+    server: PatternsServer,
+) -> None:
+    """The README's Python snippet runs as printed (against this test's server), and the
+    names a daily board needs are all in the README and exported by patterns_client."""
+    import patterns_client
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Use it from your language", 1)[1].split("\n## ", 1)[0]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "localhost:50051" in snippet
+    namespace: dict[str, Any] = {}
+    exec(snippet.replace("localhost:50051", server.address), namespace)
+    page = namespace["page"]
+    assert page.total >= 1 and page.standings[0].member == "ann"
+    for name in DAILY_BOARD_NAMES:
+        assert f"`{name}" in section or f" {name}," in section, f"README lacks {name}"
+        assert name in patterns_client.__all__
+    assert "aio.Client" in section and "headers()" in section
+    assert "web app" in (aio.Client.__doc__ or "") and "web app" in (Client.__doc__ or "")
