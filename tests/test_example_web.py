@@ -74,60 +74,82 @@ class Browser:
         return Reply(response.status, headers_read, payload, time.monotonic() - started)
 
 
+@dataclass
+class Apps:
+    """Two instances of the app, as a deployment runs them, on one patterns-server."""
+
+    first: Browser
+    second: Browser
+    server: PatternsServer
+
+
 @pytest.fixture
-def app(
-    server_on_own_redis: Callable[..., PatternsServer],
-) -> Iterator[tuple[Browser, PatternsServer]]:
+def apps(server_on_own_redis: Callable[..., PatternsServer], tmp_path: Path) -> Iterator[Apps]:
     server = server_on_own_redis()
-    port = free_port()
     env = dict(
         os.environ,
         PATTERNS_TARGET=server.address,
         EXAMPLE_PREFIX=f"web-{uuid.uuid4().hex[:8]}",
         HELLO_LIMIT=str(HELLO_LIMIT),
     )
-    process = subprocess.Popen(
-        [*UVICORN, "app:app", "--app-dir", str(APP_DIR), "--port", str(port)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    browser = Browser(port)
-
-    def up() -> bool:
-        try:
-            return browser.call("GET", "/", timeout=1).status == 200
-        except OSError:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            return False
-
+    processes: list[subprocess.Popen[bytes]] = []
+    browsers: list[Browser] = []
     try:
-        eventually(up, within=30, what="the app answering")
-        yield browser, server
+        for number in range(2):
+            port = free_port()
+            log = tmp_path / f"app-{number}.log"
+            with log.open("wb") as output:
+                processes.append(
+                    subprocess.Popen(
+                        [*UVICORN, "app:app", "--app-dir", str(APP_DIR), "--port", str(port)],
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=output,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+            browsers.append(Browser(port))
+        for process, browser, number in zip(processes, browsers, range(2), strict=True):
+
+            def up(
+                process: subprocess.Popen[bytes] = process,
+                browser: Browser = browser,
+                log: Path = tmp_path / f"app-{number}.log",
+            ) -> bool:
+                try:
+                    return browser.call("GET", "/", timeout=1).status == 200
+                except OSError:
+                    assert process.poll() is None, log.read_text(errors="replace")
+                    return False
+
+            eventually(up, within=30, what="the app answering")
+        yield Apps(browsers[0], browsers[1], server)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
-def test_sessions(app: tuple[Browser, PatternsServer]) -> None:
-    browser, _ = app
+def test_sessions(apps: Apps) -> None:
+    browser = apps.first
     assert browser.call("GET", "/me").status == 401
     assert browser.call("POST", "/login", {"user": "ann"}).status == 200
     assert "sid" in browser.cookies
     me = browser.call("GET", "/me")
     assert me.status == 200 and me.json()["user"] == "ann"
+    apps.second.cookies = dict(browser.cookies)  # the next request, to the other instance
+    assert apps.second.call("GET", "/me").json()["user"] == "ann"
     assert browser.call("POST", "/logout").json() == {"ended": True}
     assert browser.call("GET", "/me").status == 401
 
 
-def test_a_per_ip_limit_with_its_headers_then_a_429(app: tuple[Browser, PatternsServer]) -> None:
-    browser, _ = app
+def test_a_per_ip_limit_with_its_headers_then_a_429(apps: Apps) -> None:
+    browser = apps.first
     replies = [browser.call("GET", "/hello") for _ in range(HELLO_LIMIT + 1)]
     assert [reply.status for reply in replies] == [200] * HELLO_LIMIT + [429]
     first, refused = replies[0], replies[-1]
@@ -140,8 +162,8 @@ def test_a_per_ip_limit_with_its_headers_then_a_429(app: tuple[Browser, Patterns
     assert int(refused.headers["ratelimit-reset"]) >= 1
 
 
-def test_cache_aside_with_tags(app: tuple[Browser, PatternsServer]) -> None:
-    browser, _ = app
+def test_cache_aside_with_tags(apps: Apps) -> None:
+    browser = apps.first
     first = browser.call("GET", "/products/1")
     assert first.status == 200 and first.json()["name"] == "teapot"
     assert browser.call("GET", "/products/1").json() == first.json()  # from the cache
@@ -153,8 +175,8 @@ def test_cache_aside_with_tags(app: tuple[Browser, PatternsServer]) -> None:
     assert browser.call("GET", "/catalog").json() == ["1", "2"]
 
 
-def test_a_daily_leaderboard(app: tuple[Browser, PatternsServer]) -> None:
-    browser, _ = app
+def test_a_daily_leaderboard(apps: Apps) -> None:
+    browser = apps.first
     browser.call("POST", "/scores/ann?points=5")
     browser.call("POST", "/scores/bob?points=3")
     again = browser.call("POST", "/scores/bob?points=4").json()
@@ -167,29 +189,28 @@ def test_a_daily_leaderboard(app: tuple[Browser, PatternsServer]) -> None:
     ]
 
 
-def test_a_job_under_a_lock_runs_once_at_a_time(app: tuple[Browser, PatternsServer]) -> None:
-    """Two instances start the nightly job at once: one runs it, the other is told it
+def test_a_job_under_a_lock_runs_once_at_a_time(apps: Apps) -> None:
+    """Both instances start the nightly job at once: one runs it, the other is told it
     runs elsewhere; the next run's fencing token is higher."""
-    browser, _ = app
     replies: list[Reply] = []
 
-    def start() -> None:
+    def start(browser: Browser) -> None:
         replies.append(browser.call("POST", "/jobs/nightly?seconds=3"))
 
-    both = [threading.Thread(target=start) for _ in range(2)]
+    both = [threading.Thread(target=start, args=(b,)) for b in (apps.first, apps.second)]
     for thread in both:
         thread.start()
     for thread in both:
         thread.join(20)
     assert sorted(reply.status for reply in replies) == [200, 409]
     ran = next(reply for reply in replies if reply.status == 200).json()
-    after = browser.call("POST", "/jobs/nightly")
+    after = apps.second.call("POST", "/jobs/nightly")
     assert after.status == 200
     assert after.json()["fencing_token"] > ran["fencing_token"]
 
 
-def test_an_sse_relay_of_events(app: tuple[Browser, PatternsServer]) -> None:
-    browser, _ = app
+def test_an_sse_relay_of_events(apps: Apps) -> None:
+    browser = apps.first
     connection = http.client.HTTPConnection("127.0.0.1", browser.port, timeout=10)
     try:
         connection.request("GET", "/events")
@@ -198,7 +219,7 @@ def test_an_sse_relay_of_events(app: tuple[Browser, PatternsServer]) -> None:
         assert stream.getheader("content-type", "").startswith("text/event-stream")
         assert stream.readline() == b": subscribed\n"  # live from here on
         assert stream.readline() == b"\n"
-        published = browser.call("POST", "/news", b"hello, readers")
+        published = apps.second.call("POST", "/news", b"hello, readers")  # the other instance
         assert published.json() == {"receivers": 1}
         assert stream.readline() == b"data: hello, readers\n"
     finally:
@@ -206,13 +227,13 @@ def test_an_sse_relay_of_events(app: tuple[Browser, PatternsServer]) -> None:
 
 
 def test_the_rate_limited_endpoint_answers_while_the_server_is_paused(
-    app: tuple[Browser, PatternsServer],
+    apps: Apps,
 ) -> None:
     """SIGSTOP leaves connections open and unanswered, the hardest case for a client. The
     limit falls back to admitting (on_unavailable="allow") within its budget, and says so;
     before the fallbacks covered a paused server, each request took the client's whole
     timeout and failed (503 here)."""
-    browser, server = app
+    browser, server = apps.first, apps.server
     assert browser.call("GET", "/hello").status == 200  # the channel is up
     assert server.process is not None
     server.process.send_signal(signal.SIGSTOP)
