@@ -1,5 +1,6 @@
-"""The example web app (examples/python-web/app.py) as its users meet it: uvicorn on a real
-port in front of a live patterns-server on Redis, every endpoint driven over HTTP, a 429
+"""The example web app (examples/python-web/app.py) as its users meet it: two instances under
+uvicorn on real ports in front of a live patterns-server on Redis, every endpoint driven
+over HTTP, a 429
 with its headers, and the patterns server paused (SIGSTOP) under it: the rate-limited
 endpoint still answers, within its small budget."""
 
