@@ -138,6 +138,20 @@ def test_a_client_over_a_channel_of_another_loop_says_why() -> None:
         asyncio.run(call())
 
 
+@redis7
+def test_a_client_over_a_channel_of_this_loop_works(
+    server: PatternsServer, new_key: Callable[[], str]
+) -> None:
+    key = new_key()
+
+    async def scenario() -> int:
+        async with aio.Client.over(grpc.aio.insecure_channel(server.address)) as client:
+            await client.counter.add(key, ["a", "b"])
+            return await client.counter.count([key])
+
+    assert asyncio.run(scenario()) == 2
+
+
 # 4. A rate limit's answer as HTTP headers
 
 
