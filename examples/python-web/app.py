@@ -189,7 +189,11 @@ async def events(request: Request) -> Response:
     subscription = client.events.subscribe(channels=[NEWS])
     # Subscribed before the response starts: what is published once the client has the
     # headers reaches it.
-    await subscription.wait_subscribed(timeout=timedelta(seconds=5))
+    try:
+        await subscription.wait_subscribed(timeout=timedelta(seconds=5))
+    except PatternsError:
+        await subscription.close()
+        raise  # a 503, by the handler below
 
     async def stream() -> AsyncIterator[str]:
         async with subscription:
