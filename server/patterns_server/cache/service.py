@@ -91,7 +91,6 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         return pb.ReleaseLeaseResponse(released=released)
 
 
-
 def _entry(entry: Entry) -> pb.Entry:
     if not entry.found:
         return pb.Entry(key=entry.key)
