@@ -43,6 +43,8 @@ from tests.waiting import eventually
 
 BUDGET = 0.2  # the default fallback_after
 HALF_A_SECOND = timedelta(milliseconds=500)
+# For the tests of what the server answers: a budget no busy machine exhausts.
+PATIENT = timedelta(seconds=10)
 MARGIN = 1.3  # for a busy machine: still far below the client's timeout
 CLIENT_TIMEOUT = 10
 MINUTE = timedelta(minutes=1)
@@ -276,9 +278,9 @@ def test_an_error_no_fallback_covers_is_raised(
     address = server_on_own_redis().address
     with Client(address, timeout=CLIENT_TIMEOUT) as client:
         with pytest.raises(InvalidArgument):
-            client.ratelimit.check("", POLICY, on_unavailable="allow")
+            client.ratelimit.check("", POLICY, on_unavailable="allow", fallback_after=PATIENT)
         with pytest.raises(InvalidArgument):
-            client.cache.get_or_compute("", lambda: b"never stored")
+            client.cache.get_or_compute("", lambda: b"never", fallback_after=PATIENT)
 
 
 def test_a_fill_wait_is_bounded_by_wait_plus_the_budget(
@@ -301,12 +303,61 @@ def test_a_fill_wait_is_bounded_by_wait_plus_the_budget(
     assert value == b"mine" and 0.9 <= took < 1 + 0.5 + MARGIN
 
 
+def test_the_budget_the_errors_and_the_fill_wait_aio(
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
+) -> None:
+    """The asyncio client: an error no fallback covers is raised, a fill wait is bounded
+    by `wait` plus the budget, and a paused server costs the budget the caller set."""
+    server = server_on_own_redis()
+    with grpc.insecure_channel(server.address) as channel:
+        stub = cache_pb2_grpc.CacheStub(channel)
+        cold = cache_pb2.GetOrLeaseRequest(key="cold", lease_ttl=Duration(seconds=60))
+        assert stub.GetOrLease(cold, timeout=10).HasField("lease")
+
+    async def mine() -> bytes:
+        return b"mine"
+
+    async def answered(client: aio.Client) -> float:
+        with pytest.raises(InvalidArgument):
+            await client.ratelimit.check("", POLICY, on_unavailable="deny", fallback_after=PATIENT)
+        with pytest.raises(InvalidArgument):
+            await client.cache.get_or_compute("", mine, fallback_after=PATIENT)
+        started = time.monotonic()
+        value = await client.cache.get_or_compute(
+            "cold", mine, wait=timedelta(seconds=1), fallback_after=HALF_A_SECOND
+        )
+        assert value == b"mine"
+        return time.monotonic() - started
+
+    async def paused(client: aio.Client) -> float:
+        started = time.monotonic()
+        decision = await client.ratelimit.check(
+            "k", POLICY, on_unavailable="allow", fallback_after=HALF_A_SECOND
+        )
+        assert decision.fallback
+        return time.monotonic() - started
+
+    async def with_client(scenario: Callable[[aio.Client], Any]) -> float:
+        async with aio.Client(server.address, timeout=CLIENT_TIMEOUT) as client:
+            took: float = await scenario(client)
+            return took
+
+    waited = asyncio.run(with_client(answered))
+    assert server.process is not None
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        fell_back = asyncio.run(with_client(paused))
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    print(f"\naio: a fill wait of 1 s answered in {waited:.2f} s; paused, 0.5 s: {fell_back:.2f} s")
+    assert 0.9 <= waited < 1 + 0.5 + MARGIN
+    assert 0.45 <= fell_back < 0.5 + MARGIN
+
+
 # A lease given back when compute() raises
 
 
 LEASE_TTL = timedelta(seconds=5)  # what the next reader waited before the lease was given back
-# For the tests of what the cache does when it answers: a budget no busy machine exhausts.
-PATIENT = timedelta(seconds=10)
 
 
 def test_a_failed_compute_gives_the_lease_back_to_the_next_reader_at_once(
