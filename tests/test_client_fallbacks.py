@@ -1,6 +1,8 @@
 """Every fallback of the Python client, blocking and asyncio, against each way the
 server can fail to answer: the server paused (SIGSTOP), its Redis paused, no server
-listening (a refused connection), and the server overloaded (RESOURCE_EXHAUSTED).
+listening (a refused connection), the server overloaded (RESOURCE_EXHAUSTED OVERLOADED,
+`--max-concurrent-rpcs 1` with its one slot taken) and the caller's tenant at its share
+(TENANT_OVERLOADED).
 
 Each fallback must answer within its budget (`fallback_after`, 200 ms by default) and a
 generous margin for a busy machine; the client's own timeout is 10 s here, so a fallback
@@ -16,7 +18,9 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -39,29 +43,47 @@ from patterns_client import (
 )
 from patterns_client.cache import MISSING
 from patterns_client.errors import falls_back
+from patterns_server.runtime.auth import new_token
+from tests.tenants import Tenant, write_auth_file
 from tests.waiting import eventually
 
 BUDGET = 0.2  # the default fallback_after
 HALF_A_SECOND = timedelta(milliseconds=500)
+# For the tests of what the server answers: a budget no busy machine exhausts.
+PATIENT = timedelta(seconds=10)
 MARGIN = 1.3  # for a busy machine: still far below the client's timeout
 CLIENT_TIMEOUT = 10
 MINUTE = timedelta(minutes=1)
 POLICY = Policy.gcra(10, MINUTE, burst=20)
-CONDITIONS = ["server paused", "redis paused", "refused", "overloaded"]
+CONDITIONS = ["server paused", "redis paused", "refused", "overloaded", "tenant overloaded"]
 
 
 # The ways the server fails to answer: each a context manager giving the address to call.
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where the client calls, and with which API key."""
+
+    address: str
+    api_key: str | None = None
+
+
 @contextmanager
 def failing(
-    condition: str, own_redis: RedisServer, start: Callable[..., PatternsServer]
-) -> Iterator[str]:
+    condition: str, own_redis: RedisServer, start: Callable[..., PatternsServer], tmp_path: Path
+) -> Iterator[Target]:
     if condition == "refused":
-        yield f"127.0.0.1:{free_port()}"  # nobody listens there
+        yield Target(f"127.0.0.1:{free_port()}")  # nobody listens there
     elif condition == "overloaded":
-        with overloaded(start("--max-concurrent-rpcs", "1")) as address:
-            yield address
+        with overloaded(Target(start("--max-concurrent-rpcs", "1").address), "OVERLOADED") as to:
+            yield to
+    elif condition == "tenant overloaded":
+        token, digest = new_token()
+        team = Tenant("team", "team", token, digest, extra=["max_concurrent_rpcs = 1"])
+        server = start("--auth-file", str(write_auth_file(tmp_path / "tenants.toml", [team])))
+        with overloaded(Target(server.address, token), "TENANT_OVERLOADED") as to:
+            yield to
     else:
         server = start()
         warm_up(server.address)
@@ -69,7 +91,7 @@ def failing(
         assert paused is not None
         paused.send_signal(signal.SIGSTOP)
         try:
-            yield server.address
+            yield Target(server.address)
         finally:
             paused.send_signal(signal.SIGCONT)
 
@@ -80,27 +102,31 @@ def warm_up(address: str) -> None:
 
 
 @contextmanager
-def overloaded(server: PatternsServer) -> Iterator[str]:
-    """The server's one slot for unary calls taken by a lock's wait: every other call is
-    refused RESOURCE_EXHAUSTED OVERLOADED while it lasts."""
-    with grpc.insecure_channel(server.address) as channel:
+def overloaded(target: Target, reason: str) -> Iterator[Target]:
+    """The one slot for unary calls (the server's, or the tenant's) taken by a lock's
+    wait: every other call is refused RESOURCE_EXHAUSTED `reason` while it lasts."""
+    with (
+        grpc.insecure_channel(target.address) as channel,
+        Client(target.address, api_key=target.api_key, timeout=CLIENT_TIMEOUT) as client,
+    ):
         locker = lock_pb2_grpc.LockerStub(channel)
+        metadata = [("authorization", f"Bearer {target.api_key}")] if target.api_key else []
         ttl = Duration(seconds=60)
-        assert locker.Acquire(lock_pb2.AcquireRequest(name="busy", ttl=ttl), timeout=10).acquired
+        hold = lock_pb2.AcquireRequest(name="busy", ttl=ttl)
+        assert locker.Acquire(hold, timeout=10, metadata=metadata).acquired
         request = lock_pb2.AcquireRequest(name="busy", ttl=ttl, wait_timeout=Duration(seconds=60))
-        waiting = locker.Acquire.future(request, timeout=90)
-        with Client(server.address, timeout=CLIENT_TIMEOUT) as client:
+        waiting = locker.Acquire.future(request, timeout=90, metadata=metadata)
 
-            def refused() -> bool:
-                try:
-                    client.counter.count("probe")
-                except ResourceExhausted as error:
-                    return error.reason == "OVERLOADED"
-                return False
+        def refused() -> bool:
+            try:
+                client.counter.count("probe")
+            except ResourceExhausted as error:
+                return error.reason == reason
+            return False
 
-            eventually(refused, what="the server to refuse for overload")
+        eventually(refused, what=f"the server to refuse {reason}")
         try:
-            yield server.address
+            yield target
         finally:
             waiting.cancel()
 
@@ -124,9 +150,9 @@ def check_answers(times: dict[str, float], condition: str, mode: str) -> None:
     assert not slow, f"past the budget of {BUDGET} s (+ {MARGIN} s): {slow}"
 
 
-def sync_fallbacks(address: str) -> dict[str, float]:
+def sync_fallbacks(target: Target) -> dict[str, float]:
     times: dict[str, float] = {}
-    with Client(address, timeout=CLIENT_TIMEOUT) as client:
+    with Client(target.address, api_key=target.api_key, timeout=CLIENT_TIMEOUT) as client:
         limiter, cache = client.ratelimit, client.cache
         admitted = timed(
             "check allow", times, lambda: limiter.check("k", POLICY, cost=3, on_unavailable="allow")
@@ -163,7 +189,7 @@ def sync_fallbacks(address: str) -> dict[str, float]:
     return times
 
 
-def aio_fallbacks(address: str) -> dict[str, float]:
+def aio_fallbacks(target: Target) -> dict[str, float]:
     times: dict[str, float] = {}
 
     async def atimed(what: str, answer: Callable[[], Any]) -> Any:
@@ -174,7 +200,9 @@ def aio_fallbacks(address: str) -> dict[str, float]:
             times[what] = time.monotonic() - started
 
     async def scenario() -> None:
-        async with aio.Client(address, timeout=CLIENT_TIMEOUT) as client:
+        async with aio.Client(
+            target.address, api_key=target.api_key, timeout=CLIENT_TIMEOUT
+        ) as client:
             limiter, cache = client.ratelimit, client.cache
             admitted = await atimed(
                 "check allow", lambda: limiter.check("k", POLICY, cost=3, on_unavailable="allow")
@@ -221,10 +249,11 @@ def test_every_fallback_answers_within_its_budget(
     condition: str,
     own_redis: RedisServer,
     server_on_own_redis: Callable[..., PatternsServer],
+    tmp_path: Path,
 ) -> None:
     run = sync_fallbacks if mode == "sync" else aio_fallbacks
-    with failing(condition, own_redis, server_on_own_redis) as address:
-        times = run(address)
+    with failing(condition, own_redis, server_on_own_redis, tmp_path) as target:
+        times = run(target)
     check_answers(times, condition, mode)
 
 
@@ -232,13 +261,13 @@ def test_every_fallback_answers_within_its_budget(
 
 
 def test_a_check_that_raises_waits_for_the_clients_timeout_not_the_budget(
-    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer], tmp_path: Path
 ) -> None:
     """on_unavailable="raise" (check's default) has no fallback: it raises, after the
     client's timeout; fallback_after sets the budget of those that fall back."""
     with (
-        failing("server paused", own_redis, server_on_own_redis) as address,
-        Client(address, timeout=1.5) as client,
+        failing("server paused", own_redis, server_on_own_redis, tmp_path) as target,
+        Client(target.address, timeout=1.5) as client,
     ):
         started = time.monotonic()
         with pytest.raises(DeadlineExceeded):
@@ -276,9 +305,9 @@ def test_an_error_no_fallback_covers_is_raised(
     address = server_on_own_redis().address
     with Client(address, timeout=CLIENT_TIMEOUT) as client:
         with pytest.raises(InvalidArgument):
-            client.ratelimit.check("", POLICY, on_unavailable="allow")
+            client.ratelimit.check("", POLICY, on_unavailable="allow", fallback_after=PATIENT)
         with pytest.raises(InvalidArgument):
-            client.cache.get_or_compute("", lambda: b"never stored")
+            client.cache.get_or_compute("", lambda: b"never", fallback_after=PATIENT)
 
 
 def test_a_fill_wait_is_bounded_by_wait_plus_the_budget(
@@ -301,12 +330,61 @@ def test_a_fill_wait_is_bounded_by_wait_plus_the_budget(
     assert value == b"mine" and 0.9 <= took < 1 + 0.5 + MARGIN
 
 
+def test_the_budget_the_errors_and_the_fill_wait_aio(
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
+) -> None:
+    """The asyncio client: an error no fallback covers is raised, a fill wait is bounded
+    by `wait` plus the budget, and a paused server costs the budget the caller set."""
+    server = server_on_own_redis()
+    with grpc.insecure_channel(server.address) as channel:
+        stub = cache_pb2_grpc.CacheStub(channel)
+        cold = cache_pb2.GetOrLeaseRequest(key="cold", lease_ttl=Duration(seconds=60))
+        assert stub.GetOrLease(cold, timeout=10).HasField("lease")
+
+    async def mine() -> bytes:
+        return b"mine"
+
+    async def answered(client: aio.Client) -> float:
+        with pytest.raises(InvalidArgument):
+            await client.ratelimit.check("", POLICY, on_unavailable="deny", fallback_after=PATIENT)
+        with pytest.raises(InvalidArgument):
+            await client.cache.get_or_compute("", mine, fallback_after=PATIENT)
+        started = time.monotonic()
+        value = await client.cache.get_or_compute(
+            "cold", mine, wait=timedelta(seconds=1), fallback_after=HALF_A_SECOND
+        )
+        assert value == b"mine"
+        return time.monotonic() - started
+
+    async def paused(client: aio.Client) -> float:
+        started = time.monotonic()
+        decision = await client.ratelimit.check(
+            "k", POLICY, on_unavailable="allow", fallback_after=HALF_A_SECOND
+        )
+        assert decision.fallback
+        return time.monotonic() - started
+
+    async def with_client(scenario: Callable[[aio.Client], Any]) -> float:
+        async with aio.Client(server.address, timeout=CLIENT_TIMEOUT) as client:
+            took: float = await scenario(client)
+            return took
+
+    waited = asyncio.run(with_client(answered))
+    assert server.process is not None
+    server.process.send_signal(signal.SIGSTOP)
+    try:
+        fell_back = asyncio.run(with_client(paused))
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    print(f"\naio: a fill wait of 1 s answered in {waited:.2f} s; paused, 0.5 s: {fell_back:.2f} s")
+    assert 0.9 <= waited < 1 + 0.5 + MARGIN
+    assert 0.45 <= fell_back < 0.5 + MARGIN
+
+
 # A lease given back when compute() raises
 
 
 LEASE_TTL = timedelta(seconds=5)  # what the next reader waited before the lease was given back
-# For the tests of what the cache does when it answers: a budget no busy machine exhausts.
-PATIENT = timedelta(seconds=10)
 
 
 def test_a_failed_compute_gives_the_lease_back_to_the_next_reader_at_once(

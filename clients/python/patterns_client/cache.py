@@ -191,7 +191,7 @@ class Cache:
         only_if_absent: bool = False,
     ) -> bool:
         """Store `value` (for `ttl`, until `expire_at`, or the server's default); whether
-        it was stored."""
+        it was stored (not when `only_if_absent` found a value)."""
         request = _set_request(key, value, ttl, expire_at, tags, only_if_absent)
         return bool(self._calls.unary(self._stub.Set, request).stored)
 
@@ -305,12 +305,12 @@ class AsyncCache:
         self._stub = stub
 
     async def get(self, key: str) -> Entry | None:
-        """As Cache.get."""
+        """The key's value, or None on a miss."""
         response = await self._calls.unary(self._stub.Get, pb.GetRequest(key=key))
         return _entry(response.found, response.value, response.ttl_remaining)
 
     async def get_many(self, keys: Sequence[str]) -> list[Entry | None]:
-        """As Cache.get_many."""
+        """The values of `keys`, in order (None for a miss)."""
         request = pb.GetManyRequest(keys=list(keys))
         response = await self._calls.unary(self._stub.GetMany, request)
         return [_entry(e.found, e.value, e.ttl_remaining) for e in response.entries]
@@ -325,22 +325,23 @@ class AsyncCache:
         tags: Sequence[str] = (),
         only_if_absent: bool = False,
     ) -> bool:
-        """As Cache.set."""
+        """Store `value` (for `ttl`, until `expire_at`, or the server's default); whether
+        it was stored (not when `only_if_absent` found a value)."""
         request = _set_request(key, value, ttl, expire_at, tags, only_if_absent)
         return bool((await self._calls.unary(self._stub.Set, request)).stored)
 
     async def delete(self, keys: str | Sequence[str]) -> int:
-        """As Cache.delete."""
+        """Delete keys; how many held a value."""
         request = pb.DeleteRequest(keys=one_or_many(keys))
         return int((await self._calls.unary(self._stub.Delete, request)).deleted)
 
     async def invalidate_tags(self, tags: Sequence[str]) -> int:
-        """As Cache.invalidate_tags."""
+        """Delete every entry that carries one of `tags` now; how many."""
         request = pb.InvalidateTagsRequest(tags=list(tags))
         return int((await self._calls.unary(self._stub.InvalidateTags, request)).deleted)
 
     async def invalidate_prefix(self, prefix: str) -> int:
-        """As Cache.invalidate_prefix."""
+        """Delete every entry whose key starts with `prefix`; how many."""
         request = pb.InvalidatePrefixRequest(prefix=prefix)
         return int((await self._calls.unary(self._stub.InvalidatePrefix, request)).deleted)
 

@@ -330,12 +330,13 @@ class AsyncRateLimiter:
         *,
         all_or_nothing: bool = False,
     ) -> tuple[bool, list[Decision]]:
-        """As RateLimiter.check_many."""
+        """Several (key, policy) checks of cost 1 at once: whether all were admitted, and
+        each decision in order. With `all_or_nothing` nothing is consumed unless all are."""
         request = _check_many_request(checks, all_or_nothing)
         return _decisions(await self._calls.unary(self._stub.CheckMany, request), checks)
 
     async def reset(self, key: str, policy: Policy) -> None:
-        """As RateLimiter.reset."""
+        """Forget what `key` has consumed under `policy`."""
         await self._calls.unary(self._stub.Reset, pb.ResetRequest(key=key, policy=policy.message()))
 
     def limited(

@@ -43,8 +43,10 @@ const (
 //
 // A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
 // google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
-// (with google.rpc.RetryInfo) while Redis is unreachable: a caller should then read its
-// source directly (the cache is an optimisation, never the only way to the data).
+// (with google.rpc.RetryInfo) while Redis is unreachable. A caller should then read its
+// source directly (the cache is an optimisation, never the only way to the data), and so
+// too when the server is overloaded (RESOURCE_EXHAUSTED) or has not answered within a
+// short deadline of the caller's own (a paused server or Redis answers nothing at all).
 //
 // Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
 // any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
@@ -187,8 +189,10 @@ func (c *cacheClient) ReleaseLease(ctx context.Context, in *ReleaseLeaseRequest,
 //
 // A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
 // google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
-// (with google.rpc.RetryInfo) while Redis is unreachable: a caller should then read its
-// source directly (the cache is an optimisation, never the only way to the data).
+// (with google.rpc.RetryInfo) while Redis is unreachable. A caller should then read its
+// source directly (the cache is an optimisation, never the only way to the data), and so
+// too when the server is overloaded (RESOURCE_EXHAUSTED) or has not answered within a
+// short deadline of the caller's own (a paused server or Redis answers nothing at all).
 //
 // Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
 // any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
