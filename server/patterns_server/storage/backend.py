@@ -33,6 +33,7 @@ from patterns_server.storage.redispy import (
     scan_members,
 )
 from patterns_server.storage.scripts import Command, LuaScript
+from patterns_server.storage.wakeups import Waits
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 HEALTH_KEY_TTL_MS = 60_000
@@ -68,6 +69,7 @@ class RedisBackend:
         self._plain_connection_class = replace_closed_connections(client)
         self._batcher = Batcher(client, batch_wait)
         self._pubsub = PubSubHub(self._open_connection, timeout, ping_interval)
+        self.waits = Waits()  # the process's callers waiting for a wake-up; shutdown ends them
         # On a Cluster, the Pub/Sub connection and every PUBLISH go to the node that owns
         # this key's slot (the same node for every server process): Redis then orders
         # messages and the hub's markers exactly, and counts every process's subscriber.
