@@ -449,12 +449,15 @@ def test_shutdown_answers_waiting_acquires_and_fills_at_once(
                 assert details(ended.value)["ErrorInfo"].reason == "SHUTTING_DOWN"
                 assert (retry_delay(ended.value) or 0) > 0
             answered = time.monotonic() - stopped_at
+            print(f"6 waits answered SHUTTING_DOWN {answered * 1000:.0f} ms after SIGTERM")
             assert answered < 2.0, f"the waits were answered {answered:.1f} s after SIGTERM"
             return stopped_at
 
     stopped_at = asyncio.run(scenario())
     assert server.wait() == 0
-    assert time.monotonic() - stopped_at < 5.0  # the grace is 20 s
+    exited = time.monotonic() - stopped_at
+    print(f"the server exited {exited:.2f} s after SIGTERM (grace 20 s)")
+    assert exited < 5.0
 
 
 # Bad input, outages, grpcurl
