@@ -220,6 +220,9 @@ BASES: dict[str, list[Base]] = {
     "/patterns.cache.v1.Cache/GetOrLease": [
         lambda s: cache.GetOrLeaseRequest(key=s.key(), lease_ttl=MINUTE)
     ],
+    "/patterns.cache.v1.Cache/ReleaseLease": [
+        lambda s: cache.ReleaseLeaseRequest(key=s.key(), lease_token="no-longer-held")
+    ],
     "/patterns.counter.v1.UniqueCounter/Add": [
         lambda s: counter.AddRequest(key=s.key(), items=["a"], ttl=MINUTE)
     ],
