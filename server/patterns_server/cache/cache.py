@@ -14,7 +14,8 @@
   connection, for the fill (or the lease's end) to wake them. A Set with the lease's token
   stores only if the lease is still there and none of the value's tags was invalidated
   since it was granted; Delete and invalidations end leases, so a slow filler never writes
-  stale data back.
+  stale data back. A holder that cannot compute the value gives the lease back
+  (ReleaseLease), which wakes the waiters as a fill does: the first takes the next lease.
 """
 
 import enum
