@@ -61,7 +61,7 @@ from devtools.processes import PatternsServer, RedisServer
 from devtools.procfs import cpu_seconds
 from patterns_server.ratelimit.ratelimit import CHECK
 from patterns_server.runtime.auth import new_token
-from patterns_server.storage.embedded import find_redis_server
+from patterns_server.storage.embedded import find_redis_server, server_version
 
 RESULTS_PREAMBLE = """Written by `make bench ARGS="--output benchmarks/RESULTS.md"`; see
 `benchmarks/bench.py` for what each scenario does. Figures from a shared, noisy machine:
@@ -139,7 +139,7 @@ class Processes:
         binary, _ = find_redis_server()
         self.redis = RedisServer(self.directory, str(binary), cores=client_cores)
         self.redis.start()
-        self.redis_version = str(self.redis.client().info("server")["redis_version"])
+        self.redis_version = server_version(self.redis.client().info("server"))
         self.server = PatternsServer(
             self.redis.url, "--health-interval", "1", *server_args, cores=server_cores
         ).start()
@@ -283,7 +283,7 @@ def describe_machine(processes: Processes) -> list[str]:
         f"machine: {os.cpu_count()} cores ({model}), {platform.system()} {platform.release()}",
         f"versions: Python {platform.python_version()}, grpcio {version('grpcio')}, "
         f"redis-py {version('redis')}, hiredis {version('hiredis')}, "
-        f"uvloop {version('uvloop')}, Redis {processes.redis_version}",
+        f"uvloop {version('uvloop')}, {processes.redis_version}",
     ]
 
 
