@@ -75,6 +75,21 @@ def valkey_binary() -> str:
     return path
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A run in which no test ran fails as pytest's "no tests ran" does (exit 5), also when
+    it collected tests and skipped every one (for tools missing outside CI). Under
+    pytest-xdist the controller decides, from every worker's reports."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if hasattr(session.config, "workerinput") or exitstatus != 0 or reporter is None:
+        return
+    outcomes = ("passed", "failed", "xfailed", "xpassed")
+    if not any(report.when == "call" for key in outcomes for report in reporter.stats.get(key, [])):
+        reporter.write_line("")
+        reporter.write_sep("=", "no test ran: every test collected was skipped", red=True)
+        session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
+
+
 def pytest_report_header() -> str:
     redis_server = find_tool("redis-server")
     if redis_server:
