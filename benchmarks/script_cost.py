@@ -13,6 +13,8 @@ every command), makes the call --repeat times and reports, per call: the longest
   session-destroy-all   Sessions.DestroyAll of a user with 10,000
   session-cap           a Create with max_per_user 1 for a user with 10,000
   session-prune         a touch after 10,000 of the user's sessions ended at once
+  session-build         List(1,000) of a user with 10,000 sessions indexed by 0.1.0 (only
+                        by their end): it builds the index by creation first
   cache-invalidate-tag  Cache.InvalidateTags of a tag on 10,000 entries
   cache-get-many        Cache.GetMany of 1,000 keys (1 KiB values)
   lb-remove             Leaderboard.Remove of 1,000 members of a board of 1,000,000
@@ -44,7 +46,7 @@ from devtools.processes import RedisServer
 from patterns_server.cache.cache import Cache
 from patterns_server.leaderboard.leaderboard import Board, Leaderboard
 from patterns_server.ratelimit.ratelimit import Algorithm, Check, Policy, RateLimiter
-from patterns_server.session.session import Sessions
+from patterns_server.session.session import Sessions, _tag
 from patterns_server.storage import RedisBackend
 from patterns_server.storage.embedded import find_redis_server
 
@@ -62,6 +64,7 @@ CASES = (
     "session-destroy-all",
     "session-cap",
     "session-prune",
+    "session-build",
     "cache-invalidate-tag",
     "cache-get-many",
     "lb-remove",
@@ -200,6 +203,21 @@ async def run_cases(
                     repeat,
                     prepare_prune,
                     lambda: sessions.get(expired[0], touch=True),
+                )
+            )
+        if "session-build" in cases:
+
+            async def as_left_by_0_1_0() -> None:
+                await full_user()
+                client.delete(f"patterns:default:session:{{{_tag(user)}}}:c")
+
+            results.append(
+                await measure(
+                    measured,
+                    "session-build",
+                    repeat,
+                    as_left_by_0_1_0,
+                    lambda: list_page(sessions, user, 1_000),
                 )
             )
         await sessions.destroy_all(user)

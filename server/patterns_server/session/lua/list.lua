@@ -3,14 +3,15 @@
 -- than `limit` + SLICE sessions of the creation index (those that have ended are
 -- skipped, and forgotten), so a page can hold fewer than `limit` when more follow.
 -- First, while the creation index lacks ids of the user's index (indexed by an older
--- server), it indexes up to SLICE of them and answers only that: the caller runs it again.
+-- server), it indexes up to SLICE of them and answers only that: the caller runs it again
+-- (with '0', then the page comes once the build is over).
 -- KEYS[1]  the user's base key (see common.lua)
 -- ARGV[1]  the most sessions to return
 -- ARGV[2]  the creation score after which the page starts, '' for the first page
 -- ARGV[3]  '1': may start building the creation index; '0': only continue a build;
 --          '2': page at once
 -- Reply    {total, next page's creation score or '', session, session, ...} (each as
---          reply_of makes it); {-1} while building, with more to do
+--          reply_of makes it); {-1} after a step of the build
 -- Clock    now_ms(), to prune the index and count the live sessions
 local now = now_ms()
 prune(now)
@@ -28,7 +29,10 @@ if cursor then
     if not at then  -- gone without a script (evicted by Redis under memory pressure)
       unindex({random})
     elseif not redis.call('ZSCORE', created, random) then
-      redis.call('ZADD', created, unique_creation(tonumber(at) * 1000), random)
+      -- Its millisecond, and a µs in it drawn from its random id: ids created in the same
+      -- ms seldom collide (each collision costs a step of unique_creation).
+      local micro = (string.byte(random, 1) * 64 + string.byte(random, 2)) % 1000
+      redis.call('ZADD', created, unique_creation(tonumber(at) * 1000 + micro), random)
     end
   end
   local left = redis.call('PTTL', index)
@@ -36,11 +40,11 @@ if cursor then
     redis.call('PEXPIRE', created, left)
   end
   if step[1] == '0' or left <= 0 then
-    redis.call('DEL', building)
+    redis.call('DEL', building)  -- built: the page comes in the next run
   else
     redis.call('SET', building, step[1], 'PX', left)
-    return {-1}
   end
+  return {-1}
 end
 
 local limit = tonumber(ARGV[1])
