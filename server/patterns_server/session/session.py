@@ -174,7 +174,7 @@ class Sessions:
 
     async def list(self, user_id: str, limit: int = 0, page_token: str = "") -> Page:
         """A page of the user's live sessions, newest first: up to `limit`, created before
-        the session the token names (from the newest when none), and how many it has."""
+        the point `page_token` marks (from the newest when none), and how many it has."""
         check_name("user_id", user_id)
         if not 0 <= limit <= MAX_LIST_LIMIT:
             raise InvalidArgument("limit", f"must be 0 to {MAX_LIST_LIMIT:,}, got {limit:,}")

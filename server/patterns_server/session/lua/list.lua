@@ -53,7 +53,7 @@ local reply = {live_count(now), ''}
 local looked, found = 0, 0
 while found < limit and looked < limit + SLICE do
   local batch = redis.call('ZRANGE', created, after, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0,
-    limit - found, 'WITHSCORES')
+    math.min(limit - found, limit + SLICE - looked), 'WITHSCORES')
   if #batch == 0 then
     after = nil
     break
