@@ -291,12 +291,16 @@ def redacted_url(url: str) -> str:
 def _scrubbed(message: str, url: str) -> str:
     """`message` (an error about `url`) with any part of the URL's credentials masked:
     a URL whose password holds an unescaped `/`, `?` or `#` is cut there by the URL
-    parser, and a piece of it can come back in the error (as a port, say)."""
+    parser, and a piece of it can come back in the error (as a port, say). A quoted name
+    of one of the URL's query options (`'db'`, `'socket_timeout'`) stays, even when the
+    password holds those letters: it is what the error is about."""
     credentials = url.partition("://")[2].rpartition("@")[0]
     if not credentials:
         return message
+    options = {name for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
 
     def mask(quoted: re.Match[str]) -> str:
-        return "'***'" if quoted[1] and quoted[1] in credentials else quoted[0]
+        piece = quoted[1]
+        return "'***'" if piece and piece in credentials and piece not in options else quoted[0]
 
     return re.sub(r"'([^']*)'", mask, message).replace(credentials, "***")
