@@ -215,19 +215,40 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
         self.process = None
+        self.frozen = False
+
+    frozen = False
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process holds its sockets open and answers nothing."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+        self.frozen = False
 
 
 class RedisCluster:
-    """Three masters, no replicas, all 16384 slots covered. With `tls`, every node, and
-    the cluster bus between them, speaks TLS only; with `acl_user`, every node has it."""
+    """Three masters, all 16384 slots covered, each with `replicas` replicas (none by
+    default). With `tls`, every node, and the cluster bus between them, speaks TLS only;
+    with `acl_user`, every node has it. `node_timeout_ms` is how long a node goes
+    unanswered before the others deem it failed (and a replica takes its place)."""
 
     def __init__(
-        self, directory: Path, tls: RedisTLS | None = None, acl_user: RedisUser | None = None
+        self,
+        directory: Path,
+        tls: RedisTLS | None = None,
+        acl_user: RedisUser | None = None,
+        replicas: int = 0,
+        node_timeout_ms: int = 2000,
     ) -> None:
         cluster_args = [
             "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf",
-            "--cluster-node-timeout", "2000",
+            "--cluster-node-timeout", str(node_timeout_ms),
         ]  # fmt: skip
         if tls:
             cluster_args += ["--tls-cluster", "yes", "--tls-replication", "yes"]
@@ -242,8 +263,9 @@ class RedisCluster:
                 acl_user=acl_user,
                 admin_password=admin_password,
             )
-            for i in range(3)
+            for i in range(3 * (1 + replicas))
         ]
+        self.replicas = replicas
 
     @property
     def url(self) -> str:
@@ -267,7 +289,7 @@ class RedisCluster:
                 "create",
                 *(f"127.0.0.1:{node.port}" for node in self.nodes),
                 "--cluster-replicas",
-                "0",
+                str(self.replicas),
                 "--cluster-yes",
             ],
             capture_output=True,
@@ -285,6 +307,43 @@ class RedisCluster:
                 ),
                 "the cluster to be ok",
             )
+        if self.replicas:
+            _wait_for(self._replicas_in_sync, "every replica to be in sync")
+
+    def _replicas_in_sync(self) -> bool:
+        return all(
+            node.client().info("replication").get("master_link_status") == "up"
+            for node in self.nodes
+            if node.client().info("replication")["role"] == "slave"
+        )
+
+    def live_nodes(self) -> list[RedisServer]:
+        return [node for node in self.nodes if node.process is not None and not node.frozen]
+
+    def masters(self) -> list[RedisServer]:
+        """The live nodes that are masters now (a failover changes which)."""
+        return [
+            node
+            for node in self.live_nodes()
+            if node.client().info("replication")["role"] == "master"
+        ]
+
+    def master_of(self, key: str, asking: RedisServer | None = None) -> RedisServer:
+        """The node that serves `key` now, as `asking` (any live node) sees it."""
+        client = (asking or self.live_nodes()[0]).client()
+        slot = client.cluster("KEYSLOT", key)
+        for first, last, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+            if first <= slot <= last:
+                return next(node for node in self.nodes if node.port == int(master[1]))
+        raise LookupError(f"no node serves slot {slot}")
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        """A replica of `master` (with replicas)."""
+        for node in self.live_nodes():
+            info = node.client().info("replication")
+            if info["role"] == "slave" and int(info["master_port"]) == master.port:
+                return node
+        raise LookupError(f"no replica of the node on port {master.port}")
 
     def stop(self) -> None:
         for node in self.nodes:
