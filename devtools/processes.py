@@ -332,7 +332,8 @@ class RedisCluster:
         """The node that serves `key` now, as `asking` (any live node) sees it."""
         client = (asking or self.live_nodes()[0]).client()
         slot = client.cluster("KEYSLOT", key)
-        for first, last, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+        slots = client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+        for first, last, master, *_ in slots:
             if first <= slot <= last:
                 return next(node for node in self.nodes if node.port == int(master[1]))
         raise LookupError(f"no node serves slot {slot}")

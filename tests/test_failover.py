@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -105,7 +106,7 @@ def hub_master(cluster: RedisCluster) -> RedisServer:
 def wait_replicated(master: RedisServer) -> None:
     """Until every replica of `master` has all it wrote."""
     client = master.client()
-    assert client.execute_command("WAIT", 1, 5_000) >= 1
+    assert client.wait(1, 5_000) >= 1
 
 
 def promotion(replica: RedisServer, since: float) -> float:
@@ -119,7 +120,7 @@ def promotion(replica: RedisServer, since: float) -> float:
 
 async def failover_scenario(
     cluster: RedisCluster, server: PatternsServer, fault: Callable[[], None]
-) -> dict[str, object]:
+) -> dict[str, Any]:
     victim = hub_master(cluster)
     rule_keys = [f"user:{uuid.uuid4()}" for _ in range(30)]
     victim_keys = names_on(cluster, victim, f"check-{uuid.uuid4().hex[:6]}", 10)
@@ -127,7 +128,7 @@ async def failover_scenario(
     rule = pb.Policy(algorithm=pb.ALGORITHM_FIXED_WINDOW, limit=1_000_000, period=period)
     held_name, waited_name = names_on(cluster, victim, f"lock-{uuid.uuid4().hex[:6]}", 2)
     answers = Answers()
-    results: dict[str, object] = {"answers": answers}
+    results: dict[str, Any] = {"answers": answers}
     async with grpc.aio.insecure_channel(server.address) as channel:
         limiter = ratelimit_pb2_grpc.RateLimiterStub(channel)
         locker = lock_pb2_grpc.LockerStub(channel)
