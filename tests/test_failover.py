@@ -29,6 +29,7 @@ from patterns_server.core.errors import Unavailable
 from patterns_server.storage import Command, RedisBackend
 from tests.conftest import require_tool, windows_of
 from tests.rpc import details, once_answered
+from tests.waiting import eventually
 
 # The test Cluster's node timeout: a master unanswered this long is deemed failed, and its
 # replica is promoted shortly after (Redis's default is 15 s).
@@ -342,3 +343,55 @@ def test_pipelines_find_the_promoted_replica(replicated_cluster: RedisCluster) -
     served_after, promoted_after = asyncio.run(scenario())
     print(f"promoted after {promoted_after:.2f} s, served after {served_after:.2f} s")
     assert served_after - promoted_after < 2.5
+
+
+@pytest.fixture
+def master_and_replica(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer]]:
+    require_tool("redis-server")
+    master = RedisServer(tmp_path / "master")
+    master.start()
+    replica = RedisServer(
+        tmp_path / "replica", extra_args=["--replicaof", "127.0.0.1", str(master.port)]
+    )
+    try:
+        replica.start()
+        look = replica.client()
+        eventually(
+            lambda: look.info("replication").get("master_link_status") == "up",
+            what="the replica in sync",
+        )
+        yield master, replica
+    finally:
+        replica.stop()
+        master.stop()
+
+
+def test_with_wait_replicas_an_answer_follows_the_replicas_copy(
+    master_and_replica: tuple[RedisServer, RedisServer],
+) -> None:
+    """--redis-wait-replicas 1: when a grant is answered, the replica has it already."""
+    master, replica = master_and_replica
+    server = PatternsServer(master.url, "--redis-wait-replicas", "1").start()
+    look = replica.client()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            locker = lock_pb2_grpc.LockerStub(channel)
+            for number in range(50):
+                name = f"waited-{uuid.uuid4().hex[:8]}-{number}"
+                request = lock_pb2.AcquireRequest(name=name, ttl=Duration(seconds=60))
+                assert locker.Acquire(request, timeout=10).acquired
+                assert list(look.scan_iter(match=f"*{{{name}}}*")), "the replica lacks the grant"
+            # A replica that does not confirm delays answers by half of --redis-timeout
+            # (1 s), and they stand: the master made the writes.
+            replica.freeze()
+            try:
+                started = time.monotonic()
+                name = f"unconfirmed-{uuid.uuid4().hex[:8]}"
+                request = lock_pb2.AcquireRequest(name=name, ttl=Duration(seconds=60))
+                assert locker.Acquire(request, timeout=10).acquired
+                assert 0.4 < time.monotonic() - started < 5
+            finally:
+                replica.thaw()
+        server.wait_for_log("0 of 1 replicas confirmed writes within 500 ms")
+    finally:
+        server.stop()

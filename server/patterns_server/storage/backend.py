@@ -23,7 +23,7 @@ from redis.exceptions import RedisClusterException
 from patterns_server.core.errors import Unavailable
 from patterns_server.core.telemetry import Tracer, trace
 from patterns_server.core.units import instant_us
-from patterns_server.storage.batcher import Batcher
+from patterns_server.storage.batcher import Batcher, ReplicaWait
 from patterns_server.storage.errors import translated
 from patterns_server.storage.keys import KeySpace
 from patterns_server.storage.pubsub import PubSubHub, Subscription
@@ -62,11 +62,13 @@ class RedisBackend:
         batch_wait: float,
         timeout: float,
         ping_interval: float = 1.0,
+        wait_replicas: int = 0,
     ) -> None:
         self._client = client
         self.prefix = prefix
         self._plain_connection_class = replace_closed_connections(client)
-        self._batcher = Batcher(client, batch_wait)
+        wait = ReplicaWait(wait_replicas, int(timeout * 500)) if wait_replicas else None
+        self._batcher = Batcher(client, batch_wait, wait)
         self._pubsub = PubSubHub(self._open_connection, timeout, ping_interval)
         # On a Cluster, the Pub/Sub connection and every PUBLISH go to the node that owns
         # this key's slot (the same node for every server process): Redis then orders
@@ -82,6 +84,7 @@ class RedisBackend:
         timeout: float,
         batch_wait: float,
         ping_interval: float = 1.0,
+        wait_replicas: int = 0,
     ) -> "RedisBackend":
         """A backend for `url`; `redis+cluster://` (or `rediss+cluster://`) means Cluster.
         `RedisURLError` if redis-py cannot use the URL; nothing connects yet, so a Redis
@@ -100,7 +103,7 @@ class RedisBackend:
             raise RedisURLError(
                 f"cannot use the Redis URL {redacted_url(url)}: {_scrubbed(str(error), url)}"
             ) from None  # the cause's text may hold the password
-        return cls(client, prefix, batch_wait, timeout, ping_interval)
+        return cls(client, prefix, batch_wait, timeout, ping_interval, wait_replicas)
 
     def keys(self, pattern: str, namespace: str | None = None) -> KeySpace:
         """The key names of `pattern`: in the calling tenant's namespace, or in `namespace`

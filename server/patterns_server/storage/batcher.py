@@ -6,6 +6,7 @@ process keep up with its gRPC traffic.
 """
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -27,6 +28,8 @@ from patterns_server.storage import redispy
 from patterns_server.storage.errors import is_outage
 from patterns_server.storage.scripts import Command
 
+logger = logging.getLogger(__name__)
+
 MAX_COMMANDS_PER_BATCH = 2_000
 # A batch also stops growing at about this many bytes (a larger call goes on its own): a
 # pipeline is one write, and Redis's answer to it must come within the socket timeout.
@@ -37,6 +40,24 @@ MAX_BYTES_PER_BATCH = 1 << 20
 # try) would otherwise wait at every step.
 BUSY_BATCH = 4
 CONCURRENCY_MEMORY = 5
+
+
+@dataclass(frozen=True)
+class ReplicaWait:
+    """WAIT after every pipeline: until `replicas` replicas have its writes, or
+    `timeout_ms`. Redis refuses WAIT inside a script, so it follows the scripts on the same
+    connection, as the pipeline's last command."""
+
+    replicas: int
+    timeout_ms: int
+
+    def command(self) -> tuple[Any, ...]:
+        return ("WAIT", self.replicas, self.timeout_ms)
+
+
+# How often, at most, a WAIT that fewer replicas confirmed is logged (seconds).
+SHORT_WAIT_LOG_INTERVAL = 10.0
+_last_short_wait_log = 0.0
 
 
 @dataclass
@@ -60,9 +81,12 @@ class Batcher:
     reached) in its place.
     """
 
-    def __init__(self, client: "Redis | RedisCluster", batch_wait: float) -> None:
+    def __init__(
+        self, client: "Redis | RedisCluster", batch_wait: float, wait: ReplicaWait | None = None
+    ) -> None:
         self._client = client
         self._batch_wait = batch_wait
+        self._wait = wait
         self._queue: deque[_Job] = deque()
         self._sender: asyncio.Task[None] | None = None
         self._last_batch_jobs = 0
@@ -163,7 +187,7 @@ class Batcher:
         if isinstance(self._client, RedisCluster):
             return await self._execute_per_node(self._client, commands)
         try:
-            return await _execute_on(self._client, commands)
+            return await _execute_on(self._client, commands, wait=self._wait)
         except Exception as error:
             return [error] * len(commands)
 
@@ -193,7 +217,10 @@ class Batcher:
                 by_node.setdefault(node.name, (node, []))[1].append(index)
         groups = list(by_node.values())
         results = await asyncio.gather(
-            *(_execute_on(client, [commands[i] for i in group], node) for node, group in groups),
+            *(
+                _execute_on(client, [commands[i] for i in group], node, wait=self._wait)
+                for node, group in groups
+            ),
             *(_execute_on(client, [commands[i]], node, routed=True) for i, node in routed),
             return_exceptions=True,
         )
@@ -220,14 +247,17 @@ async def _execute_on(
     commands: list[Command],
     node: Any = None,
     routed: bool = False,
+    wait: ReplicaWait | None = None,
 ) -> list[Any]:
-    """Replies to `commands`, all for the Cluster node `node` when given."""
-    replies = await _pipeline(client, [command.args for command in commands], node, routed)
+    """Replies to `commands`, all for the Cluster node `node` when given; followed by
+    `wait`'s WAIT, when given."""
+    replies = await _pipeline(client, [command.args for command in commands], node, routed, wait)
     # A node that lacks a script (restart, failover, first use) gets its source once by
     # EVAL, which also caches it there for the EVALSHAs that follow.
     missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
     if missing:
-        retried = await _pipeline(client, [commands[i].as_eval() for i in missing], node, routed)
+        again = [commands[i].as_eval() for i in missing]
+        retried = await _pipeline(client, again, node, routed, wait)
         for i, reply in zip(missing, retried, strict=True):
             replies[i] = reply
     return replies
@@ -238,7 +268,10 @@ async def _pipeline(
     commands: list[tuple[Any, ...]],
     node: Any = None,
     routed: bool = False,
+    wait: ReplicaWait | None = None,
 ) -> list[Any]:
+    if wait is not None:
+        return await _pipeline_and_wait(client, commands, node, wait)
     if len(commands) == 1:  # a pipeline of one costs a lone call 45 µs more than the command
         try:
             if node is None:
@@ -258,3 +291,38 @@ async def _pipeline(
     for args in commands:
         pipe.execute_command(*args)
     return list(await pipe.execute(raise_on_error=False))
+
+
+async def _pipeline_and_wait(
+    client: "Redis | RedisCluster", commands: list[tuple[Any, ...]], node: Any, wait: ReplicaWait
+) -> list[Any]:
+    """`commands` then WAIT, on one connection (of `node`'s, on a Cluster): their replies
+    once `wait.replicas` replicas have their writes, or after `wait.timeout_ms` (the
+    replies stand: the master made the writes; a line in the log says that fewer replicas
+    confirmed)."""
+    pipe = client.pipeline(transaction=False)
+    for args in commands:
+        pipe.execute_command(*args)
+    if node is None:
+        pipe.execute_command(*wait.command())
+    else:  # a command without a key goes where it is told
+        pipe.execute_command(*wait.command(), target_nodes=node)
+    *replies, confirmed = await pipe.execute(raise_on_error=False)
+    if isinstance(confirmed, int) and confirmed < wait.replicas:
+        _log_short_wait(confirmed, wait)
+    return list(replies)
+
+
+def _log_short_wait(confirmed: int, wait: ReplicaWait) -> None:
+    global _last_short_wait_log
+    now = time.monotonic()
+    if now - _last_short_wait_log >= SHORT_WAIT_LOG_INTERVAL:
+        _last_short_wait_log = now
+        logger.warning(
+            "WAIT: %d of %d replicas confirmed writes within %d ms (the writes stand; a "
+            "failover now would lose them); logged at most every %.0f s",
+            confirmed,
+            wait.replicas,
+            wait.timeout_ms,
+            SHORT_WAIT_LOG_INTERVAL,
+        )
