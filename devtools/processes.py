@@ -351,6 +351,78 @@ class RedisCluster:
             node.stop()
 
 
+class RedisSentinels:
+    """A master, a replica and three Sentinels that watch them (service `service`), all
+    on 127.0.0.1. `down_after_ms` is how long the master goes unanswered before the
+    Sentinels deem it down and promote the replica (Redis's default is 30 s)."""
+
+    def __init__(self, directory: Path, service: str = "patterns", down_after_ms: int = 1000):
+        self.directory = directory
+        self.service = service
+        self.down_after_ms = down_after_ms
+        self.master = RedisServer(directory / "master")
+        self.replica = RedisServer(directory / "replica")
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.service}"
+
+    def start(self) -> None:
+        try:
+            self.master.start()
+            self.replica.extra_args = ["--replicaof", "127.0.0.1", str(self.master.port)]
+            self.replica.start()
+            for number, port in enumerate(self.sentinel_ports):
+                self.sentinels.append(self._start_sentinel(number, port))
+            _wait_for(self._watched, "the Sentinels to see the master, its replica and each other")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_sentinel(self, number: int, port: int) -> "subprocess.Popen[bytes]":
+        directory = self.directory / f"sentinel{number}"
+        directory.mkdir(parents=True, exist_ok=True)
+        config = directory / "sentinel.conf"  # Sentinel rewrites it: one file each
+        config.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+            f"logfile {directory / 'sentinel.log'}\n"
+            f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 2\n"
+            f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {self.service} 10000\n"
+        )
+        binary = find_tool("redis-sentinel") or "redis-sentinel"
+        return subprocess.Popen([binary, str(config)], stdin=subprocess.DEVNULL)
+
+    def _watched(self) -> bool:
+        for port in self.sentinel_ports:
+            try:
+                state = redis.Redis(port=port, socket_timeout=5).sentinel_master(self.service)
+            except redis.RedisError:
+                return False
+            assert isinstance(state, dict)
+            if state["num-slaves"] < 1 or state["num-other-sentinels"] < 2:
+                return False
+        return True
+
+    def master_now(self) -> int:
+        """The port of the master as the Sentinels see it now."""
+        client = redis.Redis(port=self.sentinel_ports[0], socket_timeout=5)
+        address = client.sentinel_get_master_addr_by_name(self.service)
+        assert isinstance(address, tuple)
+        return int(address[1])
+
+    def stop(self) -> None:
+        for sentinel in self.sentinels:
+            sentinel.kill()
+            sentinel.wait()
+        self.sentinels = []
+        self.replica.stop()
+        self.master.stop()
+
+
 def redis_url(scheme: str, port: int, tls: RedisTLS | None, user: RedisUser | None) -> str:
     """A URL of the Redis on local `port` for redis-py and patterns-server: `scheme`
     (`redis`, `redis+cluster`), rediss with `tls` (its files in the query), logging in as

@@ -13,6 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,10 @@ from patterns.lock.v1 import lock_pb2, lock_pb2_grpc
 from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 
-from devtools.processes import PatternsServer, RedisCluster, RedisServer
+from devtools.processes import PatternsServer, RedisCluster, RedisSentinels, RedisServer
 from patterns_server.core.errors import Unavailable
 from patterns_server.storage import Command, RedisBackend
+from patterns_server.storage.backend import RedisURLError
 from tests.conftest import require_tool, windows_of
 from tests.rpc import details, once_answered
 from tests.waiting import eventually
@@ -125,7 +127,7 @@ async def failover_scenario(
     victim = hub_master(cluster)
     rule_keys = [f"user:{uuid.uuid4()}" for _ in range(30)]
     victim_keys = names_on(cluster, victim, f"check-{uuid.uuid4().hex[:6]}", 10)
-    period = windows_of(cluster.url).calm(__import__("datetime").timedelta(hours=1))
+    period = windows_of(cluster.url).calm(timedelta(hours=1))
     rule = pb.Policy(algorithm=pb.ALGORITHM_FIXED_WINDOW, limit=1_000_000, period=period)
     held_name, waited_name = names_on(cluster, victim, f"lock-{uuid.uuid4().hex[:6]}", 2)
     answers = Answers()
@@ -395,3 +397,120 @@ def test_with_wait_replicas_an_answer_follows_the_replicas_copy(
         server.wait_for_log("0 of 1 replicas confirmed writes within 500 ms")
     finally:
         server.stop()
+
+
+@pytest.fixture
+def sentinels(tmp_path: Path) -> Iterator[RedisSentinels]:
+    require_tool("redis-server")
+    require_tool("redis-sentinel")
+    watched = RedisSentinels(tmp_path / "sentinel", down_after_ms=1_000)
+    watched.start()
+    yield watched
+    watched.stop()
+
+
+@pytest.mark.slow
+def test_a_sentinel_failover_under_load(sentinels: RedisSentinels) -> None:
+    """redis+sentinel://: the server finds the master through the Sentinels, and the new
+    master after the old one dies; meanwhile calls answer OK or UNAVAILABLE with RetryInfo,
+    a stream ends UNAVAILABLE, and a new subscription receives events."""
+    server = PatternsServer(sentinels.url).start()
+    period = windows_of(sentinels.master.url).calm(timedelta(hours=1))
+    rule = pb.Policy(algorithm=pb.ALGORITHM_FIXED_WINDOW, limit=1_000_000, period=period)
+    keys = [f"user:{uuid.uuid4()}" for _ in range(10)]
+    old_master = sentinels.master.port
+
+    async def scenario() -> tuple[Answers, float, float, str, tuple[int, bytes]]:
+        answers = Answers()
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            limiter = ratelimit_pb2_grpc.RateLimiterStub(channel)
+            events = events_pb2_grpc.EventsStub(channel)
+            stream = events.Subscribe(events_pb2.SubscribeRequest(channels=["news"]), timeout=60)
+            assert (await stream.read()).HasField("subscribed")
+            stop = asyncio.Event()
+
+            async def check_loop() -> None:
+                while not stop.is_set():
+                    calls = [
+                        limiter.Check(pb.CheckRequest(key=key, policy=rule), timeout=5)
+                        for key in keys
+                    ]
+                    for outcome in await asyncio.gather(*calls, return_exceptions=True):
+                        if isinstance(outcome, grpc.RpcError):
+                            answers.record("check", outcome)
+                        elif isinstance(outcome, BaseException):
+                            raise outcome
+                        else:
+                            answers.record("check", None)
+                    await asyncio.sleep(0.01)
+
+            loop = asyncio.create_task(check_loop())
+            await asyncio.sleep(0.5)
+            answers.fault_at = time.monotonic()
+            await asyncio.to_thread(sentinels.master.stop)
+            try:
+                while True:
+                    await stream.read()
+            except grpc.RpcError as ended:
+                stream_end = describe(ended)
+            promoted = await asyncio.to_thread(
+                sentinel_promotion, sentinels, old_master, answers.fault_at
+            )
+            deadline = time.monotonic() + RECOVERY_BOUND
+            while time.monotonic() < deadline:
+                after = [o for t, _, o in answers.seen if t > promoted]
+                if len(after) > 30 and all(o == "OK" for o in after[-30:]):
+                    break
+                await asyncio.sleep(0.1)
+            stop.set()
+            await loop
+            while True:
+                again = events.Subscribe(events_pb2.SubscribeRequest(channels=["news"]), timeout=30)
+                try:
+                    assert (await again.read()).HasField("subscribed")
+                    break
+                except grpc.RpcError as error:
+                    answers.record("resubscribe", error)
+                    await asyncio.sleep(0.1)
+            published = await events.Publish(
+                events_pb2.PublishRequest(channel="news", payload=b"after"), timeout=10
+            )
+            event = (published.receivers, (await again.read()).event.payload)
+            again.cancel()
+        return answers, answers.served_again("check"), promoted, stream_end, event
+
+    try:
+        answers, recovered, promoted, stream_end, event = asyncio.run(scenario())
+    finally:
+        server.stop()
+    print(
+        f"Sentinel: promoted after {promoted:.2f} s, served again after {recovered:.2f} s,",
+        Counter(outcome for _, _, outcome in answers.seen),
+    )
+    assert answers.outcomes() <= ACCEPTED
+    assert stream_end in ACCEPTED - {"OK"}
+    assert recovered < RECOVERY_BOUND
+    assert recovered - promoted < 2.5, "the server kept sending to the lost master"
+    assert event == (1, b"after")
+
+
+def sentinel_promotion(sentinels: RedisSentinels, old_master: int, since: float) -> float:
+    """Seconds from `since` until the Sentinels name another master."""
+    while sentinels.master_now() == old_master:
+        assert time.monotonic() - since < RECOVERY_BOUND, "no new master"
+        time.sleep(0.01)
+    return time.monotonic() - since
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("redis+sentinel://127.0.0.1:1/", "the path must be /service_name"),
+        ("redis+sentinel://127.0.0.1:1/svc/x", "the path must be /service_name"),
+        ("redis+sentinel://127.0.0.1/svc", "a Sentinel must be given as host:port"),
+        ("redis+sentinel://127.0.0.1:1/svc?socket_timeout=1", "take no options"),
+    ],
+)
+def test_an_unusable_sentinel_url_is_refused_at_start(url: str, said: str) -> None:
+    with pytest.raises(RedisURLError, match=said):
+        RedisBackend.from_url(url, prefix="p", timeout=1, batch_wait=0)

@@ -12,11 +12,12 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit, urlunsplit
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException
 
@@ -35,6 +36,7 @@ from patterns_server.storage.redispy import (
 from patterns_server.storage.scripts import Command, LuaScript
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+SENTINEL_SCHEME = "redis+sentinel"
 HEALTH_KEY_TTL_MS = 60_000
 # The namespace of the server's own keys (health probes, the Pub/Sub route): no tenant's
 # name, since those are [a-z0-9_-] only.
@@ -269,12 +271,45 @@ def _client(url: str, options: dict[str, Any]) -> "Redis | RedisCluster":
         # redis-py would refuse them at the first connection (standalone), or ignore them
         # and talk plain TCP to a TLS port (Cluster).
         raise ValueError(f"{', '.join(tls_options)} need rediss:// or rediss+cluster://")
+    if parts.scheme == SENTINEL_SCHEME:
+        return _sentinel_client(parts, options)
     if parts.scheme in CLUSTER_SCHEMES:
         plain_url = urlunsplit(parts._replace(scheme=CLUSTER_SCHEMES[parts.scheme]))
         return RedisCluster.from_url(plain_url, **options)  # checks every option
     client = Redis.from_url(url, **options)
     pool = client.connection_pool
     pool.connection_class(**pool.connection_kwargs)  # an unknown option: TypeError
+    return client
+
+
+def _sentinel_client(parts: SplitResult, options: dict[str, Any]) -> Redis:
+    """The client of the master that the Sentinels of `parts` (a `redis+sentinel://` URL)
+    name: it asks them again whenever it connects, so a failover moves it to the new
+    master (redis-py's asyncio Sentinel client)."""
+    if parts.query or parts.fragment:
+        raise ValueError("redis+sentinel:// URLs take no options")
+    _, _, hosts = parts.netloc.rpartition("@")
+    sentinels = []
+    for host in hosts.split(","):
+        name, colon, port = host.rpartition(":")
+        if not colon or not name or not port.isdigit():
+            raise ValueError("a Sentinel must be given as host:port")
+        sentinels.append((name, int(port)))
+    service, _, db = parts.path.strip("/").partition("/")
+    if not service or (db and not db.isdigit()) or "/" in db:
+        raise ValueError("the path must be /service_name or /service_name/db")
+    credentials: dict[str, Any] = {
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password is not None else None,
+    }
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinels,
+        # The Sentinels themselves: the same timeouts, no password (the URL's is the
+        # master's and its replicas').
+        sentinel_kwargs={k: v for k, v in options.items() if k.startswith("socket_")},
+        **options,
+    )
+    client: Redis = sentinel.master_for(service, db=int(db or 0), **credentials)
     return client
 
 
