@@ -30,8 +30,10 @@ class Settings:
     listen: str = _setting("127.0.0.1:50051", "address the gRPC server listens on (host:port)")
     redis_url: str = _setting(
         "",
-        "Redis to use: redis://, rediss://, unix:// or redis+cluster://host:port for a Redis "
-        "Cluster; empty starts an embedded, private redis-server for this process",
+        "Redis to use: redis://, rediss://, unix://, redis+cluster://host:port for a Redis "
+        "Cluster, or redis+sentinel://host:port[,host:port...]/service_name[/db] for the "
+        "master that Redis Sentinels name; empty starts an embedded, private redis-server "
+        "for this process",
     )
     key_prefix: str = _setting("patterns", "first part of every Redis key this server writes")
     auth_file: str = _setting(
