@@ -157,7 +157,11 @@ def topology_may_have_changed(reply: Any) -> bool:
     """Whether a Cluster node's `reply` (or failure) says the slots may live elsewhere now:
     the node is unreachable or too slow, the Cluster is down (failing over), or the node
     no longer serves the slot."""
-    return isinstance(reply, ConnectionError | TimeoutError | ClusterDownError | MovedError)
+    return isinstance(reply, _TOPOLOGY_ERRORS)
+
+
+# A tuple: isinstance takes it several times faster than a union (this runs on every reply).
+_TOPOLOGY_ERRORS = (ConnectionError, TimeoutError, ClusterDownError, MovedError)
 
 
 def refresh_topology(client: RedisCluster, failed_node: str) -> None:
