@@ -290,7 +290,7 @@ def test_a_grant_not_yet_replicated_is_lost(replicated_cluster: RedisCluster) ->
             # The grant reaches the master only: its link to the replica is cut, and the
             # replica, frozen, cannot connect again before the master dies.
             replica.freeze()
-            master.client().client_kill_filter(_type="replica")
+            master.client().client_kill_filter(_type="slave")  # "replica" from redis-py 8.1
             granted = locker.Acquire(lock_pb2.AcquireRequest(name=name, ttl=ttl), timeout=10)
             assert granted.acquired
             master.stop()
