@@ -517,3 +517,11 @@ def sentinel_promotion(sentinels: RedisSentinels, old_master: int, since: float)
 def test_an_unusable_sentinel_url_is_refused_at_start(url: str, said: str) -> None:
     with pytest.raises(RedisURLError, match=said):
         RedisBackend.from_url(url, prefix="p", timeout=1, batch_wait=0)
+
+
+def test_a_sentinel_urls_password_is_never_shown() -> None:
+    url = "redis+sentinel://patterns:s3cret@127.0.0.1:1,127.0.0.1/svc"
+    with pytest.raises(RedisURLError) as caught:
+        RedisBackend.from_url(url, prefix="p", timeout=1, batch_wait=0)
+    assert "redis+sentinel://patterns:***@127.0.0.1:1,127.0.0.1/svc" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
