@@ -28,6 +28,10 @@ delivery, and server memory per idle stream.
 
 and prints throughput, latency percentiles, the server's CPU time per call, and the ratios
 the targets are stated in. --output writes the same as Markdown (benchmarks/RESULTS.md).
+
+--script-cost measures something else instead: how long Redis is busy with the longest
+single command (script) of each call whose work grows with its input, from SLOWLOG
+(`benchmarks/script_cost.py`).
 """
 
 import argparse
@@ -45,6 +49,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from benchmarks import script_cost
 from benchmarks.fanout import FanoutResult, run_fanout
 from benchmarks.load import (
     BOARD,
@@ -478,7 +483,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--fanout-seconds", type=float, default=5.0, help="measured per rate")
     parser.add_argument("--output", type=Path, help="also write the report as Markdown")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--script-cost",
+        action="store_true",
+        help="instead: what one call costs Redis at the limits, from SLOWLOG "
+        "(benchmarks/script_cost.py; its --cases and --repeat may follow)",
+    )
+    args, rest = parser.parse_known_args(argv)
+    if args.script_cost:
+        script_cost.main(rest)
+        return
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     scenarios = [s for s in args.scenarios.split(",") if s]
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:

@@ -235,6 +235,33 @@ def test_a_wait_that_runs_out_is_pending(cache: Stub, new_key: Callable[[], str]
     assert hit.value == b"there" and hit.ttl_remaining.seconds > 3_500
 
 
+def test_a_released_lease_passes_to_a_waiter_at_once(
+    cache: Stub, new_key: Callable[[], str]
+) -> None:
+    """A filler whose computation failed gives its lease back: a waiter takes the next
+    one at once, not after the lease's minute; a second release, or one by a token that
+    does not hold the lease, answers released = false and changes nothing."""
+    key = new_key()
+    first = cache.GetOrLease(pb.GetOrLeaseRequest(key=key, lease_ttl=MINUTE), timeout=10).lease
+    request = pb.GetOrLeaseRequest(key=key, lease_ttl=MINUTE, wait_timeout=MINUTE)
+    waiter = cache.GetOrLease.future(request, timeout=70)
+    time.sleep(0.3)  # the waiter waits meanwhile
+    assert not waiter.done()
+    release = pb.ReleaseLeaseRequest(key=key, lease_token=first.token)
+    released_at = time.monotonic()
+    assert cache.ReleaseLease(release, timeout=10).released
+    second = waiter.result()
+    took = time.monotonic() - released_at
+    print(f"the waiter had the next lease {took * 1000:.0f} ms after the release")
+    assert second.WhichOneof("result") == "lease" and second.lease.token != first.token
+    assert took < 1.5  # woken by the release, not by the lease's end a minute later
+    assert not cache.ReleaseLease(release, timeout=10).released  # again: nothing to end
+    assert cache.GetOrLease(pb.GetOrLeaseRequest(key=key, lease_ttl=MINUTE)).HasField("pending")
+    assert put(cache, key, b"filled", lease_token=second.lease.token)  # the second still holds
+    stranger = pb.ReleaseLeaseRequest(key=new_key(), lease_token=first.token)
+    assert not cache.ReleaseLease(stranger, timeout=10).released  # no lease there at all
+
+
 @pytest.mark.parametrize("invalidation", ["delete", "tag", "prefix"])
 def test_a_fill_invalidated_meanwhile_is_refused(
     cache: Stub, new_key: Callable[[], str], invalidation: str
@@ -305,6 +332,12 @@ def test_the_other_calls_reject_bad_input(cache: Stub) -> None:
     assert_invalid(lambda: cache.GetOrLease(pb.GetOrLeaseRequest(key="k")), "lease_ttl")
     long_lease = pb.GetOrLeaseRequest(key="k", lease_ttl=Duration(seconds=3_601))
     assert_invalid(lambda: cache.GetOrLease(long_lease), "lease_ttl")
+    for release, field in [
+        (pb.ReleaseLeaseRequest(lease_token="t"), "key"),
+        (pb.ReleaseLeaseRequest(key="k"), "lease_token"),
+        (pb.ReleaseLeaseRequest(key="k", lease_token="t" * 65), "lease_token"),
+    ]:
+        assert_invalid(lambda: cache.ReleaseLease(release), field)  # noqa: B023
 
 
 def test_redis_outage_is_unavailable_then_recovers(

@@ -37,6 +37,9 @@ from tests.waiting import eventually
 # The contract tests run on every backend; the client's, on Redis 7 and the Cluster.
 live = pytest.mark.parametrize("backend_url", ["redis7", "cluster"], indirect=True)
 MINUTE = timedelta(minutes=1)
+# The recipes' fallback budget in tests that count what the server decided: one that no
+# busy machine exhausts (tests/test_client_fallbacks.py tests the budget itself).
+PATIENT = timedelta(seconds=10)
 CLIENT_PACKAGE = Path(__file__).parents[1] / "clients" / "python" / "patterns_client"
 
 
@@ -118,6 +121,10 @@ def test_sessions_methods(client: Client, new_key: Callable[[], str]) -> None:
     other = client.sessions.create(user, ttl=MINUTE)
     listed = client.sessions.list(user)
     assert [s.id for s in listed.sessions] == [other.id, rotated.id] and listed.total == 2
+    first = client.sessions.list(user, limit=1)
+    assert [s.id for s in first.sessions] == [other.id] and first.next_page_token
+    rest = client.sessions.list(user, limit=1, page_token=first.next_page_token)
+    assert [s.id for s in rest.sessions] == [rotated.id] and rest.next_page_token == ""
     assert client.sessions.destroy_all(user, except_id=rotated.id) == 1
     assert client.sessions.destroy(rotated.id)
     assert not client.sessions.destroy(rotated.id)
@@ -213,7 +220,9 @@ def test_the_limited_decorator_raises_with_retry_after(
 ) -> None:
     prefix = new_key()
 
-    @client.ratelimit.limited(key=lambda user: f"{prefix}:{user}", policy=Policy.gcra(3, MINUTE))
+    @client.ratelimit.limited(
+        key=lambda user: f"{prefix}:{user}", policy=Policy.gcra(3, MINUTE), fallback_after=PATIENT
+    )
     def handle(user: str) -> str:
         return f"hello {user}"
 
@@ -315,7 +324,7 @@ def test_fifty_concurrent_get_or_compute_compute_once(
 
     def read() -> bytes:
         return client.cache.get_or_compute(
-            key, compute, ttl=MINUTE, tags=["t"], wait=timedelta(seconds=30)
+            key, compute, ttl=MINUTE, tags=["t"], wait=timedelta(seconds=30), fallback_after=PATIENT
         )
 
     with ThreadPoolExecutor(50) as pool:
@@ -330,7 +339,7 @@ def test_fifty_concurrent_get_or_compute_compute_once(
 def test_cached_decorator(client: Client, new_key: Callable[[], str]) -> None:
     prefix, calls = new_key(), []
 
-    @client.cache.cached(key=lambda n: f"{prefix}:{n}", ttl=MINUTE)
+    @client.cache.cached(key=lambda n: f"{prefix}:{n}", ttl=MINUTE, fallback_after=PATIENT)
     def square(n: int) -> bytes:
         calls.append(n)
         return str(n * n).encode()

@@ -27,6 +27,9 @@ from tests.waiting import eventually_async
 
 live = pytest.mark.parametrize("backend_url", ["redis7", "cluster"], indirect=True)
 MINUTE = timedelta(minutes=1)
+# The recipes' fallback budget in tests that count what the server decided: one that no
+# busy machine exhausts (tests/test_client_fallbacks.py tests the budget itself).
+PATIENT = timedelta(seconds=10)
 T = TypeVar("T")
 
 
@@ -112,7 +115,9 @@ def test_the_limited_decorator_on_a_coroutine_function(
 
     async def scenario(client: aio.Client) -> None:
         @client.ratelimit.limited(
-            key=lambda user: f"{prefix}:{user}", policy=Policy.gcra(1, MINUTE)
+            key=lambda user: f"{prefix}:{user}",
+            policy=Policy.gcra(1, MINUTE),
+            fallback_after=PATIENT,
         )
         async def handle(user: str) -> str:
             return user
@@ -170,7 +175,9 @@ def test_fifty_concurrent_get_or_compute_compute_once(
             return b"expensive"
 
         reads = [
-            client.cache.get_or_compute(key, compute, ttl=MINUTE, wait=timedelta(seconds=30))
+            client.cache.get_or_compute(
+                key, compute, ttl=MINUTE, wait=timedelta(seconds=30), fallback_after=PATIENT
+            )
             for _ in range(50)
         ]
         return list(await asyncio.gather(*reads))
@@ -186,7 +193,7 @@ def test_the_cached_decorator_on_a_coroutine_function(
     prefix, calls = new_key(), []
 
     async def scenario(client: aio.Client) -> list[bytes]:
-        @client.cache.cached(key=lambda n: f"{prefix}:{n}", ttl=MINUTE)
+        @client.cache.cached(key=lambda n: f"{prefix}:{n}", ttl=MINUTE, fallback_after=PATIENT)
         async def square(n: int) -> bytes:
             calls.append(n)
             return str(n * n).encode()

@@ -36,6 +36,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
+    "falls_back",
 ]
 
 
@@ -150,6 +151,22 @@ class LockNotAcquired(PatternsError):
     def __init__(self, name: str) -> None:
         super().__init__(f"lock {name!r} was not acquired within the wait", reason="NOT_ACQUIRED")
         self.name = name
+
+
+# What a fallback covers: the server or its Redis unreachable or too slow, or the server
+# (or the caller's share of it) overloaded. Not covered: what the caller must fix (a wrong
+# key, a refused argument, a request too large), which a fallback would only hide.
+OVERLOAD_REASONS = frozenset({"OVERLOADED", "TENANT_OVERLOADED"})
+
+
+def falls_back(error: PatternsError) -> bool:
+    """Whether a recipe's fallback covers `error`: UNAVAILABLE (the server or its Redis
+    unavailable, or no connection could be made), DEADLINE_EXCEEDED (no answer within the
+    recipe's `fallback_after`: a paused server or Redis), RESOURCE_EXHAUSTED with reason
+    OVERLOADED or TENANT_OVERLOADED."""
+    if isinstance(error, Unavailable | DeadlineExceeded):
+        return True
+    return isinstance(error, ResourceExhausted) and error.reason in OVERLOAD_REASONS
 
 
 _BY_CODE = {

@@ -12,15 +12,16 @@ from typing import Any, Literal, TypeVar
 from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 
-from patterns_client._calls import AsyncCalls, Calls
-from patterns_client._convert import duration
-from patterns_client.errors import RateLimited, Unavailable
+from patterns_client._calls import FALLBACK_AFTER, AsyncCalls, Calls
+from patterns_client._convert import duration, seconds
+from patterns_client.errors import PatternsError, RateLimited, falls_back
 
 __all__ = ["Algorithm", "AsyncRateLimiter", "Decision", "OnUnavailable", "Policy", "RateLimiter"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-# What a check answers while the server or its Redis is unavailable: raise Unavailable,
-# admit ("allow", failing open), or refuse ("deny", failing closed).
+# What a check answers when the server cannot answer in time (it or its Redis unavailable,
+# paused or overloaded, or no connection): raise the error, admit ("allow", failing open),
+# or refuse ("deny", failing closed).
 OnUnavailable = Literal["raise", "allow", "deny"]
 
 
@@ -82,7 +83,9 @@ class Policy:
 @dataclass(frozen=True)
 class Decision:
     """A check's answer. `fallback` is True when it was not Redis's but the client's
-    `on_unavailable` choice, the server being unavailable."""
+    `on_unavailable` choice, the server having no answer within `fallback_after`: then
+    `limit` is the policy's capacity (`burst`, or `limit`) and `remaining` is capacity -
+    cost when admitted (as the server's own fail-open mode answers), 0 when refused."""
 
     allowed: bool
     limit: int
@@ -119,15 +122,20 @@ def _decisions(response: pb.CheckManyResponse) -> tuple[bool, list[Decision]]:
     return response.allowed, [_decision(result) for result in response.results]
 
 
-def _fallback(policy: Policy, error: Unavailable, on_unavailable: OnUnavailable) -> Decision:
-    if on_unavailable == "raise":
+def _fallback(
+    policy: Policy, cost: int, error: PatternsError, on_unavailable: OnUnavailable
+) -> Decision:
+    """The decision `on_unavailable` makes when the check failed with `error`; `error`
+    itself when no fallback covers it (errors.falls_back) or the caller chose "raise"."""
+    if on_unavailable == "raise" or not falls_back(error):
         raise error
     allowed = on_unavailable == "allow"
+    capacity = policy.burst or policy.limit
     wait = error.retry_after or timedelta(seconds=1)
     return Decision(
         allowed,
-        policy.limit,
-        0,
+        capacity,
+        max(capacity - cost, 0) if allowed else 0,
         timedelta(0) if allowed else wait,
         timedelta(0) if allowed else wait,
         fallback=True,
@@ -149,12 +157,24 @@ class RateLimiter:
         cost: int = 1,
         peek: bool = False,
         on_unavailable: OnUnavailable = "raise",
+        fallback_after: timedelta = FALLBACK_AFTER,
     ) -> Decision:
-        """Whether `cost` units for `key` are admitted under `policy` (consumed if so)."""
+        """Whether `cost` units for `key` are admitted under `policy` (consumed if so).
+
+        With `on_unavailable="raise"` (the default) a failure raises, after the client's
+        timeout at most. With "allow" or "deny" the check waits `fallback_after` (200 ms)
+        at most, and when the server has not answered by then, or answered that it or
+        its Redis is unavailable or that it is overloaded (errors.falls_back), the
+        decision is the client's own (`fallback=True`): admitted, or refused for the
+        error's `retry_after` (else a second). Other errors (a wrong argument or API key)
+        raise whatever `on_unavailable` says."""
+        request = _check_request(key, policy, cost, peek)
+        if on_unavailable == "raise":
+            return _decision(self._calls.unary(self._stub.Check, request))
         try:
-            response = self._calls.unary(self._stub.Check, _check_request(key, policy, cost, peek))
-        except Unavailable as error:
-            return _fallback(policy, error, on_unavailable)
+            response = self._calls.unary(self._stub.Check, request, timeout=seconds(fallback_after))
+        except PatternsError as error:
+            return _fallback(policy, cost, error, on_unavailable)
         return _decision(response)
 
     def check_many(
@@ -179,17 +199,28 @@ class RateLimiter:
         policy: Policy,
         cost: int = 1,
         on_unavailable: OnUnavailable = "allow",
+        fallback_after: timedelta = FALLBACK_AFTER,
     ) -> Callable[[F], F]:
         """A decorator: each call of the function is checked first, under the key that
-        `key(*args, **kwargs)` names, and raises RateLimited when refused. While the
-        server is unavailable calls pass by default (`on_unavailable="allow"`): an
-        outage of the limiter is not an outage of what it protects; "deny" refuses."""
+        `key(*args, **kwargs)` names, and raises RateLimited when refused.
+
+        When the server has no answer within `fallback_after` (200 ms), or answers that
+        it or its Redis is unavailable or that it is overloaded, calls pass by default
+        (`on_unavailable="allow"`: an outage of the limiter is not an outage of what it
+        protects; `check` raises by default instead, as a plain call that the caller
+        handles); "deny" refuses them with RateLimited, "raise" raises the error."""
 
         def decorate(function: F) -> F:
             @functools.wraps(function)
             def limited_call(*args: Any, **kwargs: Any) -> Any:
                 name = key(*args, **kwargs)
-                decision = self.check(name, policy, cost=cost, on_unavailable=on_unavailable)
+                decision = self.check(
+                    name,
+                    policy,
+                    cost=cost,
+                    on_unavailable=on_unavailable,
+                    fallback_after=fallback_after,
+                )
                 if not decision.allowed:
                     raise RateLimited(name, decision.retry_after)
                 return function(*args, **kwargs)
@@ -214,14 +245,22 @@ class AsyncRateLimiter:
         cost: int = 1,
         peek: bool = False,
         on_unavailable: OnUnavailable = "raise",
+        fallback_after: timedelta = FALLBACK_AFTER,
     ) -> Decision:
-        """As RateLimiter.check."""
+        """Whether `cost` units for `key` are admitted under `policy` (consumed if so).
+        `on_unavailable` and `fallback_after` decide what a check answers when the server
+        cannot answer in time, exactly as for RateLimiter.check: "raise" (the default)
+        raises; "allow" or "deny" waits `fallback_after` (200 ms) at most, then admits or
+        refuses on its own (`fallback=True`)."""
+        request = _check_request(key, policy, cost, peek)
+        if on_unavailable == "raise":
+            return _decision(await self._calls.unary(self._stub.Check, request))
         try:
             response = await self._calls.unary(
-                self._stub.Check, _check_request(key, policy, cost, peek)
+                self._stub.Check, request, timeout=seconds(fallback_after)
             )
-        except Unavailable as error:
-            return _fallback(policy, error, on_unavailable)
+        except PatternsError as error:
+            return _fallback(policy, cost, error, on_unavailable)
         return _decision(response)
 
     async def check_many(
@@ -230,12 +269,13 @@ class AsyncRateLimiter:
         *,
         all_or_nothing: bool = False,
     ) -> tuple[bool, list[Decision]]:
-        """As RateLimiter.check_many."""
+        """Several (key, policy) checks of cost 1 at once: whether all were admitted, and
+        each decision in order. With `all_or_nothing` nothing is consumed unless all are."""
         request = _check_many_request(checks, all_or_nothing)
         return _decisions(await self._calls.unary(self._stub.CheckMany, request))
 
     async def reset(self, key: str, policy: Policy) -> None:
-        """As RateLimiter.reset."""
+        """Forget what `key` has consumed under `policy`."""
         await self._calls.unary(self._stub.Reset, pb.ResetRequest(key=key, policy=policy.message()))
 
     def limited(
@@ -245,14 +285,25 @@ class AsyncRateLimiter:
         policy: Policy,
         cost: int = 1,
         on_unavailable: OnUnavailable = "allow",
+        fallback_after: timedelta = FALLBACK_AFTER,
     ) -> Callable[[F], F]:
-        """As RateLimiter.limited, for coroutine functions."""
+        """A decorator for a coroutine function: each call is checked first, under the
+        key that `key(*args, **kwargs)` names, and raises RateLimited when refused. When
+        the server cannot answer within `fallback_after` (200 ms), calls pass by default
+        (`on_unavailable="allow"`), as RateLimiter.limited explains; "deny" refuses them,
+        "raise" raises the error."""
 
         def decorate(function: F) -> F:
             @functools.wraps(function)
             async def limited_call(*args: Any, **kwargs: Any) -> Any:
                 name = key(*args, **kwargs)
-                decision = await self.check(name, policy, cost=cost, on_unavailable=on_unavailable)
+                decision = await self.check(
+                    name,
+                    policy,
+                    cost=cost,
+                    on_unavailable=on_unavailable,
+                    fallback_after=fallback_after,
+                )
                 if not decision.allowed:
                     raise RateLimited(name, decision.retry_after)
                 result: Awaitable[Any] = function(*args, **kwargs)

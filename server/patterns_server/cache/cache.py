@@ -14,7 +14,8 @@
   connection, for the fill (or the lease's end) to wake them. A Set with the lease's token
   stores only if the lease is still there and none of the value's tags was invalidated
   since it was granted; Delete and invalidations end leases, so a slow filler never writes
-  stale data back.
+  stale data back. A holder that cannot compute the value gives the lease back
+  (ReleaseLease), which wakes the waiters as a fill does: the first takes the next lease.
 """
 
 import enum
@@ -48,6 +49,7 @@ INVALIDATE_TAG = LuaScript.load(__file__, "invalidate_tag", clock=True)
 INVALIDATE_ENTRY = LuaScript.load(__file__, "invalidate_entry", lease=True)
 DELETE = LuaScript.load(__file__, "delete", lease=True)
 GET_OR_LEASE = LuaScript.load(__file__, "get_or_lease", lease=True)
+RELEASE_LEASE = LuaScript.load(__file__, "release_lease", lease=True)
 
 
 class Lookup(enum.IntEnum):
@@ -221,6 +223,17 @@ class Cache:
 
         channel = self._fill_channel(key)
         return await wait_for(self._redis, channel, attempt, from_ms(wait_ms), time_left)
+
+    async def release_lease(self, key: str, token: str) -> bool:
+        """End the fill lease of `key` if `token` holds it, waking the callers that wait
+        for the fill; whether it ended (False: the token no longer held it; nothing
+        changed)."""
+        check_name("key", key)
+        check_token("lease_token", token)
+        released = await self._redis.eval(
+            RELEASE_LEASE, [self._keys(key, "lease")], [token, self._fill_channel(key)]
+        )
+        return int(released) == 1
 
     async def _lease_or_value(
         self, key: str, token: str, lease_ms: int

@@ -84,6 +84,12 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         lease = pb.Lease(token=answer.token, expires_at=timestamp(answer.expires_at))
         return pb.GetOrLeaseResponse(lease=lease)
 
+    async def ReleaseLease(
+        self, request: pb.ReleaseLeaseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReleaseLeaseResponse:
+        released = await self._cache.release_lease(request.key, request.lease_token)
+        return pb.ReleaseLeaseResponse(released=released)
+
 
 def _entry(entry: Entry) -> pb.Entry:
     if not entry.found:

@@ -3,7 +3,9 @@
 A lock is one key holding "<token>:<fencing token>" that expires with the lease; granting
 it and taking the next fencing token of its name are one script, so tokens strictly grow
 with every grant, across expiries and restarts (the counter never expires: one small key
-per name ever locked). Release and extend check the token in the same script that acts.
+per name ever locked). A token is max(last + 1, the Redis clock in µs): should Redis lose
+the counter, the next token starts again above every earlier one, unless the Redis clock
+has gone back. Release and extend check the token in the same script that acts.
 
 Waiting: the callers of one server that wait for one lock stand in line, in arrival
 order, and only the first of them is awake. It subscribes, through the backend's shared

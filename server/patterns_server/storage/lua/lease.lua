@@ -47,3 +47,17 @@ local function lease_end(key, channel)
   redis.call('PUBLISH', channel, '')
   return true
 end
+
+-- Ends the lease `key` if `token` holds it, and wakes whoever waits on `channel`: 1 when
+-- it ended, 2 when nobody holds it, 3 when another token does (left alone).
+local function lease_release(key, token, channel)
+  local holder = lease_holder(key)
+  if not holder then
+    return 2
+  end
+  if holder ~= token then
+    return 3
+  end
+  lease_end(key, channel)
+  return 1
+end

@@ -1045,6 +1045,108 @@ func (*Pending) Descriptor() ([]byte, []int) {
 	return file_patterns_cache_v1_cache_proto_rawDescGZIP(), []int{17}
 }
 
+// ReleaseLeaseRequest names a fill lease to give back.
+type ReleaseLeaseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key, 1 to 512 bytes.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The lease's token, as GetOrLease granted it: 1 to 64 characters.
+	LeaseToken    string `protobuf:"bytes,2,opt,name=lease_token,json=leaseToken,proto3" json:"lease_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseLeaseRequest) Reset() {
+	*x = ReleaseLeaseRequest{}
+	mi := &file_patterns_cache_v1_cache_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseLeaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseLeaseRequest) ProtoMessage() {}
+
+func (x *ReleaseLeaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_patterns_cache_v1_cache_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseLeaseRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseLeaseRequest) Descriptor() ([]byte, []int) {
+	return file_patterns_cache_v1_cache_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ReleaseLeaseRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ReleaseLeaseRequest) GetLeaseToken() string {
+	if x != nil {
+		return x.LeaseToken
+	}
+	return ""
+}
+
+// ReleaseLeaseResponse says whether the lease ended.
+type ReleaseLeaseResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when the token held the lease and it has ended; false when it held it no longer
+	// (nothing changed).
+	Released      bool `protobuf:"varint,1,opt,name=released,proto3" json:"released,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseLeaseResponse) Reset() {
+	*x = ReleaseLeaseResponse{}
+	mi := &file_patterns_cache_v1_cache_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseLeaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseLeaseResponse) ProtoMessage() {}
+
+func (x *ReleaseLeaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_patterns_cache_v1_cache_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseLeaseResponse.ProtoReflect.Descriptor instead.
+func (*ReleaseLeaseResponse) Descriptor() ([]byte, []int) {
+	return file_patterns_cache_v1_cache_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ReleaseLeaseResponse) GetReleased() bool {
+	if x != nil {
+		return x.Released
+	}
+	return false
+}
+
 var File_patterns_cache_v1_cache_proto protoreflect.FileDescriptor
 
 const file_patterns_cache_v1_cache_proto_rawDesc = "" +
@@ -1106,7 +1208,13 @@ const file_patterns_cache_v1_cache_proto_rawDesc = "" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
 	"\n" +
 	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\t\n" +
-	"\aPending2\xe3\x04\n" +
+	"\aPending\"H\n" +
+	"\x13ReleaseLeaseRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1f\n" +
+	"\vlease_token\x18\x02 \x01(\tR\n" +
+	"leaseToken\"2\n" +
+	"\x14ReleaseLeaseResponse\x12\x1a\n" +
+	"\breleased\x18\x01 \x01(\bR\breleased2\xc4\x05\n" +
 	"\x05Cache\x12D\n" +
 	"\x03Get\x12\x1d.patterns.cache.v1.GetRequest\x1a\x1e.patterns.cache.v1.GetResponse\x12P\n" +
 	"\aGetMany\x12!.patterns.cache.v1.GetManyRequest\x1a\".patterns.cache.v1.GetManyResponse\x12D\n" +
@@ -1115,7 +1223,8 @@ const file_patterns_cache_v1_cache_proto_rawDesc = "" +
 	"\x0eInvalidateTags\x12(.patterns.cache.v1.InvalidateTagsRequest\x1a).patterns.cache.v1.InvalidateTagsResponse\x12k\n" +
 	"\x10InvalidatePrefix\x12*.patterns.cache.v1.InvalidatePrefixRequest\x1a+.patterns.cache.v1.InvalidatePrefixResponse\x12Y\n" +
 	"\n" +
-	"GetOrLease\x12$.patterns.cache.v1.GetOrLeaseRequest\x1a%.patterns.cache.v1.GetOrLeaseResponseBu\n" +
+	"GetOrLease\x12$.patterns.cache.v1.GetOrLeaseRequest\x1a%.patterns.cache.v1.GetOrLeaseResponse\x12_\n" +
+	"\fReleaseLease\x12&.patterns.cache.v1.ReleaseLeaseRequest\x1a'.patterns.cache.v1.ReleaseLeaseResponseBu\n" +
 	"\x14io.patterns.cache.v1B\n" +
 	"CacheProtoP\x01ZOgithub.com/patterns-server/patterns-server/clients/go/patterns/cache/v1;cachev1b\x06proto3"
 
@@ -1131,7 +1240,7 @@ func file_patterns_cache_v1_cache_proto_rawDescGZIP() []byte {
 	return file_patterns_cache_v1_cache_proto_rawDescData
 }
 
-var file_patterns_cache_v1_cache_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_patterns_cache_v1_cache_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_patterns_cache_v1_cache_proto_goTypes = []any{
 	(*GetRequest)(nil),               // 0: patterns.cache.v1.GetRequest
 	(*GetResponse)(nil),              // 1: patterns.cache.v1.GetResponse
@@ -1151,22 +1260,24 @@ var file_patterns_cache_v1_cache_proto_goTypes = []any{
 	(*Hit)(nil),                      // 15: patterns.cache.v1.Hit
 	(*Lease)(nil),                    // 16: patterns.cache.v1.Lease
 	(*Pending)(nil),                  // 17: patterns.cache.v1.Pending
-	(*durationpb.Duration)(nil),      // 18: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 19: google.protobuf.Timestamp
+	(*ReleaseLeaseRequest)(nil),      // 18: patterns.cache.v1.ReleaseLeaseRequest
+	(*ReleaseLeaseResponse)(nil),     // 19: patterns.cache.v1.ReleaseLeaseResponse
+	(*durationpb.Duration)(nil),      // 20: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 21: google.protobuf.Timestamp
 }
 var file_patterns_cache_v1_cache_proto_depIdxs = []int32{
-	18, // 0: patterns.cache.v1.GetResponse.ttl_remaining:type_name -> google.protobuf.Duration
-	18, // 1: patterns.cache.v1.Entry.ttl_remaining:type_name -> google.protobuf.Duration
+	20, // 0: patterns.cache.v1.GetResponse.ttl_remaining:type_name -> google.protobuf.Duration
+	20, // 1: patterns.cache.v1.Entry.ttl_remaining:type_name -> google.protobuf.Duration
 	3,  // 2: patterns.cache.v1.GetManyResponse.entries:type_name -> patterns.cache.v1.Entry
-	18, // 3: patterns.cache.v1.SetRequest.ttl:type_name -> google.protobuf.Duration
-	19, // 4: patterns.cache.v1.SetRequest.expire_at:type_name -> google.protobuf.Timestamp
-	18, // 5: patterns.cache.v1.GetOrLeaseRequest.lease_ttl:type_name -> google.protobuf.Duration
-	18, // 6: patterns.cache.v1.GetOrLeaseRequest.wait_timeout:type_name -> google.protobuf.Duration
+	20, // 3: patterns.cache.v1.SetRequest.ttl:type_name -> google.protobuf.Duration
+	21, // 4: patterns.cache.v1.SetRequest.expire_at:type_name -> google.protobuf.Timestamp
+	20, // 5: patterns.cache.v1.GetOrLeaseRequest.lease_ttl:type_name -> google.protobuf.Duration
+	20, // 6: patterns.cache.v1.GetOrLeaseRequest.wait_timeout:type_name -> google.protobuf.Duration
 	15, // 7: patterns.cache.v1.GetOrLeaseResponse.hit:type_name -> patterns.cache.v1.Hit
 	16, // 8: patterns.cache.v1.GetOrLeaseResponse.lease:type_name -> patterns.cache.v1.Lease
 	17, // 9: patterns.cache.v1.GetOrLeaseResponse.pending:type_name -> patterns.cache.v1.Pending
-	18, // 10: patterns.cache.v1.Hit.ttl_remaining:type_name -> google.protobuf.Duration
-	19, // 11: patterns.cache.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
+	20, // 10: patterns.cache.v1.Hit.ttl_remaining:type_name -> google.protobuf.Duration
+	21, // 11: patterns.cache.v1.Lease.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 12: patterns.cache.v1.Cache.Get:input_type -> patterns.cache.v1.GetRequest
 	2,  // 13: patterns.cache.v1.Cache.GetMany:input_type -> patterns.cache.v1.GetManyRequest
 	5,  // 14: patterns.cache.v1.Cache.Set:input_type -> patterns.cache.v1.SetRequest
@@ -1174,15 +1285,17 @@ var file_patterns_cache_v1_cache_proto_depIdxs = []int32{
 	9,  // 16: patterns.cache.v1.Cache.InvalidateTags:input_type -> patterns.cache.v1.InvalidateTagsRequest
 	11, // 17: patterns.cache.v1.Cache.InvalidatePrefix:input_type -> patterns.cache.v1.InvalidatePrefixRequest
 	13, // 18: patterns.cache.v1.Cache.GetOrLease:input_type -> patterns.cache.v1.GetOrLeaseRequest
-	1,  // 19: patterns.cache.v1.Cache.Get:output_type -> patterns.cache.v1.GetResponse
-	4,  // 20: patterns.cache.v1.Cache.GetMany:output_type -> patterns.cache.v1.GetManyResponse
-	6,  // 21: patterns.cache.v1.Cache.Set:output_type -> patterns.cache.v1.SetResponse
-	8,  // 22: patterns.cache.v1.Cache.Delete:output_type -> patterns.cache.v1.DeleteResponse
-	10, // 23: patterns.cache.v1.Cache.InvalidateTags:output_type -> patterns.cache.v1.InvalidateTagsResponse
-	12, // 24: patterns.cache.v1.Cache.InvalidatePrefix:output_type -> patterns.cache.v1.InvalidatePrefixResponse
-	14, // 25: patterns.cache.v1.Cache.GetOrLease:output_type -> patterns.cache.v1.GetOrLeaseResponse
-	19, // [19:26] is the sub-list for method output_type
-	12, // [12:19] is the sub-list for method input_type
+	18, // 19: patterns.cache.v1.Cache.ReleaseLease:input_type -> patterns.cache.v1.ReleaseLeaseRequest
+	1,  // 20: patterns.cache.v1.Cache.Get:output_type -> patterns.cache.v1.GetResponse
+	4,  // 21: patterns.cache.v1.Cache.GetMany:output_type -> patterns.cache.v1.GetManyResponse
+	6,  // 22: patterns.cache.v1.Cache.Set:output_type -> patterns.cache.v1.SetResponse
+	8,  // 23: patterns.cache.v1.Cache.Delete:output_type -> patterns.cache.v1.DeleteResponse
+	10, // 24: patterns.cache.v1.Cache.InvalidateTags:output_type -> patterns.cache.v1.InvalidateTagsResponse
+	12, // 25: patterns.cache.v1.Cache.InvalidatePrefix:output_type -> patterns.cache.v1.InvalidatePrefixResponse
+	14, // 26: patterns.cache.v1.Cache.GetOrLease:output_type -> patterns.cache.v1.GetOrLeaseResponse
+	19, // 27: patterns.cache.v1.Cache.ReleaseLease:output_type -> patterns.cache.v1.ReleaseLeaseResponse
+	20, // [20:28] is the sub-list for method output_type
+	12, // [12:20] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
 	12, // [12:12] is the sub-list for extension extendee
 	0,  // [0:12] is the sub-list for field type_name
@@ -1204,7 +1317,7 @@ func file_patterns_cache_v1_cache_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_patterns_cache_v1_cache_proto_rawDesc), len(file_patterns_cache_v1_cache_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

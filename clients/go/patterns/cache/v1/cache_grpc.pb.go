@@ -29,6 +29,7 @@ const (
 	Cache_InvalidateTags_FullMethodName   = "/patterns.cache.v1.Cache/InvalidateTags"
 	Cache_InvalidatePrefix_FullMethodName = "/patterns.cache.v1.Cache/InvalidatePrefix"
 	Cache_GetOrLease_FullMethodName       = "/patterns.cache.v1.Cache/GetOrLease"
+	Cache_ReleaseLease_FullMethodName     = "/patterns.cache.v1.Cache/ReleaseLease"
 )
 
 // CacheClient is the client API for Cache service.
@@ -42,8 +43,10 @@ const (
 //
 // A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
 // google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
-// (with google.rpc.RetryInfo) while Redis is unreachable: a caller should then read its
-// source directly (the cache is an optimisation, never the only way to the data).
+// (with google.rpc.RetryInfo) while Redis is unreachable. A caller should then read its
+// source directly (the cache is an optimisation, never the only way to the data), and so
+// too when the server is overloaded (RESOURCE_EXHAUSTED) or has not answered within a
+// short deadline of the caller's own (a paused server or Redis answers nothing at all).
 //
 // Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
 // any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
@@ -77,6 +80,14 @@ type CacheClient interface {
 	// it dies, its lease expires after lease_ttl and one waiter gets the next lease.
 	// Reasons: INVALID_ARGUMENT.
 	GetOrLease(ctx context.Context, in *GetOrLeaseRequest, opts ...grpc.CallOption) (*GetOrLeaseResponse, error)
+	// ReleaseLease gives back a fill lease without a value (its holder could not compute
+	// one): if the token still holds the key's lease, the lease ends and the callers waiting
+	// for the fill are woken, the first of them taking the next lease at once rather than
+	// after lease_ttl. Releasing a lease the token no longer holds (expired, filled, ended by
+	// Delete or an invalidation, released already) is not an error: it answers
+	// released = false and changes nothing, so a retry is harmless.
+	// Reasons: INVALID_ARGUMENT.
+	ReleaseLease(ctx context.Context, in *ReleaseLeaseRequest, opts ...grpc.CallOption) (*ReleaseLeaseResponse, error)
 }
 
 type cacheClient struct {
@@ -157,6 +168,16 @@ func (c *cacheClient) GetOrLease(ctx context.Context, in *GetOrLeaseRequest, opt
 	return out, nil
 }
 
+func (c *cacheClient) ReleaseLease(ctx context.Context, in *ReleaseLeaseRequest, opts ...grpc.CallOption) (*ReleaseLeaseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReleaseLeaseResponse)
+	err := c.cc.Invoke(ctx, Cache_ReleaseLease_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CacheServer is the server API for Cache service.
 // All implementations must embed UnimplementedCacheServer
 // for forward compatibility.
@@ -168,8 +189,10 @@ func (c *cacheClient) GetOrLease(ctx context.Context, in *GetOrLeaseRequest, opt
 //
 // A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
 // google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
-// (with google.rpc.RetryInfo) while Redis is unreachable: a caller should then read its
-// source directly (the cache is an optimisation, never the only way to the data).
+// (with google.rpc.RetryInfo) while Redis is unreachable. A caller should then read its
+// source directly (the cache is an optimisation, never the only way to the data), and so
+// too when the server is overloaded (RESOURCE_EXHAUSTED) or has not answered within a
+// short deadline of the caller's own (a paused server or Redis answers nothing at all).
 //
 // Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
 // any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
@@ -203,6 +226,14 @@ type CacheServer interface {
 	// it dies, its lease expires after lease_ttl and one waiter gets the next lease.
 	// Reasons: INVALID_ARGUMENT.
 	GetOrLease(context.Context, *GetOrLeaseRequest) (*GetOrLeaseResponse, error)
+	// ReleaseLease gives back a fill lease without a value (its holder could not compute
+	// one): if the token still holds the key's lease, the lease ends and the callers waiting
+	// for the fill are woken, the first of them taking the next lease at once rather than
+	// after lease_ttl. Releasing a lease the token no longer holds (expired, filled, ended by
+	// Delete or an invalidation, released already) is not an error: it answers
+	// released = false and changes nothing, so a retry is harmless.
+	// Reasons: INVALID_ARGUMENT.
+	ReleaseLease(context.Context, *ReleaseLeaseRequest) (*ReleaseLeaseResponse, error)
 	mustEmbedUnimplementedCacheServer()
 }
 
@@ -233,6 +264,9 @@ func (UnimplementedCacheServer) InvalidatePrefix(context.Context, *InvalidatePre
 }
 func (UnimplementedCacheServer) GetOrLease(context.Context, *GetOrLeaseRequest) (*GetOrLeaseResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetOrLease not implemented")
+}
+func (UnimplementedCacheServer) ReleaseLease(context.Context, *ReleaseLeaseRequest) (*ReleaseLeaseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReleaseLease not implemented")
 }
 func (UnimplementedCacheServer) mustEmbedUnimplementedCacheServer() {}
 func (UnimplementedCacheServer) testEmbeddedByValue()               {}
@@ -381,6 +415,24 @@ func _Cache_GetOrLease_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cache_ReleaseLease_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseLeaseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CacheServer).ReleaseLease(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cache_ReleaseLease_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CacheServer).ReleaseLease(ctx, req.(*ReleaseLeaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cache_ServiceDesc is the grpc.ServiceDesc for Cache service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -415,6 +467,10 @@ var Cache_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetOrLease",
 			Handler:    _Cache_GetOrLease_Handler,
+		},
+		{
+			MethodName: "ReleaseLease",
+			Handler:    _Cache_ReleaseLease_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -149,3 +149,17 @@ class Lease(_message.Message):
 class Pending(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ReleaseLeaseRequest(_message.Message):
+    __slots__ = ("key", "lease_token")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    lease_token: str
+    def __init__(self, key: _Optional[str] = ..., lease_token: _Optional[str] = ...) -> None: ...
+
+class ReleaseLeaseResponse(_message.Message):
+    __slots__ = ("released",)
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    released: bool
+    def __init__(self, released: _Optional[bool] = ...) -> None: ...

@@ -33,8 +33,10 @@ class CacheStub:
 
     A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
     google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
-    (with google.rpc.RetryInfo) while Redis is unreachable: a caller should then read its
-    source directly (the cache is an optimisation, never the only way to the data).
+    (with google.rpc.RetryInfo) while Redis is unreachable. A caller should then read its
+    source directly (the cache is an optimisation, never the only way to the data), and so
+    too when the server is overloaded (RESOURCE_EXHAUSTED) or has not answered within a
+    short deadline of the caller's own (a paused server or Redis answers nothing at all).
 
     Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
     any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
@@ -84,6 +86,11 @@ class CacheStub:
                 request_serializer=patterns_dot_cache_dot_v1_dot_cache__pb2.GetOrLeaseRequest.SerializeToString,
                 response_deserializer=patterns_dot_cache_dot_v1_dot_cache__pb2.GetOrLeaseResponse.FromString,
                 _registered_method=True)
+        self.ReleaseLease = channel.unary_unary(
+                '/patterns.cache.v1.Cache/ReleaseLease',
+                request_serializer=patterns_dot_cache_dot_v1_dot_cache__pb2.ReleaseLeaseRequest.SerializeToString,
+                response_deserializer=patterns_dot_cache_dot_v1_dot_cache__pb2.ReleaseLeaseResponse.FromString,
+                _registered_method=True)
 
 
 class CacheServicer:
@@ -94,8 +101,10 @@ class CacheServicer:
 
     A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
     google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
-    (with google.rpc.RetryInfo) while Redis is unreachable: a caller should then read its
-    source directly (the cache is an optimisation, never the only way to the data).
+    (with google.rpc.RetryInfo) while Redis is unreachable. A caller should then read its
+    source directly (the cache is an optimisation, never the only way to the data), and so
+    too when the server is overloaded (RESOURCE_EXHAUSTED) or has not answered within a
+    short deadline of the caller's own (a paused server or Redis answers nothing at all).
 
     Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
     any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
@@ -165,6 +174,19 @@ class CacheServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReleaseLease(self, request, context):
+        """ReleaseLease gives back a fill lease without a value (its holder could not compute
+        one): if the token still holds the key's lease, the lease ends and the callers waiting
+        for the fill are woken, the first of them taking the next lease at once rather than
+        after lease_ttl. Releasing a lease the token no longer holds (expired, filled, ended by
+        Delete or an invalidation, released already) is not an error: it answers
+        released = false and changes nothing, so a retry is harmless.
+        Reasons: INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CacheServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -203,6 +225,11 @@ def add_CacheServicer_to_server(servicer, server):
                     request_deserializer=patterns_dot_cache_dot_v1_dot_cache__pb2.GetOrLeaseRequest.FromString,
                     response_serializer=patterns_dot_cache_dot_v1_dot_cache__pb2.GetOrLeaseResponse.SerializeToString,
             ),
+            'ReleaseLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseLease,
+                    request_deserializer=patterns_dot_cache_dot_v1_dot_cache__pb2.ReleaseLeaseRequest.FromString,
+                    response_serializer=patterns_dot_cache_dot_v1_dot_cache__pb2.ReleaseLeaseResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'patterns.cache.v1.Cache', rpc_method_handlers)
@@ -219,8 +246,10 @@ class Cache:
 
     A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
     google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
-    (with google.rpc.RetryInfo) while Redis is unreachable: a caller should then read its
-    source directly (the cache is an optimisation, never the only way to the data).
+    (with google.rpc.RetryInfo) while Redis is unreachable. A caller should then read its
+    source directly (the cache is an optimisation, never the only way to the data), and so
+    too when the server is overloaded (RESOURCE_EXHAUSTED) or has not answered within a
+    short deadline of the caller's own (a paused server or Redis answers nothing at all).
 
     Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
     any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
@@ -408,6 +437,33 @@ class Cache:
             '/patterns.cache.v1.Cache/GetOrLease',
             patterns_dot_cache_dot_v1_dot_cache__pb2.GetOrLeaseRequest.SerializeToString,
             patterns_dot_cache_dot_v1_dot_cache__pb2.GetOrLeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/patterns.cache.v1.Cache/ReleaseLease',
+            patterns_dot_cache_dot_v1_dot_cache__pb2.ReleaseLeaseRequest.SerializeToString,
+            patterns_dot_cache_dot_v1_dot_cache__pb2.ReleaseLeaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

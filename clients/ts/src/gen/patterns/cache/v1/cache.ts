@@ -192,6 +192,23 @@ export interface Lease {
 export interface Pending {
 }
 
+/** ReleaseLeaseRequest names a fill lease to give back. */
+export interface ReleaseLeaseRequest {
+  /** The key, 1 to 512 bytes. */
+  key: string;
+  /** The lease's token, as GetOrLease granted it: 1 to 64 characters. */
+  leaseToken: string;
+}
+
+/** ReleaseLeaseResponse says whether the lease ended. */
+export interface ReleaseLeaseResponse {
+  /**
+   * True when the token held the lease and it has ended; false when it held it no longer
+   * (nothing changed).
+   */
+  released: boolean;
+}
+
 function createBaseGetRequest(): GetRequest {
   return { key: "" };
 }
@@ -1727,6 +1744,162 @@ export const Pending: MessageFns<Pending> = {
   },
 };
 
+function createBaseReleaseLeaseRequest(): ReleaseLeaseRequest {
+  return { key: "", leaseToken: "" };
+}
+
+export const ReleaseLeaseRequest: MessageFns<ReleaseLeaseRequest> = {
+  encode(message: ReleaseLeaseRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.leaseToken !== "") {
+      writer.uint32(18).string(message.leaseToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseLeaseRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseLeaseRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.leaseToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReleaseLeaseRequest {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      leaseToken: isSet(object.leaseToken)
+        ? globalThis.String(object.leaseToken)
+        : isSet(object.lease_token)
+        ? globalThis.String(object.lease_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ReleaseLeaseRequest): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.leaseToken !== "") {
+      obj.leaseToken = message.leaseToken;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReleaseLeaseRequest>, I>>(base?: I): ReleaseLeaseRequest {
+    return ReleaseLeaseRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReleaseLeaseRequest>, I>>(object: I): ReleaseLeaseRequest {
+    const message = createBaseReleaseLeaseRequest();
+    message.key = object.key ?? "";
+    message.leaseToken = object.leaseToken ?? "";
+    return message;
+  },
+};
+
+function createBaseReleaseLeaseResponse(): ReleaseLeaseResponse {
+  return { released: false };
+}
+
+export const ReleaseLeaseResponse: MessageFns<ReleaseLeaseResponse> = {
+  encode(message: ReleaseLeaseResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.released !== false) {
+      writer.uint32(8).bool(message.released);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseLeaseResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReleaseLeaseResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.released = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReleaseLeaseResponse {
+    return { released: isSet(object.released) ? globalThis.Boolean(object.released) : false };
+  },
+
+  toJSON(message: ReleaseLeaseResponse): unknown {
+    const obj: any = {};
+    if (message.released !== false) {
+      obj.released = message.released;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ReleaseLeaseResponse>, I>>(base?: I): ReleaseLeaseResponse {
+    return ReleaseLeaseResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ReleaseLeaseResponse>, I>>(object: I): ReleaseLeaseResponse {
+    const message = createBaseReleaseLeaseResponse();
+    message.released = object.released ?? false;
+    return message;
+  },
+};
+
 /**
  * Cache stores opaque values under keys of the caller's namespace: its tenant's, from the
  * server's auth file (without one, every caller shares the namespace `default`). A key,
@@ -1735,8 +1908,10 @@ export const Pending: MessageFns<Pending> = {
  *
  * A miss is an answer (found = false), not an error. Errors: INVALID_ARGUMENT (with a
  * google.rpc.BadRequest naming the field) for input outside the limits below; UNAVAILABLE
- * (with google.rpc.RetryInfo) while Redis is unreachable: a caller should then read its
- * source directly (the cache is an optimisation, never the only way to the data).
+ * (with google.rpc.RetryInfo) while Redis is unreachable. A caller should then read its
+ * source directly (the cache is an optimisation, never the only way to the data), and so
+ * too when the server is overloaded (RESOURCE_EXHAUSTED) or has not answered within a
+ * short deadline of the caller's own (a paused server or Redis answers nothing at all).
  *
  * Error reasons (patterns.errors.v1.ErrorReason, in each error's google.rpc.ErrorInfo):
  * any RPC may return MALFORMED_REQUEST, OVERLOADED, REDIS_UNAVAILABLE, REDIS_TIMEOUT,
@@ -1846,6 +2021,25 @@ export const CacheService = {
     responseSerialize: (value: GetOrLeaseResponse): Buffer => Buffer.from(GetOrLeaseResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetOrLeaseResponse => GetOrLeaseResponse.decode(value),
   },
+  /**
+   * ReleaseLease gives back a fill lease without a value (its holder could not compute
+   * one): if the token still holds the key's lease, the lease ends and the callers waiting
+   * for the fill are woken, the first of them taking the next lease at once rather than
+   * after lease_ttl. Releasing a lease the token no longer holds (expired, filled, ended by
+   * Delete or an invalidation, released already) is not an error: it answers
+   * released = false and changes nothing, so a retry is harmless.
+   * Reasons: INVALID_ARGUMENT.
+   */
+  releaseLease: {
+    path: "/patterns.cache.v1.Cache/ReleaseLease" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReleaseLeaseRequest): Buffer => Buffer.from(ReleaseLeaseRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReleaseLeaseRequest => ReleaseLeaseRequest.decode(value),
+    responseSerialize: (value: ReleaseLeaseResponse): Buffer =>
+      Buffer.from(ReleaseLeaseResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReleaseLeaseResponse => ReleaseLeaseResponse.decode(value),
+  },
 } as const;
 
 export interface CacheServer extends UntypedServiceImplementation {
@@ -1889,6 +2083,16 @@ export interface CacheServer extends UntypedServiceImplementation {
    * Reasons: INVALID_ARGUMENT.
    */
   getOrLease: handleUnaryCall<GetOrLeaseRequest, GetOrLeaseResponse>;
+  /**
+   * ReleaseLease gives back a fill lease without a value (its holder could not compute
+   * one): if the token still holds the key's lease, the lease ends and the callers waiting
+   * for the fill are woken, the first of them taking the next lease at once rather than
+   * after lease_ttl. Releasing a lease the token no longer holds (expired, filled, ended by
+   * Delete or an invalidation, released already) is not an error: it answers
+   * released = false and changes nothing, so a retry is harmless.
+   * Reasons: INVALID_ARGUMENT.
+   */
+  releaseLease: handleUnaryCall<ReleaseLeaseRequest, ReleaseLeaseResponse>;
 }
 
 export interface CacheClient extends Client {
@@ -2023,6 +2227,30 @@ export interface CacheClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetOrLeaseResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * ReleaseLease gives back a fill lease without a value (its holder could not compute
+   * one): if the token still holds the key's lease, the lease ends and the callers waiting
+   * for the fill are woken, the first of them taking the next lease at once rather than
+   * after lease_ttl. Releasing a lease the token no longer holds (expired, filled, ended by
+   * Delete or an invalidation, released already) is not an error: it answers
+   * released = false and changes nothing, so a retry is harmless.
+   * Reasons: INVALID_ARGUMENT.
+   */
+  releaseLease(
+    request: ReleaseLeaseRequest,
+    callback: (error: ServiceError | null, response: ReleaseLeaseResponse) => void,
+  ): ClientUnaryCall;
+  releaseLease(
+    request: ReleaseLeaseRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReleaseLeaseResponse) => void,
+  ): ClientUnaryCall;
+  releaseLease(
+    request: ReleaseLeaseRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReleaseLeaseResponse) => void,
   ): ClientUnaryCall;
 }
 
