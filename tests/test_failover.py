@@ -307,6 +307,10 @@ def test_a_grant_not_yet_replicated_is_lost(replicated_cluster: RedisCluster) ->
             assert released.status == lock_pb2.RELEASE_STATUS_NOT_HELD
             other = locker.Acquire(lock_pb2.AcquireRequest(name=name, ttl=ttl), timeout=10)
             assert other.acquired
+            # The fence counter's increment was lost with the grant; the next token is
+            # still greater, since tokens start from the Redis clock (the new master's
+            # here: on one machine, never behind the old one's).
+            assert other.fencing_token > granted.fencing_token
             print(
                 "fencing tokens: the lost grant's",
                 granted.fencing_token,
