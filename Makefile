@@ -20,8 +20,8 @@ BREAKING_AGAINST ?= .git\#branch=main,subdir=protos
 REDIS_PY_OLDEST := $(shell sed -n 's/.*"redis\[hiredis\]>=\([0-9.]*\),.*/\1/p' pyproject.toml)
 OLDEST_VENV := .venv-redis-py-$(REDIS_PY_OLDEST)
 # The suites that meet redis-py: storage, the patterns below gRPC (every module of
-# tests/patterns/), faults, the services, and Redis over TLS as an ACL user.
-REDIS_SUITES := tests/test_storage.py tests/patterns/ tests/test_redis_faults.py \
+# tests/patterns/), faults and failover, the services, and Redis over TLS as an ACL user.
+REDIS_SUITES := tests/test_storage.py tests/patterns/ tests/test_redis_faults.py tests/test_failover.py \
 	tests/test_hardening.py tests/test_ratelimit.py tests/test_counter.py tests/test_events.py \
 	tests/test_lock.py tests/test_cache.py tests/test_leaderboard.py tests/test_session.py \
 	tests/test_redis_security.py

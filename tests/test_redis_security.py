@@ -466,6 +466,24 @@ def test_an_unusable_url_never_shows_a_piece_of_the_password() -> None:
 
 
 @pytest.mark.parametrize(
+    ("query", "said"),
+    [("db=x", "Invalid value for 'db'"), ("bogus=1", "unexpected keyword argument 'bogus'")],
+)
+def test_an_option_named_in_the_error_is_shown_though_the_password_holds_it(
+    query: str, said: str
+) -> None:
+    """The error names the option at fault even when the password holds its letters
+    ("db", "bogus"): only pieces of the credentials are masked, not every quoted word
+    found in them."""
+    with pytest.raises(RedisURLError) as caught:
+        RedisBackend.from_url(
+            f"redis://{USER}:xdbogusy@127.0.0.1:1?{query}", prefix="p", timeout=1, batch_wait=0
+        )
+    assert said in str(caught.value)
+    assert "xdbogusy" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
     ("url", "shown"),
     [
         ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
