@@ -45,7 +45,7 @@ from pathlib import Path
 import pytest
 
 from devtools.processes import PatternsServer, RedisServer
-from tests.conftest import require_tool
+from tests.conftest import redis_server_binary
 
 ROOT = Path(__file__).parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -288,7 +288,7 @@ class Replay:
 
 @pytest.fixture(scope="module")
 def docs_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    redis = RedisServer(tmp_path_factory.mktemp("docs-redis"), require_tool("redis-server"))
+    redis = RedisServer(tmp_path_factory.mktemp("docs-redis"), redis_server_binary())
     redis.start()
     yield redis
     redis.stop()

@@ -223,7 +223,7 @@ def test_the_previous_period_can_be_read(
         assert client.time()[0] // 86_400 != day
 
 
-@pytest.mark.parametrize("backend_url", ["redis7", "redis6.2"], indirect=True)
+@pytest.mark.parametrize("backend_url", ["redis7", "redis6.2", "valkey8"], indirect=True)
 def test_the_calendar_in_lua_agrees_with_python(backend_url: str) -> None:
     """The shipped Lua date functions, run in Redis, for every 7th day from 1970 to 2200
     and the days around every New Year and leap day."""

@@ -184,6 +184,7 @@ async def start(settings: Settings) -> App:
         prefix=settings.key_prefix,
         timeout=settings.redis_timeout,
         batch_wait=settings.redis_batch_wait_ms / 1000,
+        wait_replicas=settings.redis_wait_replicas,
         ping_interval=settings.health_interval,
     )
     try:

