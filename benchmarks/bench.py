@@ -384,10 +384,11 @@ def report(rounds: list[dict[str, Figures]], header: list[str], command: str) ->
             per_round = sorted(
                 getattr(r[numerator], measure) / getattr(r[denominator], measure)
                 for r in rounds
-                if getattr(r[denominator], measure)  # a round without one call says nothing
+                # A round in which either side completed no call says nothing.
+                if getattr(r[denominator], measure) and getattr(r[numerator], measure) is not None
             )
             if not per_round:
-                lines.append(f"- {name}: n/a (no {denominator} call completed)")
+                lines.append(f"- {name}: n/a (no round had calls of both)")
                 continue
             lines.append(
                 f"- {name}: **{statistics.median(per_round):.2f}** "
