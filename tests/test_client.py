@@ -121,6 +121,10 @@ def test_sessions_methods(client: Client, new_key: Callable[[], str]) -> None:
     other = client.sessions.create(user, ttl=MINUTE)
     listed = client.sessions.list(user)
     assert [s.id for s in listed.sessions] == [other.id, rotated.id] and listed.total == 2
+    first = client.sessions.list(user, limit=1)
+    assert [s.id for s in first.sessions] == [other.id] and first.next_page_token
+    rest = client.sessions.list(user, limit=1, page_token=first.next_page_token)
+    assert [s.id for s in rest.sessions] == [rotated.id] and rest.next_page_token == ""
     assert client.sessions.destroy_all(user, except_id=rotated.id) == 1
     assert client.sessions.destroy(rotated.id)
     assert not client.sessions.destroy(rotated.id)

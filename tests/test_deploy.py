@@ -29,7 +29,7 @@ from patterns.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.processes import PatternsServer, RedisServer, free_port
-from tests.conftest import require_tool
+from tests.conftest import redis_server_binary, require_tool
 from tests.rpc import rpc_error
 from tests.waiting import eventually
 
@@ -189,7 +189,7 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """A server on a Redis of its own with metrics on, after the workload, and what its
     /metrics exports then."""
-    redis = RedisServer(tmp_path_factory.mktemp("redis"), require_tool("redis-server"))
+    redis = RedisServer(tmp_path_factory.mktemp("redis"), redis_server_binary())
     redis.start()
     server = PatternsServer(
         redis.url, "--metrics-listen", "127.0.0.1:0", "--max-streams", "1"

@@ -23,11 +23,15 @@ the docs show, except what legitimately varies from run to run:
 - the value of an `"id"` or `"token"` field is random: it matches a value of the same
   length up to its first `.`, and exactly after it (a session id's user tag). A later
   command or output of the session that shows the documented value gets the value the
-  server actually gave, and two different documented values must be two different values.
+  server actually gave, and two different documented values must be two different values;
+- a `"fencingToken"` comes from the Redis clock: it matches any number, and the same way
+  a documented value stands for the value the server gave; the numbers a session shows
+  must compare as the documented ones do (a later grant's is greater).
 
 A recorded output that no longer matches fails, with what the command printed instead.
 """
 
+import itertools
 import os
 import re
 import shlex
@@ -41,7 +45,7 @@ from pathlib import Path
 import pytest
 
 from devtools.processes import PatternsServer, RedisServer
-from tests.conftest import require_tool
+from tests.conftest import redis_server_binary
 
 ROOT = Path(__file__).parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -148,8 +152,9 @@ DURATION = r'"-?\d+(?:\.\d+)?s"'
 # Who notices a deadline first, grpcurl or the server, is a race: each words it its way.
 DEADLINE_MESSAGE = "  Message: context deadline exceeded"
 DEADLINE_MESSAGES = r"  Message: (?:context deadline exceeded|Deadline Exceeded)\n"
+NUMBERS = ("fencingToken",)
 VARYING = re.compile(
-    r'(?P<name>"(?:id|token)": )"(?P<value>[^"]+)"'
+    r'(?P<name>"(?:id|token|fencingToken)": )"(?P<value>[^"]+)"'
     r'|(?P<timestamp>"\d{4}-\d\d-\d\dT[\d:.]+Z")'
     r'|(?P<duration>"-?\d+\.\d+s")'
 )
@@ -160,6 +165,7 @@ class Names:
 
     def __init__(self) -> None:
         self.actual: dict[str, str] = {}
+        self.numbers: set[str] = set()  # the documented values that are numbers
 
     def substituted(self, command: str) -> str:
         for documented in sorted(self.actual, key=len, reverse=True):
@@ -187,16 +193,17 @@ class Names:
                 elif found.group("duration"):
                     parts.append(DURATION)
                 else:
+                    number = found.group("name").strip('": ') in NUMBERS
                     parts.append(re.escape(found.group("name")) + '"')
-                    parts.append(self._value(found.group("value"), groups))
+                    parts.append(self._value(found.group("value"), groups, number))
                     parts.append('"')
             parts.append(re.escape(line[end:].rstrip()) + r"\n")
         return re.compile("".join(parts)), groups
 
-    def _value(self, documented: str, groups: dict[str, str]) -> str:
-        """The regex for an id or token the docs show as `documented`: the value this run
-        gave it if a step before met it, else a new group (or a back-reference to the group
-        of this output that captures it already)."""
+    def _value(self, documented: str, groups: dict[str, str], number: bool = False) -> str:
+        """The regex for an id or token (or, `number`, a number) the docs show as
+        `documented`: the value this run gave it if a step before met it, else a new group
+        (or a back-reference to the group of this output that captures it already)."""
         if documented in self.actual:
             return re.escape(self.actual[documented])
         for group, value in groups.items():
@@ -204,6 +211,9 @@ class Names:
                 return f"(?P={group})"
         group = f"v{len(groups)}"
         groups[group] = documented
+        if number:
+            self.numbers.add(documented)
+            return rf"(?P<{group}>\d+)"
         random, dot, fixed = documented.partition(".")
         return f"(?P<{group}>[A-Za-z0-9_-]{{{len(random)}}}{re.escape(dot + fixed)})"
 
@@ -214,6 +224,11 @@ class Names:
                 f"{documented} is documented as a new value, but the server gave {value} again"
             )
             self.actual[documented] = value
+        numbers = [(int(d), int(a)) for d, a in self.actual.items() if d in self.numbers]
+        for (doc_a, act_a), (doc_b, act_b) in itertools.combinations(numbers, 2):
+            assert (doc_a < doc_b) == (act_a < act_b), (
+                f"the docs show {doc_a} and {doc_b}, the server gave {act_a} and {act_b}"
+            )
 
 
 def printed(text: str) -> str:
@@ -273,7 +288,7 @@ class Replay:
 
 @pytest.fixture(scope="module")
 def docs_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    redis = RedisServer(tmp_path_factory.mktemp("docs-redis"), require_tool("redis-server"))
+    redis = RedisServer(tmp_path_factory.mktemp("docs-redis"), redis_server_binary())
     redis.start()
     yield redis
     redis.stop()

@@ -405,7 +405,12 @@ def test_calls_racing_shutdown_are_answered_unavailable_never_cancelled(
     async def scenario() -> None:
         stop = asyncio.Event()
         load = asyncio.create_task(hammer(stop))
-        await asyncio.sleep(1.0)
+        # Every client calling in its loop, not after a fixed time: on a busy machine a
+        # client still connecting then calls late, maybe after the server's quiet moment.
+        deadline = time.monotonic() + 30
+        while codes.count("OK") < 100:
+            assert time.monotonic() < deadline, "fewer than 100 calls answered in 30 s"
+            await asyncio.sleep(0.05)
         assert server.process is not None
         server.process.send_signal(signal.SIGTERM)
         await asyncio.to_thread(server.wait)
@@ -414,5 +419,5 @@ def test_calls_racing_shutdown_are_answered_unavailable_never_cancelled(
         await load
 
     asyncio.run(scenario())
-    assert codes.count("OK") > 100
+    assert codes.count("OK") >= 100
     assert set(codes) <= {"OK", "UNAVAILABLE"}, {code: codes.count(code) for code in set(codes)}

@@ -112,6 +112,24 @@ def test_scores_are_doubles_exact_to_two_to_the_53(board: Stub, new_key: Callabl
     assert submit(board, name, "c", 0.1).score == 0.1
 
 
+@pytest.mark.parametrize("order", [pb.ORDER_HIGH_FIRST, LOW])
+@pytest.mark.parametrize("period", [pb.PERIOD_NONE, pb.PERIOD_DAILY])
+def test_an_increment_that_would_reach_infinity_is_refused_and_writes_nothing(
+    board: Stub, new_key: Callable[[], str], order: int, period: int
+) -> None:
+    """Two INCREMENTs of 1.5e308 once stored infinity (and Top showed inf), though the
+    contract refuses infinite scores: the second is refused, naming `score`, and the board
+    keeps 1.5e308; so is one that would reach -infinity."""
+    name = new_key()
+    fields = {"mode": pb.MODE_INCREMENT, "order": order, "period": period}
+    assert submit(board, name, "ann", 1.5e308, **fields).score == 1.5e308
+    assert_invalid(lambda: submit(board, name, "ann", 1.5e308, **fields), "score")
+    assert submit(board, name, "bob", -1.5e308, **fields).score == -1.5e308
+    assert_invalid(lambda: submit(board, name, "bob", -1.5e308, **fields), "score")
+    page = top(board, name, order=order, period=period)
+    assert {(member, score) for member, score, _ in page} == {("ann", 1.5e308), ("bob", -1.5e308)}
+
+
 def test_increments_are_exact_and_best_keeps_the_maximum_under_concurrency(
     server: PatternsServer, new_key: Callable[[], str]
 ) -> None:
@@ -205,7 +223,7 @@ def test_the_previous_period_can_be_read(
         assert client.time()[0] // 86_400 != day
 
 
-@pytest.mark.parametrize("backend_url", ["redis7", "redis6.2"], indirect=True)
+@pytest.mark.parametrize("backend_url", ["redis7", "redis6.2", "valkey8"], indirect=True)
 def test_the_calendar_in_lua_agrees_with_python(backend_url: str) -> None:
     """The shipped Lua date functions, run in Redis, for every 7th day from 1970 to 2200
     and the days around every New Year and leap day."""

@@ -3,30 +3,37 @@ waiting without polling, and locks held by streams."""
 
 import asyncio
 import itertools
+import os
+import random
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
+from patterns.cache.v1 import cache_pb2, cache_pb2_grpc
 from patterns.lock.v1 import lock_pb2 as pb
 from patterns.lock.v1 import lock_pb2_grpc
 
 from devtools.processes import PatternsServer, RedisServer
 from tests.durations import duration_ms
+from tests.grants import patient_server, sleep_past, wait_until_script_held, writes_paused
 from tests.rpc import (
     assert_invalid,
     assert_unavailable,
     details,
     grpcurl_call,
     once_answered,
+    retry_delay,
     stub_for,
 )
+from tests.waiting import eventually
 
 Stub = lock_pb2_grpc.LockerStub
 SECOND = Duration(seconds=1)
@@ -117,6 +124,43 @@ def test_fencing_tokens_survive_expiry_and_restarts(
     assert tokens == sorted(tokens) and len(set(tokens)) == 6
 
 
+def test_fencing_tokens_keep_growing_when_redis_loses_its_data(
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
+) -> None:
+    """Redis killed and started again without persistence has lost the fence counter: the
+    next token comes from the Redis clock's microseconds, above every token told before
+    (it was once 1 again: 5 -> 1)."""
+    with grpc.insecure_channel(server_on_own_redis().address) as channel:
+        locker = Stub(channel)
+        told = []
+        for _ in range(5):
+            lease = acquire(locker, "job")
+            told.append(lease.fencing_token)
+            assert release(locker, "job", lease.token) == pb.RELEASE_STATUS_RELEASED
+        own_redis.stop()  # killed: it saves nothing (--save "" --appendonly no)
+        own_redis.start()
+        assert own_redis.client().dbsize() == 0  # the counter is gone
+        after = once_answered(lambda: acquire(locker, "job"))
+    assert all(a < b for a, b in itertools.pairwise(told))
+    assert after.acquired and after.fencing_token > told[-1], (told, after.fencing_token)
+
+
+def test_fencing_tokens_keep_growing_across_restarts_of_an_embedded_redis(
+    tmp_path: Path,
+) -> None:
+    """The embedded Redis keeps no data: each server start begins with no fence counter,
+    and tokens still grow."""
+    told = []
+    for _ in range(2):
+        server = PatternsServer(None, env=dict(os.environ, TMPDIR=str(tmp_path))).start()
+        try:
+            with grpc.insecure_channel(server.address) as channel:
+                told.append(acquire(Stub(channel), "job", ttl=SECOND).fencing_token)
+        finally:
+            server.stop()
+    assert told[1] > told[0], told
+
+
 # Waiting
 
 
@@ -136,7 +180,7 @@ def test_a_waiter_is_woken_by_the_release(
             released_at = time.monotonic()
             await stub.Release(pb.ReleaseRequest(name=name, token=held.token))
             granted = await waiting
-            assert granted.acquired and granted.fencing_token == held.fencing_token + 1
+            assert granted.acquired and granted.fencing_token > held.fencing_token
             return time.monotonic() - released_at
 
     assert asyncio.run(scenario()) < 1.0  # woken by the release, not by the 2 s fallback
@@ -336,6 +380,123 @@ def test_shutdown_releases_held_locks(server_on_own_redis: Callable[..., Pattern
             assert (await stub.Acquire(pb.AcquireRequest(name="job", ttl=MINUTE))).acquired
 
     asyncio.run(scenario())
+
+
+# Grants whose caller has gone
+
+
+@pytest.fixture(scope="module")
+def patient(backend_url: str) -> Iterator[PatternsServer]:
+    server = patient_server(backend_url)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("call", ["hold", "waiting acquire"])
+def test_a_lock_granted_to_a_caller_gone_meanwhile_is_given_back(
+    patient: PatternsServer, backend_url: str, new_key: Callable[[], str], call: str
+) -> None:
+    """The server's Acquire script waits in Redis (writes paused) while its caller cancels;
+    once the pause ends Redis grants the lock to a caller that will never learn its token.
+    The server gives it back at once, instead of leaving the lock held for its minute."""
+    name = new_key()
+    with grpc.insecure_channel(patient.address) as channel:
+        locker = Stub(channel)
+        if call == "hold":
+            with writes_paused(backend_url) as nodes:
+                hold = locker.Hold(pb.HoldRequest(name=name, ttl=MINUTE))
+                wait_until_script_held(nodes)
+                hold.cancel()
+                time.sleep(0.5)  # the cancellation reaches the server
+        else:
+            holder = acquire(locker, name, ttl=duration_ms(2_000))
+            request = pb.AcquireRequest(name=name, ttl=MINUTE, wait_timeout=MINUTE)
+            waiting = locker.Acquire.future(request)
+            with writes_paused(backend_url) as nodes:
+                wait_until_script_held(nodes)  # a try, at the latest as the holder's lease ends
+                assert not waiting.done()
+                waiting.cancel()
+                sleep_past(holder.expires_at.ToNanoseconds() / 1e9)  # the try will succeed
+                time.sleep(0.5)  # the cancellation reaches the server
+        eventually(
+            lambda: not locker.Inspect(pb.InspectRequest(name=name), timeout=10).held,
+            within=5,
+            what="the lock given back",
+        )
+        assert acquire(locker, name).acquired
+
+
+def test_holds_cancelled_at_random_leave_every_lock_free(
+    server: PatternsServer, locker: Stub, new_key: Callable[[], str]
+) -> None:
+    """1,000 Hold streams on 40 names, each cancelled 0-4 ms after it starts, many of them
+    while their grant is on its way: once they have all ended, every lock is free (held
+    locks are released as their streams end, not left to their 30 s ttl)."""
+    names = [new_key() for _ in range(40)]
+
+    async def scenario() -> None:
+        async with stub_for(server.address, Stub) as stub:
+
+            async def hold_briefly(name: str) -> None:
+                call = stub.Hold(pb.HoldRequest(name=name, ttl=Duration(seconds=30)))
+                await asyncio.sleep(random.uniform(0, 0.004))
+                call.cancel()
+
+            await asyncio.gather(*(hold_briefly(names[i % 40]) for i in range(1_000)))
+
+    asyncio.run(scenario())
+
+    def held() -> list[str]:
+        return [n for n in names if locker.Inspect(pb.InspectRequest(name=n), timeout=10).held]
+
+    deadline = time.monotonic() + 5
+    while (still := held()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not still, f"{len(still)} of {len(names)} locks still held 5 s after every Hold ended"
+
+
+def test_shutdown_answers_waiting_acquires_and_fills_at_once(
+    own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
+) -> None:
+    """Acquires waiting for a lock and GetOrLeases waiting for a fill, at SIGTERM: each is
+    answered at once UNAVAILABLE (reason SHUTTING_DOWN, with a RetryInfo), as open streams
+    are, so that its client retries elsewhere; the server exits long before its grace."""
+    server = server_on_own_redis("--shutdown-grace", "20")
+
+    async def scenario() -> float:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            locker, cache = Stub(channel), cache_pb2_grpc.CacheStub(channel)
+            assert (await locker.Acquire(pb.AcquireRequest(name="job", ttl=MINUTE))).acquired
+            fill = cache_pb2.GetOrLeaseRequest(key="page", lease_ttl=MINUTE)
+            assert (await cache.GetOrLease(fill)).HasField("lease")
+            acquire = pb.AcquireRequest(name="job", ttl=MINUTE, wait_timeout=MINUTE)
+            fill.wait_timeout.CopyFrom(MINUTE)
+            waits = [asyncio.ensure_future(locker.Acquire(acquire)) for _ in range(3)]
+            waits += [asyncio.ensure_future(cache.GetOrLease(fill)) for _ in range(3)]
+            redis = own_redis.client()
+            # Parked: subscribed to the wake-ups of the lock and of the fill.
+            await asyncio.to_thread(
+                eventually, lambda: len(redis.pubsub_channels()) >= 2, 10, 0.05, "waits parked"
+            )
+            assert server.process is not None and not any(w.done() for w in waits)
+            stopped_at = time.monotonic()
+            server.process.terminate()
+            for wait in waits:
+                with pytest.raises(grpc.aio.AioRpcError) as ended:
+                    await wait
+                assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value
+                assert details(ended.value)["ErrorInfo"].reason == "SHUTTING_DOWN"
+                assert (retry_delay(ended.value) or 0) > 0
+            answered = time.monotonic() - stopped_at
+            print(f"6 waits answered SHUTTING_DOWN {answered * 1000:.0f} ms after SIGTERM")
+            assert answered < 2.0, f"the waits were answered {answered:.1f} s after SIGTERM"
+            return stopped_at
+
+    stopped_at = asyncio.run(scenario())
+    assert server.wait() == 0
+    exited = time.monotonic() - stopped_at
+    print(f"the server exited {exited:.2f} s after SIGTERM (grace 20 s)")
+    assert exited < 5.0
 
 
 # Bad input, outages, grpcurl

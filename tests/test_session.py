@@ -194,6 +194,55 @@ def test_list_is_newest_first_with_a_total(sessions: Stub, new_key: Callable[[],
     assert listed(sessions, new_key()).total == 0
 
 
+def create_many(server: PatternsServer, user: str, count: int) -> list[pb.Session]:
+    async def scenario() -> list[pb.Session]:
+        async with stub_for(server.address, Stub) as stub:
+            request = pb.CreateRequest(user_id=user, ttl=HOUR)
+            made: list[pb.Session] = []
+            for start in range(0, count, 250):
+                calls = (stub.Create(request, timeout=30) for _ in range(start, count)[:250])
+                made += [reply.session for reply in await asyncio.gather(*calls)]
+            return made
+
+    return asyncio.run(scenario())
+
+
+def test_list_pages_through_every_session_with_page_tokens(
+    server: PatternsServer, sessions: Stub, new_key: Callable[[], str]
+) -> None:
+    user = new_key()
+    made = create_many(server, user, 250)
+    ids: list[str] = []
+    created: list[int] = []
+    token, pages = "", 0
+    while True:
+        request = pb.ListRequest(user_id=user, limit=100, page_token=token)
+        page = sessions.List(request, timeout=10)
+        assert page.total == 250
+        ids += [s.id for s in page.sessions]
+        created += [s.created_at.ToMilliseconds() for s in page.sessions]
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    assert pages == 3 and len(ids) == 250
+    assert set(ids) == {s.id for s in made}
+    assert created == sorted(created, reverse=True)  # newest first, across pages too
+
+
+def test_destroy_all_of_more_than_500_sessions_ends_them_all(
+    server: PatternsServer, sessions: Stub, backend_redis: Any, new_key: Callable[[], str]
+) -> None:
+    user = new_key()
+    made = create_many(server, user, 1_101)
+    request = pb.DestroyAllRequest(user_id=user, except_id=made[-1].id)
+    assert sessions.DestroyAll(request, timeout=30).destroyed == 1_100
+    assert [s.id for s in listed(sessions, user).sessions] == [made[-1].id]
+    assert len(user_keys(backend_redis, made[0])) == 3  # the session kept and two indexes
+    assert sessions.DestroyAll(pb.DestroyAllRequest(user_id=user), timeout=30).destroyed == 1
+    assert user_keys(backend_redis, made[0]) == []
+
+
 def test_destroy_all_logs_out_everywhere_or_everywhere_else(
     sessions: Stub, new_key: Callable[[], str]
 ) -> None:
@@ -295,7 +344,7 @@ def test_twenty_concurrent_creates_with_a_cap_of_five_leave_exactly_five(
     live = [s for s in made if _alive(sessions, s.id)]
     assert len(live) == 5
     keys = user_keys(backend_redis, made[0])
-    assert len([k for k in keys if ":s:" in k]) == 5 and len(keys) == 6
+    assert len([k for k in keys if ":s:" in k]) == 5 and len(keys) == 7  # and two indexes
 
 
 def _alive(sessions: Stub, session_id: str) -> bool:
@@ -380,6 +429,7 @@ VALUE = "v" * 4_096
         ("Update", pb.UpdateRequest(set={"r": "v"}, remove=["r"]), "remove[0]"),
         ("List", pb.ListRequest(), "user_id"),
         ("List", pb.ListRequest(user_id="u", limit=1_001), "limit"),
+        ("List", pb.ListRequest(user_id="u", page_token="not-a-token"), "page_token"),
         ("DestroyAll", pb.DestroyAllRequest(), "user_id"),
         ("DestroyAll", pb.DestroyAllRequest(user_id="u", except_id="nope"), "except_id"),
     ],

@@ -6,7 +6,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,7 +17,9 @@ from devtools.processes import RedisCluster, RedisServer
 from patterns_server.core.errors import ResourceExhausted, Unavailable
 from patterns_server.counter.counter import UniqueCounter
 from patterns_server.ratelimit.ratelimit import Algorithm, Check, Policy, RateLimiter
-from patterns_server.storage import RedisBackend, Subscription, redispy
+from patterns_server.storage import Command, RedisBackend, Subscription, redispy
+from patterns_server.storage.leases import Lease, granted_or_given_back
+from patterns_server.storage.wakeups import until_woken
 from tests.conftest import node_client
 from tests.waiting import eventually_async
 
@@ -320,3 +322,93 @@ def test_a_batch_is_capped_by_bytes_as_well_as_by_commands(redis7: RedisServer) 
 
     assert all(reply is True for reply in asyncio.run(scenario()))
     assert sent and max(sent) <= (1 << 20) + 300_000
+
+
+# Leases whose caller goes away, waits ended at shutdown
+
+
+def _writes_held(admin: redis.Redis) -> bool:
+    return any("b" in client["flags"] for client in admin.client_list())
+
+
+def test_a_grant_whose_caller_is_cancelled_is_given_back_once_it_lands(
+    own_redis: RedisServer,
+) -> None:
+    """The grant's write is held in Redis (writes paused) while its caller is cancelled,
+    twice: the caller waits for the reply all the same, gives the lease back, and only
+    then is cancelled."""
+    admin = own_redis.client()
+    lease = Lease("token", 7, datetime.now(UTC))
+    given_back: list[Lease] = []
+
+    async def scenario() -> None:
+        async with backend_for(own_redis.url, timeout=30.0) as backend:
+
+            async def grant() -> Lease:
+                await backend.run(Command(("SET", "granted", "1")))
+                return lease
+
+            async def give_back(granted: Lease) -> None:
+                await backend.run(Command(("DEL", "granted")))
+                given_back.append(granted)
+
+            admin.client_pause(60_000, all=False)
+            try:
+                caller = asyncio.create_task(granted_or_given_back(grant(), lambda x: x, give_back))
+                await eventually_async(lambda: _writes_held(admin))
+                caller.cancel()
+                await asyncio.sleep(0.1)
+                caller.cancel()  # cancelled again: it still waits for the reply
+                await asyncio.sleep(0.1)
+                assert not caller.done()
+            finally:
+                admin.client_unpause()
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+            assert given_back == [lease] and admin.get("granted") is None
+
+    asyncio.run(scenario())
+
+
+def test_ended_waits_finish_their_attempt_then_raise(own_redis: RedisServer) -> None:
+    """At shutdown (`Waits.end`), a wait whose attempt is in flight finishes it first (a
+    grant is returned, not lost); a parked wait raises at once; a new wait never parks."""
+    admin = own_redis.client()
+    shutting_down = Unavailable("the server is shutting down", "SHUTTING_DOWN")
+
+    async def scenario() -> None:
+        async with backend_for(own_redis.url, timeout=30.0) as backend:
+            loop = asyncio.get_running_loop()
+            attempts = 0
+
+            async def never() -> tuple[str, int | None]:
+                nonlocal attempts
+                attempts += 1
+                return "pending", 60_000
+
+            async def granted_in_redis() -> tuple[str, int | None]:
+                await backend.run(Command(("SET", "granted", "1")))  # held by the pause
+                return "granted", None
+
+            deadline = loop.time() + 60
+            parked = asyncio.create_task(until_woken(backend, b"parked", never, deadline))
+            await eventually_async(lambda: attempts == 1)
+            admin.client_pause(60_000, all=False)
+            try:
+                in_flight = asyncio.create_task(
+                    until_woken(backend, b"in-flight", granted_in_redis, deadline)
+                )
+                await eventually_async(lambda: _writes_held(admin))
+                backend.waits.end(shutting_down)
+                with pytest.raises(Unavailable) as ended:
+                    await asyncio.wait_for(parked, 2)
+                assert ended.value.reason == "SHUTTING_DOWN" and ended.value is not shutting_down
+                assert not in_flight.done()
+            finally:
+                admin.client_unpause()
+            assert await in_flight == "granted"
+            with pytest.raises(Unavailable):
+                await until_woken(backend, b"late", never, deadline)
+            assert attempts == 1
+
+    asyncio.run(scenario())

@@ -24,7 +24,7 @@ from patterns_server.lock import service as lock_service
 from patterns_server.ratelimit import service as ratelimit_service
 from patterns_server.rpc.service import Runtime, Service
 from patterns_server.runtime.auth import Access, AuthFile, Tenants, is_loopback
-from patterns_server.runtime.calls import Calls
+from patterns_server.runtime.calls import SHUTTING_DOWN, Calls
 from patterns_server.runtime.guard import Gate
 from patterns_server.runtime.metrics import Metrics, PrometheusMetrics
 from patterns_server.runtime.metrics import serve as serve_metrics
@@ -146,15 +146,16 @@ class App:
             self.certificates.reload()
 
     async def stop(self) -> None:
-        """Graceful: health NOT_SERVING; new calls answered UNAVAILABLE and open streams
-        ended so (their clients reconnect elsewhere); unary calls in flight get the grace
-        period to finish, the rest are cancelled; then the services, Redis and the embedded
-        server go."""
+        """Graceful: health NOT_SERVING; new calls answered UNAVAILABLE, and open streams
+        and waiting calls (a lock, a cache fill) ended so (their clients go elsewhere);
+        unary calls in flight get the grace period to finish, the rest are cancelled; then
+        the services, Redis and the embedded server go."""
         await self.health.enter_graceful_shutdown()
         await self.stop_health_monitor()
         if self._auth_watch is not None:
             self._auth_watch.cancel()
         started = asyncio.get_running_loop().time()
+        self.redis.waits.end(SHUTTING_DOWN)  # answered now, not cut by gRPC after the grace
         await self.calls.shut(self.settings.shutdown_grace)
         spent = asyncio.get_running_loop().time() - started
         await self.server.stop(max(0.0, self.settings.shutdown_grace - spent))
@@ -185,6 +186,7 @@ async def start(settings: Settings) -> App:
         prefix=settings.key_prefix,
         timeout=settings.redis_timeout,
         batch_wait=settings.redis_batch_wait_ms / 1000,
+        wait_replicas=settings.redis_wait_replicas,
         ping_interval=settings.health_interval,
     )
     try:

@@ -45,8 +45,9 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Lease:
-    """A granted lease: `token` proves it (keep it secret), `fencing_token` grows with
-    every grant of the name, `expires_at` is its end unless extended or released."""
+    """A granted lease: `token` proves it (keep it secret), `fencing_token` is greater
+    than every earlier grant's of the name (compare tokens: they have gaps), `expires_at`
+    is its end unless extended or released."""
 
     name: str
     token: str

@@ -31,10 +31,12 @@ class Session:
 
 @dataclass(frozen=True)
 class SessionList:
-    """A user's newest sessions (newest first) and how many live sessions it has."""
+    """A page of a user's sessions (newest first), how many live sessions it has, and the
+    token of the next page ("" after the last)."""
 
     sessions: list[Session] = field(default_factory=list)
     total: int = 0
+    next_page_token: str = ""
 
 
 def _session(message: pb.Session) -> Session:
@@ -49,7 +51,9 @@ def _session(message: pb.Session) -> Session:
 
 
 def _session_list(response: pb.ListResponse) -> SessionList:
-    return SessionList([_session(s) for s in response.sessions], int(response.total))
+    return SessionList(
+        [_session(s) for s in response.sessions], int(response.total), response.next_page_token
+    )
 
 
 def _create_request(
@@ -114,13 +118,17 @@ class Sessions:
         response = self._calls.unary(self._stub.Destroy, pb.DestroyRequest(id=session_id))
         return bool(response.destroyed)
 
-    def list(self, user_id: str, *, limit: int = 0) -> SessionList:
-        """The user's newest `limit` live sessions (0: 100), newest first, and the total."""
-        request = pb.ListRequest(user_id=user_id, limit=limit)
+    def list(self, user_id: str, *, limit: int = 0, page_token: str = "") -> SessionList:
+        """A page of the user's live sessions, newest first: up to `limit` (0: 100) from
+        the newest, or after the page whose `next_page_token` is `page_token`; and the
+        total. A page can hold fewer than `limit` while more follow: page until
+        `next_page_token` is ""."""
+        request = pb.ListRequest(user_id=user_id, limit=limit, page_token=page_token)
         return _session_list(self._calls.unary(self._stub.List, request))
 
     def destroy_all(self, user_id: str, *, except_id: str = "") -> int:
-        """End every session of the user but `except_id`; how many."""
+        """End every session of the user but `except_id`; how many. The server ends them
+        500 at a time: after a failure part way, call again to end the rest."""
         request = pb.DestroyAllRequest(user_id=user_id, except_id=except_id)
         return int(self._calls.unary(self._stub.DestroyAll, request).destroyed)
 
@@ -176,9 +184,9 @@ class AsyncSessions:
         response = await self._calls.unary(self._stub.Destroy, pb.DestroyRequest(id=session_id))
         return bool(response.destroyed)
 
-    async def list(self, user_id: str, *, limit: int = 0) -> SessionList:
+    async def list(self, user_id: str, *, limit: int = 0, page_token: str = "") -> SessionList:
         """As Sessions.list."""
-        request = pb.ListRequest(user_id=user_id, limit=limit)
+        request = pb.ListRequest(user_id=user_id, limit=limit, page_token=page_token)
         return _session_list(await self._calls.unary(self._stub.List, request))
 
     async def destroy_all(self, user_id: str, *, except_id: str = "") -> int:

@@ -34,7 +34,14 @@ from patterns_server.core.validation import (
     optional_ttl_ms,
 )
 from patterns_server.storage import Command, LuaScript, RedisBackend
-from patterns_server.storage.leases import Lease, check_token, granted, new_token, wait_for
+from patterns_server.storage.leases import (
+    Lease,
+    check_token,
+    granted,
+    granted_or_given_back,
+    new_token,
+    wait_for,
+)
 
 MAX_KEYS = 1_000
 MAX_TAGS = 64
@@ -238,15 +245,27 @@ class Cache:
     async def _lease_or_value(
         self, key: str, token: str, lease_ms: int
     ) -> tuple[Entry | Lease | Pending, int]:
-        """The entry, a lease to fill it, or Pending and the ms left of another's lease."""
-        found, value, number = await self._redis.eval(
-            GET_OR_LEASE, self._entry_keys(key), [token, lease_ms]
-        )
-        if found == Lookup.HIT:
-            return Entry(key, True, value, from_ms(number)), 0
-        if found == Lookup.LEASED:
-            return granted(token, value, number), 0
-        return Pending(), int(number)
+        """The entry, a lease to fill it, or Pending and the ms left of another's lease. A
+        lease granted to a caller gone meanwhile is given back (`granted_or_given_back`):
+        the next caller takes it, rather than waiting for it to expire."""
+
+        async def attempt() -> tuple[Entry | Lease | Pending, int]:
+            found, value, number = await self._redis.eval(
+                GET_OR_LEASE, self._entry_keys(key), [token, lease_ms]
+            )
+            if found == Lookup.HIT:
+                return Entry(key, True, value, from_ms(number)), 0
+            if found == Lookup.LEASED:
+                return granted(token, value, number), 0
+            return Pending(), int(number)
+
+        def lease_in(reply: tuple[Entry | Lease | Pending, int]) -> Lease | None:
+            return reply[0] if isinstance(reply[0], Lease) else None
+
+        async def give_back(lease: Lease) -> None:
+            await self.release_lease(key, lease.token)
+
+        return await granted_or_given_back(attempt(), lease_in, give_back)
 
     async def _expiry(self, ttl: timedelta | None, expire_at: datetime | None) -> tuple[str, int]:
         """("ttl", ms from now) or ("at", ms since the epoch); `expire_at` is checked

@@ -30,8 +30,10 @@ class Settings:
     listen: str = _setting("127.0.0.1:50051", "address the gRPC server listens on (host:port)")
     redis_url: str = _setting(
         "",
-        "Redis to use: redis://, rediss://, unix:// or redis+cluster://host:port for a Redis "
-        "Cluster; empty starts an embedded, private redis-server for this process",
+        "Redis to use: redis://, rediss://, unix://, redis+cluster://host:port for a Redis "
+        "Cluster, or redis+sentinel://host:port[,host:port...]/service_name[/db] for the "
+        "master that Redis Sentinels name; empty starts an embedded, private redis-server "
+        "for this process",
     )
     embedded_dir: str = _setting(
         "",
@@ -91,6 +93,12 @@ class Settings:
         "when calls arrive together, how long (ms) to gather them into one Redis pipeline; "
         "a lone call never waits; 0 sends at once",
     )
+    redis_wait_replicas: int = _setting(
+        0,
+        "after each pipeline of commands, WAIT until this many replicas have its writes (at "
+        "most half of --redis-timeout), so that fewer acknowledged writes are lost when a "
+        "master fails; the answers stand even if fewer replicas confirm; 0: no WAIT",
+    )
     ratelimit_failure_mode: FailureMode = _setting(
         "closed",
         "what RateLimiter answers while Redis is unavailable: closed fails the call "
@@ -149,6 +157,8 @@ class Settings:
         for name in ("redis_timeout", "health_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if not 0 <= self.redis_wait_replicas <= 100:
+            raise ValueError("redis_wait_replicas must be 0 to 100")
         if self.redis_batch_wait_ms < 0 or self.shutdown_grace < 0:
             raise ValueError("redis_batch_wait_ms and shutdown_grace must not be negative")
         for name in (

@@ -3,7 +3,9 @@
 A lock is one key holding "<token>:<fencing token>" that expires with the lease; granting
 it and taking the next fencing token of its name are one script, so tokens strictly grow
 with every grant, across expiries and restarts (the counter never expires: one small key
-per name ever locked). Release and extend check the token in the same script that acts.
+per name ever locked). A token is max(last + 1, the Redis clock in µs): should Redis lose
+the counter, the next token starts again above every earlier one, unless the Redis clock
+has gone back. Release and extend check the token in the same script that acts.
 
 Waiting: the callers of one server that wait for one lock stand in line, in arrival
 order, and only the first of them is awake. It subscribes, through the backend's shared
@@ -14,6 +16,11 @@ publishes; it tries again when woken, and otherwise when the holder's lease woul
 Once it has the lock, or gives up, the next in line takes its place. So a release costs
 one attempt per server with waiters, not one per waiter; across servers, the first to try
 wins.
+
+A caller that goes away (client gone, deadline passed, shutdown) while its attempt is in
+Redis may be granted the lock as it leaves: the lock is then released at once
+(`leases.granted_or_given_back`), not left held for its ttl. At shutdown, a waiting caller
+is answered at once with the shutdown's error (`wakeups.Waits`).
 """
 
 import asyncio
@@ -31,6 +38,7 @@ from patterns_server.storage.leases import (
     check_token,
     deadline_after,
     granted,
+    granted_or_given_back,
     new_token,
 )
 from patterns_server.storage.wakeups import until_woken
@@ -151,12 +159,22 @@ class Locker:
         return bool(released)
 
     async def _try(self, name: str, token: str, ttl_ms: int) -> tuple[Lease | None, int]:
-        """One attempt: the lease, or None and the ms left of the holder's lease."""
-        keys = [self._keys(name), self._keys(name, "fence")]
-        was_granted, fencing_token, value = await self._redis.eval(ACQUIRE, keys, [token, ttl_ms])
-        if was_granted:
-            return granted(token, fencing_token, value), 0
-        return None, int(value)
+        """One attempt: the lease, or None and the ms left of the holder's lease. A lease
+        granted to a caller gone meanwhile is released (`granted_or_given_back`)."""
+
+        async def attempt() -> tuple[Lease | None, int]:
+            keys = [self._keys(name), self._keys(name, "fence")]
+            was_granted, fencing_token, value = await self._redis.eval(
+                ACQUIRE, keys, [token, ttl_ms]
+            )
+            if was_granted:
+                return granted(token, fencing_token, value), 0
+            return None, int(value)
+
+        async def give_back(lease: Lease) -> None:
+            await self.release(name, lease.token)
+
+        return await granted_or_given_back(attempt(), lambda reply: reply[0], give_back)
 
     async def _wait(self, name: str, token: str, ttl_ms: int, deadline: float) -> Lease | None:
         loop = asyncio.get_running_loop()

@@ -41,6 +41,7 @@ OVERLOAD_RETRY = timedelta(milliseconds=250)
 SHUTTING_DOWN = Unavailable("the server is shutting down: reconnect", "SHUTTING_DOWN")
 OVERLOAD_REPORT_SECONDS = 10.0
 SHUTDOWN_QUIET_SECONDS = 0.1
+SHUTDOWN_QUIET_TURNS = 5  # the quiet moment is as many turns of the event loop, at least
 
 # The size of the request the current call's task read (set by `deserializer`, which
 # gRPC runs in the task that then runs the handler).
@@ -202,15 +203,23 @@ class Calls:
 
         The moment matters: gRPC cancels the calls it holds but has not handed over yet when
         the server stops, and clients keep sending until they hear that it is going. Told
-        UNAVAILABLE with a RetryInfo, they back off (or go elsewhere) before it stops."""
+        UNAVAILABLE with a RetryInfo, they back off (or go elsewhere) before it stops.
+
+        The moment starts when shutdown does, and lasts SHUTDOWN_QUIET_TURNS turns of the
+        event loop as well as SHUTDOWN_QUIET_SECONDS: on a busy machine a lagging loop has
+        not yet seen the calls that came meanwhile (gRPC holds them), and each turn takes
+        some of them in."""
         self._shutting_down = True
         self.end_streams()
         deadline = time.monotonic() + grace
+        seen, quiet_turns = self._last_refused_at, 0
         while time.monotonic() < deadline:
-            quiet = time.monotonic() - self._last_refused_at >= SHUTDOWN_QUIET_SECONDS
-            if not self.calls and quiet:
+            if self.calls or self._last_refused_at != seen:
+                seen, quiet_turns = self._last_refused_at, 0
+            elif quiet_turns >= SHUTDOWN_QUIET_TURNS:
                 return
-            await asyncio.sleep(SHUTDOWN_QUIET_SECONDS / 5)
+            await asyncio.sleep(SHUTDOWN_QUIET_SECONDS / SHUTDOWN_QUIET_TURNS)
+            quiet_turns += 1
 
     @property
     def streams(self) -> int:
@@ -234,6 +243,7 @@ class Calls:
     def open_stream(self, credential: Credential) -> Stream | PatternError:
         """Count a stream in, or the error that refuses it (shutdown, too many streams)."""
         if self._shutting_down:
+            self._last_refused_at = time.monotonic()
             return SHUTTING_DOWN
         if len(self._streams) >= self.max_streams:
             return self._overloaded()

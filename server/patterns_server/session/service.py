@@ -44,8 +44,12 @@ class SessionsServicer(session_pb2_grpc.SessionsServicer):
     async def List(
         self, request: pb.ListRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListResponse:
-        sessions, total = await self._sessions.list(request.user_id, request.limit)
-        return pb.ListResponse(sessions=[_message(s) for s in sessions], total=total)
+        page = await self._sessions.list(request.user_id, request.limit, request.page_token)
+        return pb.ListResponse(
+            sessions=[_message(s) for s in page.sessions],
+            total=page.total,
+            next_page_token=page.next_page_token,
+        )
 
     async def DestroyAll(
         self, request: pb.DestroyAllRequest, context: grpc.aio.ServicerContext

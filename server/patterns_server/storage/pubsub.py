@@ -107,6 +107,11 @@ class Subscription:
         """(is_pattern, names): the channels, then the patterns."""
         return ((False, self.channels), (True, self.patterns))
 
+    def end(self, error: BaseException) -> None:
+        """End the subscription with `error`, which its reader gets at once (before any
+        message still buffered); it stays subscribed in Redis until closed."""
+        self._end(error)
+
     async def close(self) -> None:
         """Leave: unsubscribe in Redis what no other subscriber needs. Never raises."""
         if not self._closed:

@@ -20,7 +20,15 @@ redis-py alone.
    a connection that is about to carry a command, nothing of that command has been sent,
    and reconnecting first is safe. The Cluster's node connections are made from
    `connection_kwargs["connection_class"]`, which this sets.
-3. `scan_members(reply)` and `scan_cursor(cursor)`: ZSCAN's pairs arrive flat (RESP2) or
+3. `refresh_topology(client)`: redis-py's asyncio Cluster client reads the topology again
+   after a lone command fails on a connection error or CLUSTERDOWN, never after a
+   pipeline's (redis/redis-py#3130): a master that failed over would keep its slots in
+   the client for ever, each command sent to a dead or demoted node. The batcher marks
+   the topology stale after any such failure (`topology_may_have_changed`); the next
+   batch reads it from other nodes first (a frozen node asked first would hold it for a
+   whole timeout). redis-py's private `_initialize` flag is what
+   its own error handling sets (8.0 and 8.1).
+4. `scan_members(reply)` and `scan_cursor(cursor)`: ZSCAN's pairs arrive flat (RESP2) or
    as pairs (RESP3), and the Cluster client answers SCAN's cursor as {node: cursor}.
 
 Worked around elsewhere, without patching: redis-py can swallow a task cancellation that
@@ -37,7 +45,7 @@ import redis
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.connection import HiredisRespSerializer
-from redis.exceptions import ConnectionError
+from redis.exceptions import ClusterDownError, ConnectionError, MovedError, TimeoutError
 from redis.utils import HIREDIS_AVAILABLE
 
 from patterns_server.core.telemetry import record
@@ -143,6 +151,27 @@ def replace_closed_connections(client: "Redis | RedisCluster") -> type[AbstractC
     plain = client.connection_pool.connection_class
     client.connection_pool.connection_class = replacing_closed(plain)
     return plain
+
+
+def topology_may_have_changed(reply: Any) -> bool:
+    """Whether a Cluster node's `reply` (or failure) says the slots may live elsewhere now:
+    the node is unreachable or too slow, the Cluster is down (failing over), or the node
+    no longer serves the slot."""
+    return isinstance(reply, _TOPOLOGY_ERRORS)
+
+
+# A tuple: isinstance takes it several times faster than a union (this runs on every reply).
+_TOPOLOGY_ERRORS = (ConnectionError, TimeoutError, ClusterDownError, MovedError)
+
+
+def refresh_topology(client: RedisCluster, failed_node: str) -> None:
+    """Have `client` read the Cluster's topology again before its next command, asking
+    `failed_node` last (see the module's docstring, 3). As redis-py does after a lone
+    command's failure, the node also goes to the end of the client's list: the refresh
+    sends COMMAND to the first master listed, and a dead one would fail the refresh (and
+    with it every node's commands) until the Cluster deems it failed."""
+    client._initialize = True
+    client.nodes_manager.move_node_to_end_of_cached_nodes(failed_node)
 
 
 def scan_members(reply: list[Any]) -> list[bytes]:

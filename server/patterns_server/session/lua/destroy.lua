@@ -3,5 +3,4 @@
 -- ARGV[1]  the random part of its id
 -- Reply    1 when it was live, else 0
 -- Clock    none
-redis.call('ZREM', index, ARGV[1])
-return redis.call('DEL', session_key(ARGV[1]))
+return end_sessions({ARGV[1]})

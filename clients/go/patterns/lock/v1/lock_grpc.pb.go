@@ -51,7 +51,9 @@ const (
 // below names the reasons it adds to those.
 type LockerClient interface {
 	// Acquire takes the lock if it is free, waiting up to wait_timeout for it to be
-	// released or to expire. Waiting is woken by releases, not by polling.
+	// released or to expire. Waiting is woken by releases, not by polling. Each grant has
+	// a fencing token greater than every earlier one of the name, even after Redis lost its
+	// data (see AcquireResponse.fencing_token for when).
 	// Reasons: INVALID_ARGUMENT.
 	Acquire(ctx context.Context, in *AcquireRequest, opts ...grpc.CallOption) (*AcquireResponse, error)
 	// Release gives the lock up, if the token still holds it. It never releases anyone
@@ -177,7 +179,9 @@ func (c *lockerClient) ForceRelease(ctx context.Context, in *ForceReleaseRequest
 // below names the reasons it adds to those.
 type LockerServer interface {
 	// Acquire takes the lock if it is free, waiting up to wait_timeout for it to be
-	// released or to expire. Waiting is woken by releases, not by polling.
+	// released or to expire. Waiting is woken by releases, not by polling. Each grant has
+	// a fencing token greater than every earlier one of the name, even after Redis lost its
+	// data (see AcquireResponse.fencing_token for when).
 	// Reasons: INVALID_ARGUMENT.
 	Acquire(context.Context, *AcquireRequest) (*AcquireResponse, error)
 	// Release gives the lock up, if the token still holds it. It never releases anyone

@@ -132,7 +132,9 @@ type CreateRequest struct {
 	// The most sessions the user may have: creating one beyond it ends the user's other
 	// sessions that would end soonest (with one ttl for all: the least recently used); the
 	// new one is never among them. 0: the server's --sessions-max-per-user (0 there too:
-	// 10,000, the most there can be). At most 10,000.
+	// 10,000, the most there can be). At most 10,000. A cap more than 500 below what the
+	// user has ends them 500 at a time, each 500 at once, then creates the session: if the
+	// call fails part way, some of them may have been ended without a new session.
 	MaxPerUser    uint32 `protobuf:"varint,4,opt,name=max_per_user,json=maxPerUser,proto3" json:"max_per_user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -545,7 +547,7 @@ func (x *DestroyResponse) GetDestroyed() bool {
 	return false
 }
 
-// ListRequest names a user.
+// ListRequest names a user, and which page.
 type ListRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The user, 1 to 512 bytes.
@@ -553,7 +555,14 @@ type ListRequest struct {
 	// The most sessions to return, newest first. 0: 100. At most 1,000. (A session can
 	// carry 270 KB of attributes: ask for few, or keep attributes small, to stay within
 	// your client's largest message, 4 MiB by default in most gRPC libraries.)
-	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Optional: the next_page_token of the previous page, as it came; empty for the first
+	// page (the newest sessions). Pages follow the order of creation, so paging to the end
+	// returns every session that stayed live meanwhile exactly once, whatever is created,
+	// destroyed or touched in between (sessions created after the first page was read are
+	// newer: they are not on later pages). A token works for the user it came from; it is
+	// not a secret and holds no session id. Anything else: INVALID_ARGUMENT.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -602,13 +611,25 @@ func (x *ListRequest) GetLimit() uint32 {
 	return 0
 }
 
-// ListResponse is a user's live sessions.
+func (x *ListRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListResponse is a page of a user's live sessions.
 type ListResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The newest `limit` of them, newest first (by created_at).
+	// Up to `limit` of them, newest first (in the order they were created, so by
+	// created_at). A page looks at no more than limit + 500 sessions: when many have just
+	// ended it can hold fewer than `limit` (even none) while more follow: follow
+	// next_page_token, not the size of the page.
 	Sessions []*Session `protobuf:"bytes,1,rep,name=sessions,proto3" json:"sessions,omitempty"`
 	// How many live sessions the user has in all.
-	Total         uint64 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	Total uint64 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	// The token of the next page, to pass as page_token; empty after the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -655,6 +676,13 @@ func (x *ListResponse) GetTotal() uint64 {
 		return x.Total
 	}
 	return 0
+}
+
+func (x *ListResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // DestroyAllRequest ends a user's sessions.
@@ -715,7 +743,7 @@ func (x *DestroyAllRequest) GetExceptId() string {
 // DestroyAllResponse counts what was ended.
 type DestroyAllResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// How many sessions were ended.
+	// How many live sessions this call ended.
 	Destroyed     uint64 `protobuf:"varint,1,opt,name=destroyed,proto3" json:"destroyed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -901,13 +929,16 @@ const file_patterns_session_v1_session_proto_rawDesc = "" +
 	"\x0eDestroyRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"/\n" +
 	"\x0fDestroyResponse\x12\x1c\n" +
-	"\tdestroyed\x18\x01 \x01(\bR\tdestroyed\"<\n" +
+	"\tdestroyed\x18\x01 \x01(\bR\tdestroyed\"[\n" +
 	"\vListRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"^\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x86\x01\n" +
 	"\fListResponse\x128\n" +
 	"\bsessions\x18\x01 \x03(\v2\x1c.patterns.session.v1.SessionR\bsessions\x12\x14\n" +
-	"\x05total\x18\x02 \x01(\x04R\x05total\"I\n" +
+	"\x05total\x18\x02 \x01(\x04R\x05total\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\"I\n" +
 	"\x11DestroyAllRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
 	"\texcept_id\x18\x02 \x01(\tR\bexceptId\"2\n" +

@@ -101,7 +101,9 @@ class LockerServicer:
 
     def Acquire(self, request, context):
         """Acquire takes the lock if it is free, waiting up to wait_timeout for it to be
-        released or to expire. Waiting is woken by releases, not by polling.
+        released or to expire. Waiting is woken by releases, not by polling. Each grant has
+        a fencing token greater than every earlier one of the name, even after Redis lost its
+        data (see AcquireResponse.fencing_token for when).
         Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

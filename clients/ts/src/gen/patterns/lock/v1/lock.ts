@@ -105,9 +105,15 @@ export interface AcquireResponse {
    */
   token: string;
   /**
-   * When acquired: a number that grows with every grant of this name, across expiries and
-   * server restarts. A resource that records the highest token it has seen and refuses
-   * lower ones is safe from holders whose lease ran out.
+   * When acquired: a number greater than every fencing token granted before for this
+   * name, across expiries and server restarts. It is one more than the last, and at least
+   * the Redis clock in microseconds since 1970 (about 1.8e15 in 2026: below 2^53 until the
+   * year 2255, so exact as a JavaScript number); tokens have gaps, compare them only.
+   * When Redis loses its data (restarted without persistence, as the embedded Redis
+   * always is; failed over to a replica without the last grant), the next token comes
+   * from the clock: still greater, as long as the Redis clock reads later than the last
+   * token (it has not gone back). A resource that records the highest token it has seen
+   * and refuses lower ones is safe from holders whose lease ran out.
    */
   fencingToken: number;
   /** When acquired: when the lease ends unless extended or released (Redis clock). */
@@ -1538,7 +1544,9 @@ export type LockerService = typeof LockerService;
 export const LockerService = {
   /**
    * Acquire takes the lock if it is free, waiting up to wait_timeout for it to be
-   * released or to expire. Waiting is woken by releases, not by polling.
+   * released or to expire. Waiting is woken by releases, not by polling. Each grant has
+   * a fencing token greater than every earlier one of the name, even after Redis lost its
+   * data (see AcquireResponse.fencing_token for when).
    * Reasons: INVALID_ARGUMENT.
    */
   acquire: {
@@ -1629,7 +1637,9 @@ export const LockerService = {
 export interface LockerServer extends UntypedServiceImplementation {
   /**
    * Acquire takes the lock if it is free, waiting up to wait_timeout for it to be
-   * released or to expire. Waiting is woken by releases, not by polling.
+   * released or to expire. Waiting is woken by releases, not by polling. Each grant has
+   * a fencing token greater than every earlier one of the name, even after Redis lost its
+   * data (see AcquireResponse.fencing_token for when).
    * Reasons: INVALID_ARGUMENT.
    */
   acquire: handleUnaryCall<AcquireRequest, AcquireResponse>;
@@ -1671,7 +1681,9 @@ export interface LockerServer extends UntypedServiceImplementation {
 export interface LockerClient extends Client {
   /**
    * Acquire takes the lock if it is free, waiting up to wait_timeout for it to be
-   * released or to expire. Waiting is woken by releases, not by polling.
+   * released or to expire. Waiting is woken by releases, not by polling. Each grant has
+   * a fencing token greater than every earlier one of the name, even after Redis lost its
+   * data (see AcquireResponse.fencing_token for when).
    * Reasons: INVALID_ARGUMENT.
    */
   acquire(

@@ -71,7 +71,9 @@ export interface CreateRequest {
    * The most sessions the user may have: creating one beyond it ends the user's other
    * sessions that would end soonest (with one ttl for all: the least recently used); the
    * new one is never among them. 0: the server's --sessions-max-per-user (0 there too:
-   * 10,000, the most there can be). At most 10,000.
+   * 10,000, the most there can be). At most 10,000. A cap more than 500 below what the
+   * user has ends them 500 at a time, each 500 at once, then creates the session: if the
+   * call fails part way, some of them may have been ended without a new session.
    */
   maxPerUser: number;
 }
@@ -134,7 +136,7 @@ export interface DestroyResponse {
   destroyed: boolean;
 }
 
-/** ListRequest names a user. */
+/** ListRequest names a user, and which page. */
 export interface ListRequest {
   /** The user, 1 to 512 bytes. */
   userId: string;
@@ -144,14 +146,30 @@ export interface ListRequest {
    * your client's largest message, 4 MiB by default in most gRPC libraries.)
    */
   limit: number;
+  /**
+   * Optional: the next_page_token of the previous page, as it came; empty for the first
+   * page (the newest sessions). Pages follow the order of creation, so paging to the end
+   * returns every session that stayed live meanwhile exactly once, whatever is created,
+   * destroyed or touched in between (sessions created after the first page was read are
+   * newer: they are not on later pages). A token works for the user it came from; it is
+   * not a secret and holds no session id. Anything else: INVALID_ARGUMENT.
+   */
+  pageToken: string;
 }
 
-/** ListResponse is a user's live sessions. */
+/** ListResponse is a page of a user's live sessions. */
 export interface ListResponse {
-  /** The newest `limit` of them, newest first (by created_at). */
+  /**
+   * Up to `limit` of them, newest first (in the order they were created, so by
+   * created_at). A page looks at no more than limit + 500 sessions: when many have just
+   * ended it can hold fewer than `limit` (even none) while more follow: follow
+   * next_page_token, not the size of the page.
+   */
   sessions: Session[];
   /** How many live sessions the user has in all. */
   total: number;
+  /** The token of the next page, to pass as page_token; empty after the last page. */
+  nextPageToken: string;
 }
 
 /** DestroyAllRequest ends a user's sessions. */
@@ -164,7 +182,7 @@ export interface DestroyAllRequest {
 
 /** DestroyAllResponse counts what was ended. */
 export interface DestroyAllResponse {
-  /** How many sessions were ended. */
+  /** How many live sessions this call ended. */
   destroyed: number;
 }
 
@@ -1345,7 +1363,7 @@ export const DestroyResponse: MessageFns<DestroyResponse> = {
 };
 
 function createBaseListRequest(): ListRequest {
-  return { userId: "", limit: 0 };
+  return { userId: "", limit: 0, pageToken: "" };
 }
 
 export const ListRequest: MessageFns<ListRequest> = {
@@ -1355,6 +1373,9 @@ export const ListRequest: MessageFns<ListRequest> = {
     }
     if (message.limit !== 0) {
       writer.uint32(16).uint32(message.limit);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
     }
     return writer;
   },
@@ -1388,6 +1409,14 @@ export const ListRequest: MessageFns<ListRequest> = {
             message.limit = reader.uint32();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1408,6 +1437,11 @@ export const ListRequest: MessageFns<ListRequest> = {
         ? globalThis.String(object.user_id)
         : "",
       limit: isSet(object.limit) ? globalThis.Number(object.limit) : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
     };
   },
 
@@ -1419,6 +1453,9 @@ export const ListRequest: MessageFns<ListRequest> = {
     if (message.limit !== 0) {
       obj.limit = Math.round(message.limit);
     }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
     return obj;
   },
 
@@ -1429,12 +1466,13 @@ export const ListRequest: MessageFns<ListRequest> = {
     const message = createBaseListRequest();
     message.userId = object.userId ?? "";
     message.limit = object.limit ?? 0;
+    message.pageToken = object.pageToken ?? "";
     return message;
   },
 };
 
 function createBaseListResponse(): ListResponse {
-  return { sessions: [], total: 0 };
+  return { sessions: [], total: 0, nextPageToken: "" };
 }
 
 export const ListResponse: MessageFns<ListResponse> = {
@@ -1444,6 +1482,9 @@ export const ListResponse: MessageFns<ListResponse> = {
     }
     if (message.total !== 0) {
       writer.uint32(16).uint64(message.total);
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(26).string(message.nextPageToken);
     }
     return writer;
   },
@@ -1477,6 +1518,14 @@ export const ListResponse: MessageFns<ListResponse> = {
             message.total = longToNumber(reader.uint64());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1493,6 +1542,11 @@ export const ListResponse: MessageFns<ListResponse> = {
     return {
       sessions: globalThis.Array.isArray(object?.sessions) ? object.sessions.map((e: any) => Session.fromJSON(e)) : [],
       total: isSet(object.total) ? globalThis.Number(object.total) : 0,
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
     };
   },
 
@@ -1504,6 +1558,9 @@ export const ListResponse: MessageFns<ListResponse> = {
     if (message.total !== 0) {
       obj.total = Math.round(message.total);
     }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
     return obj;
   },
 
@@ -1514,6 +1571,7 @@ export const ListResponse: MessageFns<ListResponse> = {
     const message = createBaseListResponse();
     message.sessions = object.sessions?.map((e) => Session.fromPartial(e)) || [];
     message.total = object.total ?? 0;
+    message.nextPageToken = object.nextPageToken ?? "";
     return message;
   },
 };
@@ -1885,7 +1943,9 @@ export const SessionsService = {
     responseDeserialize: (value: Buffer): DestroyResponse => DestroyResponse.decode(value),
   },
   /**
-   * List is a user's live sessions, newest first.
+   * List is a page of a user's live sessions, newest first; next_page_token leads to the
+   * next. One page is one script: a page of 1,000 at 10,000 sessions keeps Redis busy
+   * 5-10 ms, one of 100 under 1 ms (docs/operations.md, "What one call costs Redis").
    * Reasons: INVALID_ARGUMENT.
    */
   list: {
@@ -1899,7 +1959,11 @@ export const SessionsService = {
   },
   /**
    * DestroyAll ends every session of a user ("log out everywhere"), or every one but one
-   * ("everywhere else").
+   * ("everywhere else"). It ends them 500 at a time, each 500 at once (one script, about
+   * 3 ms of Redis time), until the user has none left but the one kept: sessions created
+   * while it runs are ended too. If it fails part way (UNAVAILABLE, a deadline), the
+   * sessions of the steps that ran are ended and the others are still live; call it again
+   * to end the rest (its `destroyed` counts only what that call ended).
    * Reasons: INVALID_ARGUMENT.
    */
   destroyAll: {
@@ -1950,13 +2014,19 @@ export interface SessionsServer extends UntypedServiceImplementation {
    */
   destroy: handleUnaryCall<DestroyRequest, DestroyResponse>;
   /**
-   * List is a user's live sessions, newest first.
+   * List is a page of a user's live sessions, newest first; next_page_token leads to the
+   * next. One page is one script: a page of 1,000 at 10,000 sessions keeps Redis busy
+   * 5-10 ms, one of 100 under 1 ms (docs/operations.md, "What one call costs Redis").
    * Reasons: INVALID_ARGUMENT.
    */
   list: handleUnaryCall<ListRequest, ListResponse>;
   /**
    * DestroyAll ends every session of a user ("log out everywhere"), or every one but one
-   * ("everywhere else").
+   * ("everywhere else"). It ends them 500 at a time, each 500 at once (one script, about
+   * 3 ms of Redis time), until the user has none left but the one kept: sessions created
+   * while it runs are ended too. If it fails part way (UNAVAILABLE, a deadline), the
+   * sessions of the steps that ran are ended and the others are still live; call it again
+   * to end the rest (its `destroyed` counts only what that call ended).
    * Reasons: INVALID_ARGUMENT.
    */
   destroyAll: handleUnaryCall<DestroyAllRequest, DestroyAllResponse>;
@@ -2044,7 +2114,9 @@ export interface SessionsClient extends Client {
     callback: (error: ServiceError | null, response: DestroyResponse) => void,
   ): ClientUnaryCall;
   /**
-   * List is a user's live sessions, newest first.
+   * List is a page of a user's live sessions, newest first; next_page_token leads to the
+   * next. One page is one script: a page of 1,000 at 10,000 sessions keeps Redis busy
+   * 5-10 ms, one of 100 under 1 ms (docs/operations.md, "What one call costs Redis").
    * Reasons: INVALID_ARGUMENT.
    */
   list(request: ListRequest, callback: (error: ServiceError | null, response: ListResponse) => void): ClientUnaryCall;
@@ -2061,7 +2133,11 @@ export interface SessionsClient extends Client {
   ): ClientUnaryCall;
   /**
    * DestroyAll ends every session of a user ("log out everywhere"), or every one but one
-   * ("everywhere else").
+   * ("everywhere else"). It ends them 500 at a time, each 500 at once (one script, about
+   * 3 ms of Redis time), until the user has none left but the one kept: sessions created
+   * while it runs are ended too. If it fails part way (UNAVAILABLE, a deadline), the
+   * sessions of the steps that ran are ended and the others are still live; call it again
+   * to end the rest (its `destroyed` counts only what that call ended).
    * Reasons: INVALID_ARGUMENT.
    */
   destroyAll(
