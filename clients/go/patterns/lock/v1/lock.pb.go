@@ -161,11 +161,11 @@ type AcquireResponse struct {
 	// name, across expiries and server restarts. It is one more than the last, and at least
 	// the Redis clock in microseconds since 1970 (about 1.8e15 in 2026: below 2^53 until the
 	// year 2255, so exact as a JavaScript number); tokens have gaps, compare them only.
-	// When Redis loses its data (restarted without persistence, as the embedded Redis
-	// always is; failed over to a replica without the last grant), the next token comes
-	// from the clock: still greater, as long as the Redis clock reads later than the last
-	// token (it has not gone back). A resource that records the highest token it has seen
-	// and refuses lower ones is safe from holders whose lease ran out.
+	// When Redis loses its data (restarted without persistence, as the embedded Redis is
+	// with --embedded-dir none; failed over to a replica without the last grant), the next
+	// token comes from the clock: still greater, as long as the Redis clock reads later than
+	// the last token (it has not gone back). A resource that records the highest token it
+	// has seen and refuses lower ones is safe from holders whose lease ran out.
 	FencingToken uint64 `protobuf:"varint,3,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
 	// When acquired: when the lease ends unless extended or released (Redis clock).
 	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
