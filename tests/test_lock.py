@@ -148,11 +148,12 @@ def test_fencing_tokens_keep_growing_when_redis_loses_its_data(
 def test_fencing_tokens_keep_growing_across_restarts_of_an_embedded_redis(
     tmp_path: Path,
 ) -> None:
-    """The embedded Redis keeps no data: each server start begins with no fence counter,
-    and tokens still grow."""
+    """An embedded Redis that keeps no data (--embedded-dir none): each server start begins
+    with no fence counter, and tokens still grow."""
     told = []
     for _ in range(2):
-        server = PatternsServer(None, env=dict(os.environ, TMPDIR=str(tmp_path))).start()
+        environment = dict(os.environ, TMPDIR=str(tmp_path))
+        server = PatternsServer(None, "--embedded-dir", "none", env=environment).start()
         try:
             with grpc.insecure_channel(server.address) as channel:
                 told.append(acquire(Stub(channel), "job", ttl=SECOND).fencing_token)
