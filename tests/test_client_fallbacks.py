@@ -115,20 +115,25 @@ def overloaded(target: Target, reason: str) -> Iterator[Target]:
         hold = lock_pb2.AcquireRequest(name="busy", ttl=ttl)
         assert locker.Acquire(hold, timeout=10, metadata=metadata).acquired
         request = lock_pb2.AcquireRequest(name="busy", ttl=ttl, wait_timeout=Duration(seconds=60))
-        waiting = locker.Acquire.future(request, timeout=90, metadata=metadata)
+        waiting = [locker.Acquire.future(request, timeout=90, metadata=metadata)]
 
         def refused() -> bool:
+            # A probe can take the one slot just as the wait arrives, and the wait is then
+            # the call refused: send it again until it is the one that holds the slot.
+            if waiting[0].done():
+                waiting[0] = locker.Acquire.future(request, timeout=90, metadata=metadata)
+                return False
             try:
                 client.counter.count("probe")
             except ResourceExhausted as error:
-                return error.reason == reason
+                return error.reason == reason and not waiting[0].done()
             return False
 
         eventually(refused, what=f"the server to refuse {reason}")
         try:
             yield target
         finally:
-            waiting.cancel()
+            waiting[0].cancel()
 
 
 # What each fallback must answer, and how long it took.
