@@ -35,7 +35,9 @@ __all__ = ["Client"]
 
 
 class Client:
-    """As patterns_client.Client, on grpc.aio; `async with` it or `await close()`.
+    """The asyncio client: patterns_client.Client's services (`ratelimit`, `counter`,
+    `leaderboard`, `sessions`, `cache`, `locks`, `events`) with coroutine methods, on
+    grpc.aio; `async with` it or `await close()`. A failed call raises a PatternsError.
 
     It may be made anywhere, at import time included: its channel is opened on the first
     call, in the event loop that makes it, so a web app keeps one client in a module,

@@ -48,18 +48,19 @@ class AsyncUniqueCounter:
         self._stub = stub
 
     async def add(self, key: str, items: Sequence[str], *, ttl: timedelta | None = None) -> bool:
-        """As UniqueCounter.add."""
+        """Record `items` under `key` (the key then expires `ttl` after this call, when
+        given); whether the estimate moved."""
         request = pb.AddRequest(key=key, items=list(items), ttl=duration(ttl))
         return bool((await self._calls.unary(self._stub.Add, request)).changed)
 
     async def count(self, keys: str | Sequence[str]) -> int:
-        """As UniqueCounter.count."""
+        """The estimated number of distinct items in the union of `keys`."""
         request = pb.CountRequest(keys=one_or_many(keys))
         return int((await self._calls.unary(self._stub.Count, request)).count)
 
     async def merge(
         self, destination: str, sources: Sequence[str], *, ttl: timedelta | None = None
     ) -> int:
-        """As UniqueCounter.merge."""
+        """Store the union of `sources` into `destination`; its count after."""
         request = pb.MergeRequest(destination=destination, sources=list(sources), ttl=duration(ttl))
         return int((await self._calls.unary(self._stub.Merge, request)).count)

@@ -263,8 +263,12 @@ class AsyncSubscription:
                     return item
 
     async def wait_subscribed(self, timeout: float | timedelta | None = None) -> None:
-        """As Subscription.wait_subscribed: returns once the server has confirmed the
-        subscription, consuming no event."""
+        """Open the stream (if iterating has not) and return once the server has
+        confirmed the subscription: every event published after this returns reaches
+        it. No event is consumed: iterate as usual after. Raises DeadlineExceeded when
+        no confirmation came within `timeout` (None: wait as long as it takes; the
+        subscription goes on trying), PatternsError when it is closed, or the failure
+        that ended it."""
         if self.subscribed.is_set():
             return
         if self._closed.is_set():
@@ -373,13 +377,16 @@ class AsyncEvents:
         self._stub = stub
 
     async def publish(self, channel: str, payload: bytes) -> int:
-        """As Events.publish."""
+        """Publish `payload` on `channel`; how many Redis subscriber connections took it
+        (each server counts once, however many of its streams receive it)."""
         request = pb.PublishRequest(channel=channel, payload=payload)
         return int((await self._calls.unary(self._stub.Publish, request)).receivers)
 
     def subscribe(
         self, channels: Sequence[str] = (), patterns: Sequence[str] = ()
     ) -> AsyncSubscription:
-        """As Events.subscribe: `async for item in client.events.subscribe(...)`."""
+        """An AsyncSubscription to events of `channels` and of the channels `patterns`
+        match (globs), until closed: `async for item in client.events.subscribe(...)`.
+        It resubscribes after an interruption, then yields a Gap."""
         request = _subscribe_request(channels, patterns)
         return AsyncSubscription(self._stub, request, self._calls.metadata)

@@ -175,34 +175,35 @@ class AsyncLeaderboard:
     async def submit(
         self, board: str | Board, member: str, score: float, *, mode: Mode = Mode.SET
     ) -> Submitted:
-        """As Leaderboard.submit."""
+        """Record `score` for `member` (SET replaces, INCREMENT adds, BEST keeps the better);
+        the member's score and rank after. ValueError for a Board(previous=True)."""
         request = pb.SubmitRequest(
             member=member, score=score, mode=mode.value, **_write_fields(_board(board))
         )
         return _submitted(await self._calls.unary(self._stub.Submit, request))
 
     async def rank(self, board: str | Board, member: str) -> Standing | None:
-        """As Leaderboard.rank."""
+        """The member's standing; None when it is not on the board."""
         request = pb.GetRankRequest(member=member, **_board(board).fields())
         return _rank(member, await self._calls.unary(self._stub.GetRank, request))
 
     async def top(self, board: str | Board, limit: int = 10, *, offset: int = 0) -> Page:
-        """As Leaderboard.top."""
+        """A page of the board, best first, and the board's size."""
         request = pb.TopRequest(limit=limit, offset=offset, **_board(board).fields())
         response = await self._calls.unary(self._stub.Top, request)
         return Page(_standings(response.entries), int(response.total))
 
     async def around(self, board: str | Board, member: str, radius: int = 5) -> list[Standing]:
-        """As Leaderboard.around."""
+        """The member and up to `radius` standings on each side; empty when it is absent."""
         request = pb.AroundRequest(member=member, radius=radius, **_board(board).fields())
         return _standings((await self._calls.unary(self._stub.Around, request)).entries)
 
     async def remove(self, board: str | Board, members: Sequence[str]) -> int:
-        """As Leaderboard.remove."""
+        """Take members off; how many were on."""
         request = pb.RemoveRequest(members=list(members), **_board(board).fields())
         return int((await self._calls.unary(self._stub.Remove, request)).removed)
 
     async def size(self, board: str | Board) -> int:
-        """As Leaderboard.size."""
+        """How many members the board has."""
         request = pb.SizeRequest(**_board(board).fields())
         return int((await self._calls.unary(self._stub.Size, request)).count)

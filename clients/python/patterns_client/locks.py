@@ -249,29 +249,30 @@ class AsyncLocks:
     async def acquire(
         self, name: str, *, ttl: timedelta, wait: timedelta | None = None
     ) -> Lease | None:
-        """As Locks.acquire."""
+        """The lock for `ttl`, waiting up to `wait` for it; the Lease, or None when not
+        granted."""
         response = await self._calls.unary(
             self._stub.Acquire, _acquire_request(name, ttl, wait), longer_by=_waited(wait)
         )
         return _lease(name, response)
 
     async def release(self, lease: Lease) -> ReleaseStatus:
-        """As Locks.release."""
+        """Give the lock up, if the lease still holds it; what the release found."""
         request = pb.ReleaseRequest(name=lease.name, token=lease.token)
         return ReleaseStatus((await self._calls.unary(self._stub.Release, request)).status)
 
     async def extend(self, lease: Lease, *, ttl: timedelta) -> Lease | None:
-        """As Locks.extend."""
+        """The lease with `ttl` left from now; None when it no longer holds the lock."""
         request = _extend_request(lease, ttl)
         return _extended(lease, await self._calls.unary(self._stub.Extend, request))
 
     async def inspect(self, name: str) -> LockState:
-        """As Locks.inspect."""
+        """Whether the lock is held, its fencing token and time left (never its token)."""
         request = pb.InspectRequest(name=name)
         return _state(await self._calls.unary(self._stub.Inspect, request))
 
     async def force_release(self, name: str) -> bool:
-        """As Locks.force_release."""
+        """End whoever's lease on the name (an operator's tool); whether there was one."""
         request = pb.ForceReleaseRequest(name=name)
         return bool((await self._calls.unary(self._stub.ForceRelease, request)).released)
 
@@ -279,7 +280,10 @@ class AsyncLocks:
     async def hold(
         self, name: str, *, ttl: timedelta, wait: timedelta | None = None
     ) -> AsyncIterator[AsyncHeldLock]:
-        """As Locks.hold, for `async with`."""
+        """`async with` it to hold the lock for the block, as an AsyncHeldLock (waiting up
+        to `wait` for it, else LockNotAcquired; DeadlineExceeded when the server gives no
+        first answer in time); the server renews it every ttl/3 and releases it when the
+        block ends or raises. `lost` is set if the lease is lost meanwhile."""
         call: Any = self._stub.Hold(_hold_request(name, ttl, wait), metadata=self._calls.metadata)
         patience = self._calls.timeout + _waited(wait)  # for the first answer, as in Locks
         try:

@@ -154,12 +154,14 @@ class AsyncSessions:
         attributes: Mapping[str, str] | None = None,
         max_per_user: int = 0,
     ) -> Session:
-        """As Sessions.create."""
+        """Start a session that ends `ttl` after its last touch; beyond `max_per_user`
+        (0: the server's default), the user's sessions that would end soonest end."""
         request = _create_request(user_id, ttl, attributes, max_per_user)
         return _session((await self._calls.unary(self._stub.Create, request)).session)
 
     async def get(self, session_id: str, *, touch: bool = False) -> Session | None:
-        """As Sessions.get."""
+        """The session (with `touch`, its end slid to its ttl from now); None when it has
+        ended, or never was."""
         try:
             response = await self._calls.unary(
                 self._stub.Get, pb.GetRequest(id=session_id, touch=touch)
@@ -175,26 +177,32 @@ class AsyncSessions:
         set: Mapping[str, str] | None = None,
         remove: Sequence[str] = (),
     ) -> Session:
-        """As Sessions.update."""
+        """Set and remove attributes, atomically; the session after. NotFound when the
+        session has ended."""
         request = _update_request(session_id, set, remove)
         return _session((await self._calls.unary(self._stub.Update, request)).session)
 
     async def destroy(self, session_id: str) -> bool:
-        """As Sessions.destroy."""
+        """End a session; whether there was one."""
         response = await self._calls.unary(self._stub.Destroy, pb.DestroyRequest(id=session_id))
         return bool(response.destroyed)
 
     async def list(self, user_id: str, *, limit: int = 0, page_token: str = "") -> SessionList:
-        """As Sessions.list."""
+        """A page of the user's live sessions, newest first: up to `limit` (0: 100) from
+        the newest, or after the page whose `next_page_token` is `page_token`; and the
+        total. A page can hold fewer than `limit` while more follow: page until
+        `next_page_token` is ""."""
         request = pb.ListRequest(user_id=user_id, limit=limit, page_token=page_token)
         return _session_list(await self._calls.unary(self._stub.List, request))
 
     async def destroy_all(self, user_id: str, *, except_id: str = "") -> int:
-        """As Sessions.destroy_all."""
+        """End every session of the user but `except_id`; how many. The server ends them
+        500 at a time: after a failure part way, call again to end the rest."""
         request = pb.DestroyAllRequest(user_id=user_id, except_id=except_id)
         return int((await self._calls.unary(self._stub.DestroyAll, request)).destroyed)
 
     async def rotate(self, session_id: str) -> Session:
-        """As Sessions.rotate."""
+        """The same session under a new id (the old one is dead); NotFound when it has
+        ended."""
         response = await self._calls.unary(self._stub.Rotate, pb.RotateRequest(id=session_id))
         return _session(response.session)
