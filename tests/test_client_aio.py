@@ -232,6 +232,28 @@ def test_events_publish_and_subscribe(server: PatternsServer, new_key: Callable[
     )
 
 
+@live
+def test_wait_subscribed_returns_while_another_task_iterates(
+    server: PatternsServer, new_key: Callable[[], str]
+) -> None:
+    """The usual shape (a task relays events; the request handler waits for readiness):
+    the reader holds the stream, so the confirmation must come from `subscribed`."""
+    channel = new_key()
+
+    async def scenario(client: aio.Client) -> float:
+        async with client.events.subscribe(channels=[channel]) as subscription:
+            reader = asyncio.ensure_future(anext(subscription))
+            started = asyncio.get_running_loop().time()
+            await subscription.wait_subscribed(10)
+            waited = asyncio.get_running_loop().time() - started
+            await client.events.publish(channel, b"after")
+            item = await asyncio.wait_for(reader, 10)
+            assert isinstance(item, Event) and item.payload == b"after"
+            return waited
+
+    print(f"wait_subscribed answered in {with_client(server.address, scenario):.3f} s")
+
+
 # Errors
 
 
@@ -523,7 +545,7 @@ def test_a_subscription_survives_a_redis_restart_and_reports_the_gap(
             return not subscription.subscribed.is_set()
 
         reader = asyncio.ensure_future(read())
-        await asyncio.wait_for(subscription.subscribed.wait(), 10)
+        await subscription.wait_subscribed(10)
         await client.events.publish("news", b"before")
         await eventually_async(lambda: received(1))
         redis.stop()

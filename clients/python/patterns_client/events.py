@@ -275,13 +275,24 @@ class AsyncSubscription:
             raise PatternsError("the subscription is closed")
         if self._helper is None or self._helper.done():
             self._helper = asyncio.ensure_future(self._read_until_subscribed())
+        # The helper reads the stream only when no iteration does; while one does, the
+        # iteration sees the confirmation and `subscribed` says so: whichever comes first.
+        confirmed = asyncio.ensure_future(self.subscribed.wait())
+        either: list[asyncio.Future[Any]] = [self._helper, confirmed]
         try:
-            # shield: a timeout ends this wait, not the reading (the next wait goes on).
-            await asyncio.wait_for(
-                asyncio.shield(self._helper), None if timeout is None else seconds(timeout)
+            # asyncio.wait cancels nothing: a timeout ends this wait, not the reading.
+            done, _ = await asyncio.wait(
+                either,
+                timeout=None if timeout is None else seconds(timeout),
+                return_when=asyncio.FIRST_COMPLETED,
             )
-        except asyncio.TimeoutError:
-            raise _not_confirmed(timeout) from None
+        finally:
+            confirmed.cancel()
+        if self.subscribed.is_set():
+            return
+        if not done:
+            raise _not_confirmed(timeout)
+        self._helper.result()  # the failure that ended the subscription, if one did
 
     async def _read_until_subscribed(self) -> None:
         async with self._reading:
