@@ -449,6 +449,244 @@ func (x *CheckManyResponse) GetAllowed() bool {
 	return false
 }
 
+// CheckStreamRequest is one check sent on a CheckStream.
+type CheckStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the client and repeated in the answer, so the answer can be matched to this
+	// check; the server does not require it to be unique (the client's own bookkeeping).
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The check, exactly as a Check call's request (same limits, same defaults).
+	Check         *CheckRequest `protobuf:"bytes,2,opt,name=check,proto3" json:"check,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckStreamRequest) Reset() {
+	*x = CheckStreamRequest{}
+	mi := &file_patterns_ratelimit_v1_ratelimit_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckStreamRequest) ProtoMessage() {}
+
+func (x *CheckStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_patterns_ratelimit_v1_ratelimit_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckStreamRequest.ProtoReflect.Descriptor instead.
+func (*CheckStreamRequest) Descriptor() ([]byte, []int) {
+	return file_patterns_ratelimit_v1_ratelimit_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CheckStreamRequest) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *CheckStreamRequest) GetCheck() *CheckRequest {
+	if x != nil {
+		return x.Check
+	}
+	return nil
+}
+
+// CheckStreamResponse answers one check of a CheckStream.
+type CheckStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The `id` of the check this answers.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The decision, or why there is none.
+	//
+	// Types that are valid to be assigned to Outcome:
+	//
+	//	*CheckStreamResponse_Result
+	//	*CheckStreamResponse_Error
+	Outcome       isCheckStreamResponse_Outcome `protobuf_oneof:"outcome"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckStreamResponse) Reset() {
+	*x = CheckStreamResponse{}
+	mi := &file_patterns_ratelimit_v1_ratelimit_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckStreamResponse) ProtoMessage() {}
+
+func (x *CheckStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_patterns_ratelimit_v1_ratelimit_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckStreamResponse.ProtoReflect.Descriptor instead.
+func (*CheckStreamResponse) Descriptor() ([]byte, []int) {
+	return file_patterns_ratelimit_v1_ratelimit_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CheckStreamResponse) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *CheckStreamResponse) GetOutcome() isCheckStreamResponse_Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+func (x *CheckStreamResponse) GetResult() *CheckResponse {
+	if x != nil {
+		if x, ok := x.Outcome.(*CheckStreamResponse_Result); ok {
+			return x.Result
+		}
+	}
+	return nil
+}
+
+func (x *CheckStreamResponse) GetError() *CheckError {
+	if x != nil {
+		if x, ok := x.Outcome.(*CheckStreamResponse_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isCheckStreamResponse_Outcome interface {
+	isCheckStreamResponse_Outcome()
+}
+
+type CheckStreamResponse_Result struct {
+	// The decision, as Check would have answered it.
+	Result *CheckResponse `protobuf:"bytes,2,opt,name=result,proto3,oneof"`
+}
+
+type CheckStreamResponse_Error struct {
+	// The error Check would have ended with: this check only, the stream goes on.
+	Error *CheckError `protobuf:"bytes,3,opt,name=error,proto3,oneof"`
+}
+
+func (*CheckStreamResponse_Result) isCheckStreamResponse_Outcome() {}
+
+func (*CheckStreamResponse_Error) isCheckStreamResponse_Outcome() {}
+
+// CheckError is the status a unary Check would have returned for one check of a stream,
+// flattened: the code, the google.rpc.ErrorInfo reason, the google.rpc.BadRequest field,
+// and the google.rpc.RetryInfo delay.
+type CheckError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The google.rpc.Code: 3 INVALID_ARGUMENT, 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE, ...
+	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// The reason (patterns.errors.v1.ErrorReason's name, for example "INVALID_ARGUMENT"
+	// or "REDIS_UNAVAILABLE").
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// What went wrong, for people.
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// For INVALID_ARGUMENT, the field of the check at fault (for example "policy.limit");
+	// empty otherwise.
+	Field string `protobuf:"bytes,4,opt,name=field,proto3" json:"field,omitempty"`
+	// When set, the time to wait before trying again.
+	RetryAfter    *durationpb.Duration `protobuf:"bytes,5,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckError) Reset() {
+	*x = CheckError{}
+	mi := &file_patterns_ratelimit_v1_ratelimit_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckError) ProtoMessage() {}
+
+func (x *CheckError) ProtoReflect() protoreflect.Message {
+	mi := &file_patterns_ratelimit_v1_ratelimit_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckError.ProtoReflect.Descriptor instead.
+func (*CheckError) Descriptor() ([]byte, []int) {
+	return file_patterns_ratelimit_v1_ratelimit_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CheckError) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *CheckError) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CheckError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *CheckError) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *CheckError) GetRetryAfter() *durationpb.Duration {
+	if x != nil {
+		return x.RetryAfter
+	}
+	return nil
+}
+
 // ResetRequest names the state to forget.
 type ResetRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -462,7 +700,7 @@ type ResetRequest struct {
 
 func (x *ResetRequest) Reset() {
 	*x = ResetRequest{}
-	mi := &file_patterns_ratelimit_v1_ratelimit_proto_msgTypes[5]
+	mi := &file_patterns_ratelimit_v1_ratelimit_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -474,7 +712,7 @@ func (x *ResetRequest) String() string {
 func (*ResetRequest) ProtoMessage() {}
 
 func (x *ResetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_patterns_ratelimit_v1_ratelimit_proto_msgTypes[5]
+	mi := &file_patterns_ratelimit_v1_ratelimit_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -487,7 +725,7 @@ func (x *ResetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetRequest.ProtoReflect.Descriptor instead.
 func (*ResetRequest) Descriptor() ([]byte, []int) {
-	return file_patterns_ratelimit_v1_ratelimit_proto_rawDescGZIP(), []int{5}
+	return file_patterns_ratelimit_v1_ratelimit_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ResetRequest) GetKey() string {
@@ -513,7 +751,7 @@ type ResetResponse struct {
 
 func (x *ResetResponse) Reset() {
 	*x = ResetResponse{}
-	mi := &file_patterns_ratelimit_v1_ratelimit_proto_msgTypes[6]
+	mi := &file_patterns_ratelimit_v1_ratelimit_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +763,7 @@ func (x *ResetResponse) String() string {
 func (*ResetResponse) ProtoMessage() {}
 
 func (x *ResetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_patterns_ratelimit_v1_ratelimit_proto_msgTypes[6]
+	mi := &file_patterns_ratelimit_v1_ratelimit_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +776,7 @@ func (x *ResetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetResponse.ProtoReflect.Descriptor instead.
 func (*ResetResponse) Descriptor() ([]byte, []int) {
-	return file_patterns_ratelimit_v1_ratelimit_proto_rawDescGZIP(), []int{6}
+	return file_patterns_ratelimit_v1_ratelimit_proto_rawDescGZIP(), []int{9}
 }
 
 var File_patterns_ratelimit_v1_ratelimit_proto protoreflect.FileDescriptor
@@ -569,7 +807,23 @@ const file_patterns_ratelimit_v1_ratelimit_proto_rawDesc = "" +
 	"\x0eall_or_nothing\x18\x02 \x01(\bR\fallOrNothing\"m\n" +
 	"\x11CheckManyResponse\x12>\n" +
 	"\aresults\x18\x01 \x03(\v2$.patterns.ratelimit.v1.CheckResponseR\aresults\x12\x18\n" +
-	"\aallowed\x18\x02 \x01(\bR\aallowed\"W\n" +
+	"\aallowed\x18\x02 \x01(\bR\aallowed\"_\n" +
+	"\x12CheckStreamRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x129\n" +
+	"\x05check\x18\x02 \x01(\v2#.patterns.ratelimit.v1.CheckRequestR\x05check\"\xab\x01\n" +
+	"\x13CheckStreamResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12>\n" +
+	"\x06result\x18\x02 \x01(\v2$.patterns.ratelimit.v1.CheckResponseH\x00R\x06result\x129\n" +
+	"\x05error\x18\x03 \x01(\v2!.patterns.ratelimit.v1.CheckErrorH\x00R\x05errorB\t\n" +
+	"\aoutcome\"\xa4\x01\n" +
+	"\n" +
+	"CheckError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x14\n" +
+	"\x05field\x18\x04 \x01(\tR\x05field\x12:\n" +
+	"\vretry_after\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"retryAfter\"W\n" +
 	"\fResetRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x125\n" +
 	"\x06policy\x18\x02 \x01(\v2\x1d.patterns.ratelimit.v1.PolicyR\x06policy\"\x0f\n" +
@@ -580,11 +834,12 @@ const file_patterns_ratelimit_v1_ratelimit_proto_rawDesc = "" +
 	"\x1cALGORITHM_SLIDING_WINDOW_LOG\x10\x02\x12$\n" +
 	" ALGORITHM_SLIDING_WINDOW_COUNTER\x10\x03\x12\x1a\n" +
 	"\x16ALGORITHM_TOKEN_BUCKET\x10\x04\x12\x12\n" +
-	"\x0eALGORITHM_GCRA\x10\x052\x95\x02\n" +
+	"\x0eALGORITHM_GCRA\x10\x052\xff\x02\n" +
 	"\vRateLimiter\x12R\n" +
 	"\x05Check\x12#.patterns.ratelimit.v1.CheckRequest\x1a$.patterns.ratelimit.v1.CheckResponse\x12^\n" +
 	"\tCheckMany\x12'.patterns.ratelimit.v1.CheckManyRequest\x1a(.patterns.ratelimit.v1.CheckManyResponse\x12R\n" +
-	"\x05Reset\x12#.patterns.ratelimit.v1.ResetRequest\x1a$.patterns.ratelimit.v1.ResetResponseB\x85\x01\n" +
+	"\x05Reset\x12#.patterns.ratelimit.v1.ResetRequest\x1a$.patterns.ratelimit.v1.ResetResponse\x12h\n" +
+	"\vCheckStream\x12).patterns.ratelimit.v1.CheckStreamRequest\x1a*.patterns.ratelimit.v1.CheckStreamResponse(\x010\x01B\x85\x01\n" +
 	"\x18io.patterns.ratelimit.v1B\x0eRatelimitProtoP\x01ZWgithub.com/patterns-server/patterns-server/clients/go/patterns/ratelimit/v1;ratelimitv1b\x06proto3"
 
 var (
@@ -600,7 +855,7 @@ func file_patterns_ratelimit_v1_ratelimit_proto_rawDescGZIP() []byte {
 }
 
 var file_patterns_ratelimit_v1_ratelimit_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_patterns_ratelimit_v1_ratelimit_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_patterns_ratelimit_v1_ratelimit_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_patterns_ratelimit_v1_ratelimit_proto_goTypes = []any{
 	(Algorithm)(0),              // 0: patterns.ratelimit.v1.Algorithm
 	(*Policy)(nil),              // 1: patterns.ratelimit.v1.Policy
@@ -608,30 +863,39 @@ var file_patterns_ratelimit_v1_ratelimit_proto_goTypes = []any{
 	(*CheckResponse)(nil),       // 3: patterns.ratelimit.v1.CheckResponse
 	(*CheckManyRequest)(nil),    // 4: patterns.ratelimit.v1.CheckManyRequest
 	(*CheckManyResponse)(nil),   // 5: patterns.ratelimit.v1.CheckManyResponse
-	(*ResetRequest)(nil),        // 6: patterns.ratelimit.v1.ResetRequest
-	(*ResetResponse)(nil),       // 7: patterns.ratelimit.v1.ResetResponse
-	(*durationpb.Duration)(nil), // 8: google.protobuf.Duration
+	(*CheckStreamRequest)(nil),  // 6: patterns.ratelimit.v1.CheckStreamRequest
+	(*CheckStreamResponse)(nil), // 7: patterns.ratelimit.v1.CheckStreamResponse
+	(*CheckError)(nil),          // 8: patterns.ratelimit.v1.CheckError
+	(*ResetRequest)(nil),        // 9: patterns.ratelimit.v1.ResetRequest
+	(*ResetResponse)(nil),       // 10: patterns.ratelimit.v1.ResetResponse
+	(*durationpb.Duration)(nil), // 11: google.protobuf.Duration
 }
 var file_patterns_ratelimit_v1_ratelimit_proto_depIdxs = []int32{
 	0,  // 0: patterns.ratelimit.v1.Policy.algorithm:type_name -> patterns.ratelimit.v1.Algorithm
-	8,  // 1: patterns.ratelimit.v1.Policy.period:type_name -> google.protobuf.Duration
+	11, // 1: patterns.ratelimit.v1.Policy.period:type_name -> google.protobuf.Duration
 	1,  // 2: patterns.ratelimit.v1.CheckRequest.policy:type_name -> patterns.ratelimit.v1.Policy
-	8,  // 3: patterns.ratelimit.v1.CheckResponse.reset_after:type_name -> google.protobuf.Duration
-	8,  // 4: patterns.ratelimit.v1.CheckResponse.retry_after:type_name -> google.protobuf.Duration
+	11, // 3: patterns.ratelimit.v1.CheckResponse.reset_after:type_name -> google.protobuf.Duration
+	11, // 4: patterns.ratelimit.v1.CheckResponse.retry_after:type_name -> google.protobuf.Duration
 	2,  // 5: patterns.ratelimit.v1.CheckManyRequest.checks:type_name -> patterns.ratelimit.v1.CheckRequest
 	3,  // 6: patterns.ratelimit.v1.CheckManyResponse.results:type_name -> patterns.ratelimit.v1.CheckResponse
-	1,  // 7: patterns.ratelimit.v1.ResetRequest.policy:type_name -> patterns.ratelimit.v1.Policy
-	2,  // 8: patterns.ratelimit.v1.RateLimiter.Check:input_type -> patterns.ratelimit.v1.CheckRequest
-	4,  // 9: patterns.ratelimit.v1.RateLimiter.CheckMany:input_type -> patterns.ratelimit.v1.CheckManyRequest
-	6,  // 10: patterns.ratelimit.v1.RateLimiter.Reset:input_type -> patterns.ratelimit.v1.ResetRequest
-	3,  // 11: patterns.ratelimit.v1.RateLimiter.Check:output_type -> patterns.ratelimit.v1.CheckResponse
-	5,  // 12: patterns.ratelimit.v1.RateLimiter.CheckMany:output_type -> patterns.ratelimit.v1.CheckManyResponse
-	7,  // 13: patterns.ratelimit.v1.RateLimiter.Reset:output_type -> patterns.ratelimit.v1.ResetResponse
-	11, // [11:14] is the sub-list for method output_type
-	8,  // [8:11] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	2,  // 7: patterns.ratelimit.v1.CheckStreamRequest.check:type_name -> patterns.ratelimit.v1.CheckRequest
+	3,  // 8: patterns.ratelimit.v1.CheckStreamResponse.result:type_name -> patterns.ratelimit.v1.CheckResponse
+	8,  // 9: patterns.ratelimit.v1.CheckStreamResponse.error:type_name -> patterns.ratelimit.v1.CheckError
+	11, // 10: patterns.ratelimit.v1.CheckError.retry_after:type_name -> google.protobuf.Duration
+	1,  // 11: patterns.ratelimit.v1.ResetRequest.policy:type_name -> patterns.ratelimit.v1.Policy
+	2,  // 12: patterns.ratelimit.v1.RateLimiter.Check:input_type -> patterns.ratelimit.v1.CheckRequest
+	4,  // 13: patterns.ratelimit.v1.RateLimiter.CheckMany:input_type -> patterns.ratelimit.v1.CheckManyRequest
+	9,  // 14: patterns.ratelimit.v1.RateLimiter.Reset:input_type -> patterns.ratelimit.v1.ResetRequest
+	6,  // 15: patterns.ratelimit.v1.RateLimiter.CheckStream:input_type -> patterns.ratelimit.v1.CheckStreamRequest
+	3,  // 16: patterns.ratelimit.v1.RateLimiter.Check:output_type -> patterns.ratelimit.v1.CheckResponse
+	5,  // 17: patterns.ratelimit.v1.RateLimiter.CheckMany:output_type -> patterns.ratelimit.v1.CheckManyResponse
+	10, // 18: patterns.ratelimit.v1.RateLimiter.Reset:output_type -> patterns.ratelimit.v1.ResetResponse
+	7,  // 19: patterns.ratelimit.v1.RateLimiter.CheckStream:output_type -> patterns.ratelimit.v1.CheckStreamResponse
+	16, // [16:20] is the sub-list for method output_type
+	12, // [12:16] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_patterns_ratelimit_v1_ratelimit_proto_init() }
@@ -639,13 +903,17 @@ func file_patterns_ratelimit_v1_ratelimit_proto_init() {
 	if File_patterns_ratelimit_v1_ratelimit_proto != nil {
 		return
 	}
+	file_patterns_ratelimit_v1_ratelimit_proto_msgTypes[6].OneofWrappers = []any{
+		(*CheckStreamResponse_Result)(nil),
+		(*CheckStreamResponse_Error)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_patterns_ratelimit_v1_ratelimit_proto_rawDesc), len(file_patterns_ratelimit_v1_ratelimit_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   7,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,9 +22,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RateLimiter_Check_FullMethodName     = "/patterns.ratelimit.v1.RateLimiter/Check"
-	RateLimiter_CheckMany_FullMethodName = "/patterns.ratelimit.v1.RateLimiter/CheckMany"
-	RateLimiter_Reset_FullMethodName     = "/patterns.ratelimit.v1.RateLimiter/Reset"
+	RateLimiter_Check_FullMethodName       = "/patterns.ratelimit.v1.RateLimiter/Check"
+	RateLimiter_CheckMany_FullMethodName   = "/patterns.ratelimit.v1.RateLimiter/CheckMany"
+	RateLimiter_Reset_FullMethodName       = "/patterns.ratelimit.v1.RateLimiter/Reset"
+	RateLimiter_CheckStream_FullMethodName = "/patterns.ratelimit.v1.RateLimiter/CheckStream"
 )
 
 // RateLimiterClient is the client API for RateLimiter service.
@@ -60,6 +61,19 @@ type RateLimiterClient interface {
 	// Reset forgets what a key has consumed under a policy: its next check starts afresh.
 	// Reasons: INVALID_ARGUMENT.
 	Reset(ctx context.Context, in *ResetRequest, opts ...grpc.CallOption) (*ResetResponse, error)
+	// CheckStream decides the checks sent on one stream, each answered as soon as it is
+	// decided: answers may come in another order than the checks, matched by `id`. The
+	// server coalesces the checks of every stream into its Redis round trips, so one stream
+	// carrying many checks costs far less per decision than a unary Check each.
+	// A check that fails (a bad policy, Redis unavailable) is answered by its own response
+	// with an `error`; the stream goes on. The stream itself ends with a status only for
+	// what ends every stream (SHUTTING_DOWN, CREDENTIALS_REVOKED, the tenant's stream share,
+	// a malformed message). When the client ends its half, the server answers the checks
+	// still in progress, then ends the stream OK.
+	// Limits: up to 1,000 checks in progress per stream; beyond, a check is answered with
+	// an error of reason OVERLOADED (RESOURCE_EXHAUSTED) at once.
+	// Reasons: INVALID_ARGUMENT and OVERLOADED (in a response's error).
+	CheckStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CheckStreamRequest, CheckStreamResponse], error)
 }
 
 type rateLimiterClient struct {
@@ -100,6 +114,19 @@ func (c *rateLimiterClient) Reset(ctx context.Context, in *ResetRequest, opts ..
 	return out, nil
 }
 
+func (c *rateLimiterClient) CheckStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CheckStreamRequest, CheckStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &RateLimiter_ServiceDesc.Streams[0], RateLimiter_CheckStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CheckStreamRequest, CheckStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RateLimiter_CheckStreamClient = grpc.BidiStreamingClient[CheckStreamRequest, CheckStreamResponse]
+
 // RateLimiterServer is the server API for RateLimiter service.
 // All implementations must embed UnimplementedRateLimiterServer
 // for forward compatibility.
@@ -133,6 +160,19 @@ type RateLimiterServer interface {
 	// Reset forgets what a key has consumed under a policy: its next check starts afresh.
 	// Reasons: INVALID_ARGUMENT.
 	Reset(context.Context, *ResetRequest) (*ResetResponse, error)
+	// CheckStream decides the checks sent on one stream, each answered as soon as it is
+	// decided: answers may come in another order than the checks, matched by `id`. The
+	// server coalesces the checks of every stream into its Redis round trips, so one stream
+	// carrying many checks costs far less per decision than a unary Check each.
+	// A check that fails (a bad policy, Redis unavailable) is answered by its own response
+	// with an `error`; the stream goes on. The stream itself ends with a status only for
+	// what ends every stream (SHUTTING_DOWN, CREDENTIALS_REVOKED, the tenant's stream share,
+	// a malformed message). When the client ends its half, the server answers the checks
+	// still in progress, then ends the stream OK.
+	// Limits: up to 1,000 checks in progress per stream; beyond, a check is answered with
+	// an error of reason OVERLOADED (RESOURCE_EXHAUSTED) at once.
+	// Reasons: INVALID_ARGUMENT and OVERLOADED (in a response's error).
+	CheckStream(grpc.BidiStreamingServer[CheckStreamRequest, CheckStreamResponse]) error
 	mustEmbedUnimplementedRateLimiterServer()
 }
 
@@ -151,6 +191,9 @@ func (UnimplementedRateLimiterServer) CheckMany(context.Context, *CheckManyReque
 }
 func (UnimplementedRateLimiterServer) Reset(context.Context, *ResetRequest) (*ResetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Reset not implemented")
+}
+func (UnimplementedRateLimiterServer) CheckStream(grpc.BidiStreamingServer[CheckStreamRequest, CheckStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method CheckStream not implemented")
 }
 func (UnimplementedRateLimiterServer) mustEmbedUnimplementedRateLimiterServer() {}
 func (UnimplementedRateLimiterServer) testEmbeddedByValue()                     {}
@@ -227,6 +270,13 @@ func _RateLimiter_Reset_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RateLimiter_CheckStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(RateLimiterServer).CheckStream(&grpc.GenericServerStream[CheckStreamRequest, CheckStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RateLimiter_CheckStreamServer = grpc.BidiStreamingServer[CheckStreamRequest, CheckStreamResponse]
+
 // RateLimiter_ServiceDesc is the grpc.ServiceDesc for RateLimiter service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -247,6 +297,13 @@ var RateLimiter_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _RateLimiter_Reset_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "CheckStream",
+			Handler:       _RateLimiter_CheckStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "patterns/ratelimit/v1/ratelimit.proto",
 }

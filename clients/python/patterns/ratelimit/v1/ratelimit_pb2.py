@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%patterns/ratelimit/v1/ratelimit.proto\x12\x15patterns.ratelimit.v1\x1a\x1egoogle/protobuf/duration.proto\"\x86\x01\n\x06Policy\x12\x33\n\talgorithm\x18\x01 \x01(\x0e\x32 .patterns.ratelimit.v1.Algorithm\x12\r\n\x05limit\x18\x02 \x01(\x04\x12)\n\x06period\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x62urst\x18\x04 \x01(\x04\"f\n\x0c\x43heckRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12-\n\x06policy\x18\x02 \x01(\x0b\x32\x1d.patterns.ratelimit.v1.Policy\x12\x0c\n\x04\x63ost\x18\x03 \x01(\r\x12\x0c\n\x04peek\x18\x04 \x01(\x08\"\xa2\x01\n\rCheckResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\r\n\x05limit\x18\x02 \x01(\x04\x12\x11\n\tremaining\x18\x03 \x01(\x04\x12.\n\x0breset_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bretry_after\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"_\n\x10\x43heckManyRequest\x12\x33\n\x06\x63hecks\x18\x01 \x03(\x0b\x32#.patterns.ratelimit.v1.CheckRequest\x12\x16\n\x0e\x61ll_or_nothing\x18\x02 \x01(\x08\"[\n\x11\x43heckManyResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.patterns.ratelimit.v1.CheckResponse\x12\x0f\n\x07\x61llowed\x18\x02 \x01(\x08\"J\n\x0cResetRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12-\n\x06policy\x18\x02 \x01(\x0b\x32\x1d.patterns.ratelimit.v1.Policy\"\x0f\n\rResetResponse*\xba\x01\n\tAlgorithm\x12\x19\n\x15\x41LGORITHM_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41LGORITHM_FIXED_WINDOW\x10\x01\x12 \n\x1c\x41LGORITHM_SLIDING_WINDOW_LOG\x10\x02\x12$\n ALGORITHM_SLIDING_WINDOW_COUNTER\x10\x03\x12\x1a\n\x16\x41LGORITHM_TOKEN_BUCKET\x10\x04\x12\x12\n\x0e\x41LGORITHM_GCRA\x10\x05\x32\x95\x02\n\x0bRateLimiter\x12R\n\x05\x43heck\x12#.patterns.ratelimit.v1.CheckRequest\x1a$.patterns.ratelimit.v1.CheckResponse\x12^\n\tCheckMany\x12\'.patterns.ratelimit.v1.CheckManyRequest\x1a(.patterns.ratelimit.v1.CheckManyResponse\x12R\n\x05Reset\x12#.patterns.ratelimit.v1.ResetRequest\x1a$.patterns.ratelimit.v1.ResetResponseB\x85\x01\n\x18io.patterns.ratelimit.v1B\x0eRatelimitProtoP\x01ZWgithub.com/patterns-server/patterns-server/clients/go/patterns/ratelimit/v1;ratelimitv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%patterns/ratelimit/v1/ratelimit.proto\x12\x15patterns.ratelimit.v1\x1a\x1egoogle/protobuf/duration.proto\"\x86\x01\n\x06Policy\x12\x33\n\talgorithm\x18\x01 \x01(\x0e\x32 .patterns.ratelimit.v1.Algorithm\x12\r\n\x05limit\x18\x02 \x01(\x04\x12)\n\x06period\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x62urst\x18\x04 \x01(\x04\"f\n\x0c\x43heckRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12-\n\x06policy\x18\x02 \x01(\x0b\x32\x1d.patterns.ratelimit.v1.Policy\x12\x0c\n\x04\x63ost\x18\x03 \x01(\r\x12\x0c\n\x04peek\x18\x04 \x01(\x08\"\xa2\x01\n\rCheckResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\r\n\x05limit\x18\x02 \x01(\x04\x12\x11\n\tremaining\x18\x03 \x01(\x04\x12.\n\x0breset_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bretry_after\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"_\n\x10\x43heckManyRequest\x12\x33\n\x06\x63hecks\x18\x01 \x03(\x0b\x32#.patterns.ratelimit.v1.CheckRequest\x12\x16\n\x0e\x61ll_or_nothing\x18\x02 \x01(\x08\"[\n\x11\x43heckManyResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.patterns.ratelimit.v1.CheckResponse\x12\x0f\n\x07\x61llowed\x18\x02 \x01(\x08\"T\n\x12\x43heckStreamRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x32\n\x05\x63heck\x18\x02 \x01(\x0b\x32#.patterns.ratelimit.v1.CheckRequest\"\x98\x01\n\x13\x43heckStreamResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x36\n\x06result\x18\x02 \x01(\x0b\x32$.patterns.ratelimit.v1.CheckResponseH\x00\x12\x32\n\x05\x65rror\x18\x03 \x01(\x0b\x32!.patterns.ratelimit.v1.CheckErrorH\x00\x42\t\n\x07outcome\"z\n\nCheckError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\x12.\n\x0bretry_after\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"J\n\x0cResetRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12-\n\x06policy\x18\x02 \x01(\x0b\x32\x1d.patterns.ratelimit.v1.Policy\"\x0f\n\rResetResponse*\xba\x01\n\tAlgorithm\x12\x19\n\x15\x41LGORITHM_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41LGORITHM_FIXED_WINDOW\x10\x01\x12 \n\x1c\x41LGORITHM_SLIDING_WINDOW_LOG\x10\x02\x12$\n ALGORITHM_SLIDING_WINDOW_COUNTER\x10\x03\x12\x1a\n\x16\x41LGORITHM_TOKEN_BUCKET\x10\x04\x12\x12\n\x0e\x41LGORITHM_GCRA\x10\x05\x32\xff\x02\n\x0bRateLimiter\x12R\n\x05\x43heck\x12#.patterns.ratelimit.v1.CheckRequest\x1a$.patterns.ratelimit.v1.CheckResponse\x12^\n\tCheckMany\x12\'.patterns.ratelimit.v1.CheckManyRequest\x1a(.patterns.ratelimit.v1.CheckManyResponse\x12R\n\x05Reset\x12#.patterns.ratelimit.v1.ResetRequest\x1a$.patterns.ratelimit.v1.ResetResponse\x12h\n\x0b\x43heckStream\x12).patterns.ratelimit.v1.CheckStreamRequest\x1a*.patterns.ratelimit.v1.CheckStreamResponse(\x01\x30\x01\x42\x85\x01\n\x18io.patterns.ratelimit.v1B\x0eRatelimitProtoP\x01ZWgithub.com/patterns-server/patterns-server/clients/go/patterns/ratelimit/v1;ratelimitv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'patterns.ratelimit.v1.ratel
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\030io.patterns.ratelimit.v1B\016RatelimitProtoP\001ZWgithub.com/patterns-server/patterns-server/clients/go/patterns/ratelimit/v1;ratelimitv1'
-  _globals['_ALGORITHM']._serialized_start=786
-  _globals['_ALGORITHM']._serialized_end=972
+  _globals['_ALGORITHM']._serialized_start=1151
+  _globals['_ALGORITHM']._serialized_end=1337
   _globals['_POLICY']._serialized_start=97
   _globals['_POLICY']._serialized_end=231
   _globals['_CHECKREQUEST']._serialized_start=233
@@ -45,10 +45,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKMANYREQUEST']._serialized_end=597
   _globals['_CHECKMANYRESPONSE']._serialized_start=599
   _globals['_CHECKMANYRESPONSE']._serialized_end=690
-  _globals['_RESETREQUEST']._serialized_start=692
-  _globals['_RESETREQUEST']._serialized_end=766
-  _globals['_RESETRESPONSE']._serialized_start=768
-  _globals['_RESETRESPONSE']._serialized_end=783
-  _globals['_RATELIMITER']._serialized_start=975
-  _globals['_RATELIMITER']._serialized_end=1252
+  _globals['_CHECKSTREAMREQUEST']._serialized_start=692
+  _globals['_CHECKSTREAMREQUEST']._serialized_end=776
+  _globals['_CHECKSTREAMRESPONSE']._serialized_start=779
+  _globals['_CHECKSTREAMRESPONSE']._serialized_end=931
+  _globals['_CHECKERROR']._serialized_start=933
+  _globals['_CHECKERROR']._serialized_end=1055
+  _globals['_RESETREQUEST']._serialized_start=1057
+  _globals['_RESETREQUEST']._serialized_end=1131
+  _globals['_RESETRESPONSE']._serialized_start=1133
+  _globals['_RESETRESPONSE']._serialized_end=1148
+  _globals['_RATELIMITER']._serialized_start=1340
+  _globals['_RATELIMITER']._serialized_end=1723
 # @@protoc_insertion_point(module_scope)

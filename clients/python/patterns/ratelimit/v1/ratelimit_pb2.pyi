@@ -79,6 +79,38 @@ class CheckManyResponse(_message.Message):
     allowed: bool
     def __init__(self, results: _Optional[_Iterable[_Union[CheckResponse, _Mapping]]] = ..., allowed: _Optional[bool] = ...) -> None: ...
 
+class CheckStreamRequest(_message.Message):
+    __slots__ = ("id", "check")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CHECK_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    check: CheckRequest
+    def __init__(self, id: _Optional[int] = ..., check: _Optional[_Union[CheckRequest, _Mapping]] = ...) -> None: ...
+
+class CheckStreamResponse(_message.Message):
+    __slots__ = ("id", "result", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    result: CheckResponse
+    error: CheckError
+    def __init__(self, id: _Optional[int] = ..., result: _Optional[_Union[CheckResponse, _Mapping]] = ..., error: _Optional[_Union[CheckError, _Mapping]] = ...) -> None: ...
+
+class CheckError(_message.Message):
+    __slots__ = ("code", "reason", "message", "field", "retry_after")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    reason: str
+    message: str
+    field: str
+    retry_after: _duration_pb2.Duration
+    def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., field: _Optional[str] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
 class ResetRequest(_message.Message):
     __slots__ = ("key", "policy")
     KEY_FIELD_NUMBER: _ClassVar[int]

@@ -65,6 +65,11 @@ class RateLimiterStub:
                 request_serializer=patterns_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ResetRequest.SerializeToString,
                 response_deserializer=patterns_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ResetResponse.FromString,
                 _registered_method=True)
+        self.CheckStream = channel.stream_stream(
+                '/patterns.ratelimit.v1.RateLimiter/CheckStream',
+                request_serializer=patterns_dot_ratelimit_dot_v1_dot_ratelimit__pb2.CheckStreamRequest.SerializeToString,
+                response_deserializer=patterns_dot_ratelimit_dot_v1_dot_ratelimit__pb2.CheckStreamResponse.FromString,
+                _registered_method=True)
 
 
 class RateLimiterServicer:
@@ -113,6 +118,24 @@ class RateLimiterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckStream(self, request_iterator, context):
+        """CheckStream decides the checks sent on one stream, each answered as soon as it is
+        decided: answers may come in another order than the checks, matched by `id`. The
+        server coalesces the checks of every stream into its Redis round trips, so one stream
+        carrying many checks costs far less per decision than a unary Check each.
+        A check that fails (a bad policy, Redis unavailable) is answered by its own response
+        with an `error`; the stream goes on. The stream itself ends with a status only for
+        what ends every stream (SHUTTING_DOWN, CREDENTIALS_REVOKED, the tenant's stream share,
+        a malformed message). When the client ends its half, the server answers the checks
+        still in progress, then ends the stream OK.
+        Limits: up to 1,000 checks in progress per stream; beyond, a check is answered with
+        an error of reason OVERLOADED (RESOURCE_EXHAUSTED) at once.
+        Reasons: INVALID_ARGUMENT and OVERLOADED (in a response's error).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RateLimiterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +153,11 @@ def add_RateLimiterServicer_to_server(servicer, server):
                     servicer.Reset,
                     request_deserializer=patterns_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ResetRequest.FromString,
                     response_serializer=patterns_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ResetResponse.SerializeToString,
+            ),
+            'CheckStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.CheckStream,
+                    request_deserializer=patterns_dot_ratelimit_dot_v1_dot_ratelimit__pb2.CheckStreamRequest.FromString,
+                    response_serializer=patterns_dot_ratelimit_dot_v1_dot_ratelimit__pb2.CheckStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -229,6 +257,33 @@ class RateLimiter:
             '/patterns.ratelimit.v1.RateLimiter/Reset',
             patterns_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ResetRequest.SerializeToString,
             patterns_dot_ratelimit_dot_v1_dot_ratelimit__pb2.ResetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/patterns.ratelimit.v1.RateLimiter/CheckStream',
+            patterns_dot_ratelimit_dot_v1_dot_ratelimit__pb2.CheckStreamRequest.SerializeToString,
+            patterns_dot_ratelimit_dot_v1_dot_ratelimit__pb2.CheckStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

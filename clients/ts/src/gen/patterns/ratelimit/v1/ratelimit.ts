@@ -10,8 +10,10 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -195,6 +197,53 @@ export interface CheckManyResponse {
   results: CheckResponse[];
   /** True when every check is admitted. */
   allowed: boolean;
+}
+
+/** CheckStreamRequest is one check sent on a CheckStream. */
+export interface CheckStreamRequest {
+  /**
+   * Chosen by the client and repeated in the answer, so the answer can be matched to this
+   * check; the server does not require it to be unique (the client's own bookkeeping).
+   */
+  id: number;
+  /** The check, exactly as a Check call's request (same limits, same defaults). */
+  check?: CheckRequest | undefined;
+}
+
+/** CheckStreamResponse answers one check of a CheckStream. */
+export interface CheckStreamResponse {
+  /** The `id` of the check this answers. */
+  id: number;
+  /** The decision, as Check would have answered it. */
+  result?:
+    | CheckResponse
+    | undefined;
+  /** The error Check would have ended with: this check only, the stream goes on. */
+  error?: CheckError | undefined;
+}
+
+/**
+ * CheckError is the status a unary Check would have returned for one check of a stream,
+ * flattened: the code, the google.rpc.ErrorInfo reason, the google.rpc.BadRequest field,
+ * and the google.rpc.RetryInfo delay.
+ */
+export interface CheckError {
+  /** The google.rpc.Code: 3 INVALID_ARGUMENT, 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE, ... */
+  code: number;
+  /**
+   * The reason (patterns.errors.v1.ErrorReason's name, for example "INVALID_ARGUMENT"
+   * or "REDIS_UNAVAILABLE").
+   */
+  reason: string;
+  /** What went wrong, for people. */
+  message: string;
+  /**
+   * For INVALID_ARGUMENT, the field of the check at fault (for example "policy.limit");
+   * empty otherwise.
+   */
+  field: string;
+  /** When set, the time to wait before trying again. */
+  retryAfter?: Duration | undefined;
 }
 
 /** ResetRequest names the state to forget. */
@@ -768,6 +817,337 @@ export const CheckManyResponse: MessageFns<CheckManyResponse> = {
   },
 };
 
+function createBaseCheckStreamRequest(): CheckStreamRequest {
+  return { id: 0, check: undefined };
+}
+
+export const CheckStreamRequest: MessageFns<CheckStreamRequest> = {
+  encode(message: CheckStreamRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint64(message.id);
+    }
+    if (message.check !== undefined) {
+      CheckRequest.encode(message.check, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CheckStreamRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCheckStreamRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.check = CheckRequest.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CheckStreamRequest {
+    return {
+      id: isSet(object.id) ? globalThis.Number(object.id) : 0,
+      check: isSet(object.check) ? CheckRequest.fromJSON(object.check) : undefined,
+    };
+  },
+
+  toJSON(message: CheckStreamRequest): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    if (message.check !== undefined) {
+      obj.check = CheckRequest.toJSON(message.check);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CheckStreamRequest>, I>>(base?: I): CheckStreamRequest {
+    return CheckStreamRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CheckStreamRequest>, I>>(object: I): CheckStreamRequest {
+    const message = createBaseCheckStreamRequest();
+    message.id = object.id ?? 0;
+    message.check = (object.check !== undefined && object.check !== null)
+      ? CheckRequest.fromPartial(object.check)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCheckStreamResponse(): CheckStreamResponse {
+  return { id: 0, result: undefined, error: undefined };
+}
+
+export const CheckStreamResponse: MessageFns<CheckStreamResponse> = {
+  encode(message: CheckStreamResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint64(message.id);
+    }
+    if (message.result !== undefined) {
+      CheckResponse.encode(message.result, writer.uint32(18).fork()).join();
+    }
+    if (message.error !== undefined) {
+      CheckError.encode(message.error, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CheckStreamResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCheckStreamResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.result = CheckResponse.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.error = CheckError.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CheckStreamResponse {
+    return {
+      id: isSet(object.id) ? globalThis.Number(object.id) : 0,
+      result: isSet(object.result) ? CheckResponse.fromJSON(object.result) : undefined,
+      error: isSet(object.error) ? CheckError.fromJSON(object.error) : undefined,
+    };
+  },
+
+  toJSON(message: CheckStreamResponse): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    if (message.result !== undefined) {
+      obj.result = CheckResponse.toJSON(message.result);
+    }
+    if (message.error !== undefined) {
+      obj.error = CheckError.toJSON(message.error);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CheckStreamResponse>, I>>(base?: I): CheckStreamResponse {
+    return CheckStreamResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CheckStreamResponse>, I>>(object: I): CheckStreamResponse {
+    const message = createBaseCheckStreamResponse();
+    message.id = object.id ?? 0;
+    message.result = (object.result !== undefined && object.result !== null)
+      ? CheckResponse.fromPartial(object.result)
+      : undefined;
+    message.error = (object.error !== undefined && object.error !== null)
+      ? CheckError.fromPartial(object.error)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCheckError(): CheckError {
+  return { code: 0, reason: "", message: "", field: "", retryAfter: undefined };
+}
+
+export const CheckError: MessageFns<CheckError> = {
+  encode(message: CheckError, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.code !== 0) {
+      writer.uint32(8).int32(message.code);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    if (message.message !== "") {
+      writer.uint32(26).string(message.message);
+    }
+    if (message.field !== "") {
+      writer.uint32(34).string(message.field);
+    }
+    if (message.retryAfter !== undefined) {
+      Duration.encode(message.retryAfter, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CheckError {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCheckError();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.code = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.field = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.retryAfter = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CheckError {
+    return {
+      code: isSet(object.code) ? globalThis.Number(object.code) : 0,
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+      field: isSet(object.field) ? globalThis.String(object.field) : "",
+      retryAfter: isSet(object.retryAfter)
+        ? Duration.fromJSON(object.retryAfter)
+        : isSet(object.retry_after)
+        ? Duration.fromJSON(object.retry_after)
+        : undefined,
+    };
+  },
+
+  toJSON(message: CheckError): unknown {
+    const obj: any = {};
+    if (message.code !== 0) {
+      obj.code = Math.round(message.code);
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    if (message.field !== "") {
+      obj.field = message.field;
+    }
+    if (message.retryAfter !== undefined) {
+      obj.retryAfter = Duration.toJSON(message.retryAfter);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<CheckError>, I>>(base?: I): CheckError {
+    return CheckError.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<CheckError>, I>>(object: I): CheckError {
+    const message = createBaseCheckError();
+    message.code = object.code ?? 0;
+    message.reason = object.reason ?? "";
+    message.message = object.message ?? "";
+    message.field = object.field ?? "";
+    message.retryAfter = (object.retryAfter !== undefined && object.retryAfter !== null)
+      ? Duration.fromPartial(object.retryAfter)
+      : undefined;
+    return message;
+  },
+};
+
 function createBaseResetRequest(): ResetRequest {
   return { key: "", policy: undefined };
 }
@@ -969,6 +1349,29 @@ export const RateLimiterService = {
     responseSerialize: (value: ResetResponse): Buffer => Buffer.from(ResetResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ResetResponse => ResetResponse.decode(value),
   },
+  /**
+   * CheckStream decides the checks sent on one stream, each answered as soon as it is
+   * decided: answers may come in another order than the checks, matched by `id`. The
+   * server coalesces the checks of every stream into its Redis round trips, so one stream
+   * carrying many checks costs far less per decision than a unary Check each.
+   * A check that fails (a bad policy, Redis unavailable) is answered by its own response
+   * with an `error`; the stream goes on. The stream itself ends with a status only for
+   * what ends every stream (SHUTTING_DOWN, CREDENTIALS_REVOKED, the tenant's stream share,
+   * a malformed message). When the client ends its half, the server answers the checks
+   * still in progress, then ends the stream OK.
+   * Limits: up to 1,000 checks in progress per stream; beyond, a check is answered with
+   * an error of reason OVERLOADED (RESOURCE_EXHAUSTED) at once.
+   * Reasons: INVALID_ARGUMENT and OVERLOADED (in a response's error).
+   */
+  checkStream: {
+    path: "/patterns.ratelimit.v1.RateLimiter/CheckStream" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: CheckStreamRequest): Buffer => Buffer.from(CheckStreamRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CheckStreamRequest => CheckStreamRequest.decode(value),
+    responseSerialize: (value: CheckStreamResponse): Buffer => Buffer.from(CheckStreamResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CheckStreamResponse => CheckStreamResponse.decode(value),
+  },
 } as const;
 
 export interface RateLimiterServer extends UntypedServiceImplementation {
@@ -990,6 +1393,21 @@ export interface RateLimiterServer extends UntypedServiceImplementation {
    * Reasons: INVALID_ARGUMENT.
    */
   reset: handleUnaryCall<ResetRequest, ResetResponse>;
+  /**
+   * CheckStream decides the checks sent on one stream, each answered as soon as it is
+   * decided: answers may come in another order than the checks, matched by `id`. The
+   * server coalesces the checks of every stream into its Redis round trips, so one stream
+   * carrying many checks costs far less per decision than a unary Check each.
+   * A check that fails (a bad policy, Redis unavailable) is answered by its own response
+   * with an `error`; the stream goes on. The stream itself ends with a status only for
+   * what ends every stream (SHUTTING_DOWN, CREDENTIALS_REVOKED, the tenant's stream share,
+   * a malformed message). When the client ends its half, the server answers the checks
+   * still in progress, then ends the stream OK.
+   * Limits: up to 1,000 checks in progress per stream; beyond, a check is answered with
+   * an error of reason OVERLOADED (RESOURCE_EXHAUSTED) at once.
+   * Reasons: INVALID_ARGUMENT and OVERLOADED (in a response's error).
+   */
+  checkStream: handleBidiStreamingCall<CheckStreamRequest, CheckStreamResponse>;
 }
 
 export interface RateLimiterClient extends Client {
@@ -1053,6 +1471,26 @@ export interface RateLimiterClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ResetResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * CheckStream decides the checks sent on one stream, each answered as soon as it is
+   * decided: answers may come in another order than the checks, matched by `id`. The
+   * server coalesces the checks of every stream into its Redis round trips, so one stream
+   * carrying many checks costs far less per decision than a unary Check each.
+   * A check that fails (a bad policy, Redis unavailable) is answered by its own response
+   * with an `error`; the stream goes on. The stream itself ends with a status only for
+   * what ends every stream (SHUTTING_DOWN, CREDENTIALS_REVOKED, the tenant's stream share,
+   * a malformed message). When the client ends its half, the server answers the checks
+   * still in progress, then ends the stream OK.
+   * Limits: up to 1,000 checks in progress per stream; beyond, a check is answered with
+   * an error of reason OVERLOADED (RESOURCE_EXHAUSTED) at once.
+   * Reasons: INVALID_ARGUMENT and OVERLOADED (in a response's error).
+   */
+  checkStream(): ClientDuplexStream<CheckStreamRequest, CheckStreamResponse>;
+  checkStream(options: Partial<CallOptions>): ClientDuplexStream<CheckStreamRequest, CheckStreamResponse>;
+  checkStream(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<CheckStreamRequest, CheckStreamResponse>;
 }
 
 export const RateLimiterClient = makeGenericClientConstructor(
