@@ -28,7 +28,9 @@ T = TypeVar("T")
 POLICY = pb.Policy(algorithm=pb.ALGORITHM_GCRA, limit=1_000, period=Duration(seconds=1))
 # A policy that refuses: one unit per hour on each of a few keys, so that after the first
 # calls (the warm-up) every check is refused, and the cost of a refusal is what is measured.
-REFUSING_POLICY = pb.Policy(algorithm=pb.ALGORITHM_FIXED_WINDOW, limit=1, period=Duration(seconds=3_600))
+REFUSING_POLICY = pb.Policy(
+    algorithm=pb.ALGORITHM_FIXED_WINDOW, limit=1, period=Duration(seconds=3_600)
+)
 REFUSED_KEYS = 100
 BATCH = 100
 VALUE = bytes(1024)  # cache values of 1 KiB
