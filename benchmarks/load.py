@@ -26,6 +26,12 @@ USERS = 10_000
 # of refusals, is what is measured.
 T = TypeVar("T")
 POLICY = pb.Policy(algorithm=pb.ALGORITHM_GCRA, limit=1_000, period=Duration(seconds=1))
+# A policy that refuses: one unit per hour on each of a few keys, so that after the first
+# calls (the warm-up) every check is refused, and the cost of a refusal is what is measured.
+REFUSING_POLICY = pb.Policy(
+    algorithm=pb.ALGORITHM_FIXED_WINDOW, limit=1, period=Duration(seconds=3_600)
+)
+REFUSED_KEYS = 100
 BATCH = 100
 VALUE = bytes(1024)  # cache values of 1 KiB
 BOARD, BOARD_SIZE = "bench", 1_000_000  # a leaderboard of a million members
@@ -66,6 +72,9 @@ def _requests_for(scenario: str) -> tuple[list[object], int]:
     random.shuffle(keys)
     if scenario in ("check", "check-single"):
         return [pb.CheckRequest(key=key, policy=POLICY) for key in keys], 1
+    if scenario == "check-refused":
+        refused = [f"refused:{n}" for n in range(REFUSED_KEYS)]
+        return [pb.CheckRequest(key=key, policy=REFUSING_POLICY) for key in refused], 1
     if scenario == "checkmany":
         checks = [pb.CheckRequest(key=key, policy=POLICY) for key in keys]
         return [

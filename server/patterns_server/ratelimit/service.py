@@ -1,5 +1,7 @@
 """The RateLimiter gRPC servicer: request messages in, RateLimiter calls, responses out."""
 
+import functools
+
 import grpc
 from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
@@ -56,11 +58,22 @@ class RateLimiterServicer(ratelimit_pb2_grpc.RateLimiterServicer):
 def _policy(policy: pb.Policy, path: str = "") -> Policy:
     """An unset period reads as zero (refused by the limiter's checks)."""
     period = policy.period
+    return _policy_of(
+        policy.algorithm, policy.limit, period.seconds, period.nanos, policy.burst, path
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _policy_of(
+    algorithm: int, limit: int, seconds: int, nanos: int, burst: int, path: str
+) -> Policy:
+    """Callers reuse a few policies: each is converted once (a valid one; an invalid one
+    raises every time)."""
     return Policy(
-        ALGORITHMS.get(policy.algorithm),
-        policy.limit,
-        to_timedelta(period.seconds, period.nanos, f"{path}policy.period"),
-        policy.burst,
+        ALGORITHMS.get(algorithm),
+        limit,
+        to_timedelta(seconds, nanos, f"{path}policy.period"),
+        burst,
     )
 
 
