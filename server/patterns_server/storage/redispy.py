@@ -136,6 +136,11 @@ def replacing_closed(base: type[C]) -> type[C]:
             if self.is_connected and not self._connecting and await self._closed_by_redis():
                 await self.disconnect()
                 record().redis_reconnect("pool")
+            if not self.is_connected and not self._connecting:
+                # By `connect()`, as the pool connects: a Sentinel's connection asks there
+                # for the master's address (redis-py's own reconnection on send would go
+                # back to the address it had, or to localhost for one never connected).
+                await self.connect()
             if not _direct_write or not self.is_connected or not isinstance(command, list):
                 await super().send_packed_command(command, check_health)
                 return
