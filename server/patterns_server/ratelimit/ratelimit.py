@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Sequence
 from datetime import timedelta
 from typing import NamedTuple, TypeVar
 
-from patterns_server.core.errors import InvalidArgument, Unavailable
+from patterns_server.core.errors import InvalidArgument, PatternError, Unavailable
 from patterns_server.core.telemetry import record
 from patterns_server.core.units import MICROSECOND, from_us, length, seconds_text, span
 from patterns_server.core.validation import check_name
@@ -106,6 +106,10 @@ class Decision(NamedTuple):
         return from_us(self.retry_after_us)
 
 
+# A place in `check_each`'s outcomes until the round trip fills it.
+_UNDECIDED = Decision(False, 0, 0, 0, 0)
+
+
 class _Terms(NamedTuple):
     """What a valid policy means for the script: its capacity, the parts of its state's
     key, and its script arguments."""
@@ -157,7 +161,44 @@ class RateLimiter:
         if all_or_nothing:
             _check_one_group(checks, plans)
         groups = [plans] if all_or_nothing else self._script_groups(plans)
-        mode = "1" if all_or_nothing else "0"
+        return await self._decide(plans, groups, "1" if all_or_nothing else "0", within)
+
+    async def check_each(
+        self, checks: Sequence[Check], within: float | None = None
+    ) -> list[Decision | PatternError]:
+        """Decide `checks`, independent of one another, as `check_many` does (one round
+        trip per Cluster node), except that each has its own outcome, in order: its
+        decision, or the error of that check alone (an `InvalidArgument` for an invalid
+        check; the error of the round trip, unless failing open, for the valid ones).
+        Any number of checks: they go by CHECKS_PER_SCRIPT per script run."""
+        outcomes: list[Decision | PatternError] = []
+        plans: list[_Plan] = []
+        positions: list[int] = []
+        for check in checks:
+            try:
+                plans.append(self._plan(check))
+            except InvalidArgument as error:
+                outcomes.append(error)
+            else:
+                positions.append(len(outcomes))
+                outcomes.append(_UNDECIDED)
+        if not plans:
+            return outcomes
+        try:
+            decided: Sequence[Decision | PatternError] = await self._decide(
+                plans, self._script_groups(plans), "0", within
+            )
+        except PatternError as error:
+            decided = [error] * len(plans)
+        for position, outcome in zip(positions, decided, strict=True):
+            outcomes[position] = outcome
+        return outcomes
+
+    async def _decide(
+        self, plans: list[_Plan], groups: list[list[_Plan]], mode: str, within: float | None
+    ) -> list[Decision]:
+        """The decisions of `plans`, in order, each of `groups` decided by one script run
+        (all of them in one round trip per node), failing open if so configured."""
         try:
             replies = await self._decided_within(
                 within, self._redis.run(*(_command(mode, group) for group in groups))
