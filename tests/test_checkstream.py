@@ -28,9 +28,7 @@ Stub = ratelimit_pb2_grpc.RateLimiterStub
 CHECK_STREAM = "/patterns.ratelimit.v1.RateLimiter/CheckStream"
 DAY = timedelta(days=1)
 
-on_redis7_and_cluster = pytest.mark.parametrize(
-    "backend_url", ["redis7", "cluster"], indirect=True
-)
+on_redis7_and_cluster = pytest.mark.parametrize("backend_url", ["redis7", "cluster"], indirect=True)
 
 
 @pytest.fixture

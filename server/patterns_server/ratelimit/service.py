@@ -2,12 +2,13 @@
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 import grpc
 from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 
+from patterns_server.core.errors import PatternError, ResourceExhausted
 from patterns_server.ratelimit.ratelimit import (
     Algorithm,
     Check,
@@ -16,11 +17,9 @@ from patterns_server.ratelimit.ratelimit import (
     RateLimiter,
     check_many_count,
 )
-from patterns_server.core.errors import PatternError, ResourceExhausted
 from patterns_server.rpc.convert import set_duration_us, time_left, to_timedelta
+from patterns_server.rpc.errors import OVERLOAD_RETRY, failure_of
 from patterns_server.rpc.service import Runtime, Service
-from patterns_server.runtime.calls import OVERLOAD_RETRY
-from patterns_server.runtime.guard import failure_of
 
 CHECK_STREAM = "/patterns.ratelimit.v1.RateLimiter/CheckStream"
 # Checks read from one stream and not yet answered; beyond, a check is answered OVERLOADED.
@@ -160,13 +159,13 @@ class _StreamChecks:
         errors: dict[int, pb.CheckError] = {}  # one per error (one is often shared)
         answers = self.answers
         for (check_id, _), outcome in zip(batch, outcomes, strict=True):
-            if outcome.__class__ is Decision:
+            if isinstance(outcome, Decision):
                 answers.append(pb.CheckStreamResponse(id=check_id, result=_response(outcome)))
             else:
-                error = errors.get(id(outcome))
-                if error is None:
-                    error = errors[id(outcome)] = _check_error(outcome)
-                answers.append(_error(check_id, error))
+                answer = errors.get(id(outcome))
+                if answer is None:
+                    answer = errors[id(outcome)] = _check_error(outcome)
+                answers.append(_error(check_id, answer))
         self.ready.set()
         self.batch = None
         if self.waiting:
@@ -181,7 +180,7 @@ class _StreamChecks:
 
 
 def _check_error(error: Exception) -> pb.CheckError:
-    """A check's error as a unary Check's status would tell it (`guard.failure_of`)."""
+    """A check's error as a unary Check's status would tell it (`rpc.errors.failure_of`)."""
     failure = failure_of(error, CHECK_STREAM)
     answer = pb.CheckError(
         code=failure.code, reason=failure.reason, message=failure.message, field=failure.field

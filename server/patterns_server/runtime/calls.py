@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
@@ -33,11 +32,11 @@ from patterns_server.core.errors import (
     Unavailable,
 )
 from patterns_server.core.settings import Settings
+from patterns_server.rpc.errors import OVERLOAD_RETRY
 from patterns_server.runtime.auth import DEFAULT_TENANT, Credential, Tenant
 
 logger = logging.getLogger(__name__)
 
-OVERLOAD_RETRY = timedelta(milliseconds=250)
 SHUTTING_DOWN = Unavailable("the server is shutting down: reconnect", "SHUTTING_DOWN")
 OVERLOAD_REPORT_SECONDS = 10.0
 SHUTDOWN_QUIET_SECONDS = 0.1

@@ -22,19 +22,18 @@ import asyncio
 import functools
 import logging
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from patterns_server.core.errors import InvalidArgument, PatternError
+from patterns_server.core.errors import PatternError
 from patterns_server.core.tenancy import enter_namespace
+from patterns_server.rpc.errors import failure_of
 from patterns_server.runtime.auth import Access, Tenant
 from patterns_server.runtime.calls import Calls, Malformed, Stream, request_size
 from patterns_server.runtime.metrics import Metrics
@@ -275,37 +274,8 @@ def _cancelled_outcome(context: grpc.aio.ServicerContext) -> str:
     return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
 
 
-class Failure(NamedTuple):
-    """What a client is told of an error: the google.rpc.Code, the ErrorInfo reason, the
-    message, the BadRequest field at fault (and its description), the RetryInfo delay."""
-
-    code: int
-    reason: str
-    message: str
-    field: str = ""
-    description: str = ""
-    retry_after: timedelta | None = None
-
-
-def failure_of(error: Exception, method: str) -> Failure:
-    """What a client is told of `error` raised in `method`: a `PatternError` as its
-    category, anything else INTERNAL, logged with an incident id that the message repeats.
-    One mapping for a call's status (`status_for`) and for an error answered on a stream's
-    message (CheckStream's CheckError)."""
-    if not isinstance(error, PatternError):
-        incident = uuid.uuid4().hex[:12]
-        logger.error("internal error %s in %s", incident, method, exc_info=error)
-        return Failure(code_pb2.INTERNAL, "INTERNAL", f"internal error (incident {incident})")
-    field, description = "", ""
-    if isinstance(error, InvalidArgument) and error.field:
-        field, description = error.field, error.description
-    # A category is named as its google.rpc.Code.
-    code = code_pb2.Code.Value(error.category.value)
-    return Failure(code, error.reason, error.message, field, description, error.retry_after)
-
-
 def status_for(error: Exception, method: str) -> status_pb2.Status:
-    """The `google.rpc.Status` a client receives for `error`."""
+    """The `google.rpc.Status` a client receives for `error` (`rpc.errors.failure_of`)."""
     failure = failure_of(error, method)
     details: list[Any] = []
     if failure.field:
