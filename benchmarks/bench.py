@@ -9,6 +9,8 @@ processes (pinned to the other cores, beside Redis):
   noop-single  the no-op RPC, one call at a time: the latency floor of gRPC in Python
   check-single RateLimiter/Check, one call at a time: the latency of an unloaded call
   checkmany    RateLimiter/CheckMany of 100 checks
+  checkstream  RateLimiter/CheckStream, one check per message, --in-flight checks at once
+               carried over 2 streams per client process (calls/s: checks answered/s)
   direct       no server: the same Lua decision made with redis-py asyncio from one
                Python process (pinned to core 0 like the server), one EVALSHA per decision
   cache-get    Cache/Get of 1 KiB values over 10,000 keys; direct-get: redis-py GET of the
@@ -82,6 +84,7 @@ SCENARIOS = (
     "noop-single",
     "check-single",
     "checkmany",
+    "checkstream",
     "direct",
     "cache-get",
     "direct-get",
@@ -339,6 +342,14 @@ RATIOS = [
     (
         "server CPU per Check with metrics on ÷ per Check (target ≤ 1.05)",
         "check-metrics",
+        "check",
+        "server_cpu_us_per_call",
+    ),
+    ("CheckStream decisions/s ÷ Check calls/s (target ≥ 2)", "checkstream", "check", "rps"),
+    ("CheckStream decisions/s ÷ no-op RPC calls/s", "checkstream", "noop", "rps"),
+    (
+        "server CPU per CheckStream decision ÷ per Check",
+        "checkstream",
         "check",
         "server_cpu_us_per_call",
     ),

@@ -3,6 +3,7 @@ Redis 7 and the Cluster; and the servicer itself, in process, for what a live se
 cannot show (the per-stream limit, nothing left behind a cancelled stream)."""
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -15,7 +16,7 @@ from google.protobuf.duration_pb2 import Duration
 from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 
-from devtools.processes import PatternsServer
+from devtools.processes import PatternsServer, RedisServer
 from patterns_server.core.errors import Unavailable
 from patterns_server.ratelimit.ratelimit import Check, Decision
 from patterns_server.ratelimit.service import MAX_IN_PROGRESS, RateLimiterServicer
@@ -213,6 +214,8 @@ def test_a_malformed_message_ends_the_stream_invalid_argument(
 def test_a_deadline_ends_the_stream(
     server: PatternsServer, new_key: Callable[[], str], day: Duration
 ) -> None:
+    log_start = len(server.log_lines)
+
     async def scenario() -> None:
         async with stub_for(server.address, Stub) as stub:
             call = stub.CheckStream(timeout=0.5)
@@ -228,6 +231,8 @@ def test_a_deadline_ends_the_stream(
             again.cancel()
 
     asyncio.run(scenario())
+    logged = server.log_lines[log_start:]
+    assert not [line for line in logged if "Traceback" in line or " ERROR " in line]
 
 
 @on_redis7_and_cluster
@@ -235,6 +240,7 @@ def test_a_stream_cancelled_by_its_client_leaves_the_server_serving(
     server: PatternsServer, new_key: Callable[[], str], day: Duration
 ) -> None:
     key = new_key()
+    log_start = len(server.log_lines)
 
     async def scenario() -> None:
         async with stub_for(server.address, Stub) as stub:
@@ -252,6 +258,8 @@ def test_a_stream_cancelled_by_its_client_leaves_the_server_serving(
             assert await call.read() == grpc.aio.EOF
 
     asyncio.run(scenario())
+    logged = server.log_lines[log_start:]
+    assert not [line for line in logged if "Traceback" in line or " ERROR " in line]
 
 
 def test_shutdown_ends_the_streams_unavailable(
@@ -280,6 +288,63 @@ def test_shutdown_ends_the_streams_unavailable(
 
     asyncio.run(scenario())
     assert server.wait() == 0
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_checks_while_redis_is_down_are_answered_each_on_its_own(
+    server_on_own_redis: Callable[..., PatternsServer], own_redis: RedisServer, mode: str
+) -> None:
+    """Closed: each check is answered UNAVAILABLE (REDIS_UNAVAILABLE, with a retry delay)
+    and the stream goes on; open: each is admitted."""
+    server = server_on_own_redis("--ratelimit-failure-mode", mode)
+    period = Duration(seconds=86400)
+
+    async def scenario() -> None:
+        async with stub_for(server.address, Stub) as stub:
+            call = stub.CheckStream(timeout=30)
+            await call.write(request(1, "k", fixed(10, period)))
+            assert (await call.read()).result.allowed
+            own_redis.stop()
+            for n in range(2, 5):
+                await call.write(request(n, "k", fixed(10, period)))
+            answers = await answers_of(call, 3)
+            for answer in answers.values():
+                if mode == "open":
+                    assert answer.result.allowed, answer
+                else:
+                    assert answer.WhichOneof("outcome") == "error", answer
+                    assert (answer.error.code, answer.error.reason) == (14, "REDIS_UNAVAILABLE")
+                    assert answer.error.retry_after.ToTimedelta() > timedelta(0)
+            await call.done_writing()
+            assert await call.read() == grpc.aio.EOF
+            assert await call.code() == grpc.StatusCode.OK
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_whose_credentials_are_revoked_ends_unauthenticated(
+    server_on_own_redis: Callable[..., PatternsServer], tmp_path: Path
+) -> None:
+    alpha = Tenant("alpha", "alpha", *new_token())
+    beta = Tenant("beta", "beta", *new_token())
+    auth_file = write_auth_file(tmp_path / "a.toml", [alpha, beta])
+    server = server_on_own_redis("--auth-file", str(auth_file))
+    period = Duration(seconds=86400)
+
+    async def scenario() -> None:
+        async with stub_for(server.address, Stub) as stub:
+            call = stub.CheckStream(metadata=bearer(beta), timeout=30)
+            await call.write(request(1, "k", fixed(10, period)))
+            assert (await call.read()).result.allowed
+            write_auth_file(auth_file, [alpha])
+            assert server.process is not None
+            server.process.send_signal(signal.SIGHUP)
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await call.read()
+            assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert details(ended.value)["ErrorInfo"].reason == "CREDENTIALS_REVOKED"
+
+    asyncio.run(scenario())
 
 
 def test_a_tenant_beyond_its_share_of_streams_is_refused(
