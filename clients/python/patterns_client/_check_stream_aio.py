@@ -116,6 +116,12 @@ class _AsyncStream:
                 answer.set_exception(copy_error(error))
 
 
+def _expire(answer: asyncio.Future[pb.CheckResponse]) -> None:
+    """No answer in time: the check raises as a unary call past its deadline."""
+    if not answer.done():
+        answer.set_exception(deadline_exceeded())
+
+
 class AsyncCheckStream:
     """The checks of one asyncio client, over one shared CheckStream in the running event
     loop (opened on its first check, again on the first check after it ended)."""
@@ -135,13 +141,14 @@ class AsyncCheckStream:
         if stream is None:
             return await self._unary(request, timeout)
         number, answer = stream.send(request)
+        # A timer rather than asyncio.wait_for: no task or future more per check.
+        timer = stream.loop.call_later(timeout, _expire, answer)
         try:
-            return await asyncio.wait_for(answer, timeout)
-        except asyncio.TimeoutError:
-            raise deadline_exceeded() from None
+            return await answer
         except StreamRefused:  # nothing decided: as a unary Check, in the time left
             return await self._unary(request, max(deadline - time.monotonic(), 0.0))
         finally:
+            timer.cancel()
             stream.forget(number)  # answered, given up or cancelled: never answered twice
 
     def refused(self, error: PatternsError) -> None:
