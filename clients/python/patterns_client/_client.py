@@ -29,8 +29,10 @@ from patterns_client.ratelimit import RateLimiter
 from patterns_client.sessions import Sessions
 
 DEFAULT_TIMEOUT = timedelta(seconds=5)
-# Whether ratelimit.check goes over the shared CheckStream unless the client is told.
-STREAM_CHECKS = False
+# Whether ratelimit.check goes over the client's shared CheckStream unless told otherwise:
+# yes, since it costs the server about half the CPU per decision of a unary Check
+# (benchmarks/client.py), with the same answers and fallbacks.
+STREAM_CHECKS = True
 
 
 class Client:
@@ -41,9 +43,10 @@ class Client:
     PEM files (a private CA, a client certificate), or a grpc.ChannelCredentials.
     `timeout` bounds every call (calls that wait on the server, such as a lock's `wait`,
     get that much longer); `metadata` goes with every call; `options` are gRPC channel
-    options. With `stream_checks`, `ratelimit.check` sends the checks of every thread over
-    one shared RateLimiter.CheckStream rather than a unary Check each: the same answers
-    and errors, fallbacks included, for less of the server's time (see docs/python-client.md).
+    options. `ratelimit.check` sends the checks of every thread over one shared
+    RateLimiter.CheckStream (`stream_checks=True`, the default) rather than a unary Check
+    each: the same answers and errors, fallbacks included, for less of the server's time;
+    `stream_checks=False` sends unary Checks (see docs/python-client.md).
     Use it as a context manager, or call `close()`.
 
     In a web app: one client for the process, shared by every request and thread (its

@@ -59,8 +59,9 @@ class Client:
     `asyncio.run`, each test's loop) opens a new channel in the new loop; one used from
     two loops running at once (two threads' loops) raises a PatternsError saying so:
     make one client per loop. `close()` closes the channel; a later call opens another.
-    `stream_checks` is the blocking client's: `ratelimit.check` then sends the checks of
-    every task over one shared RateLimiter.CheckStream of the running loop.
+    `stream_checks` is the blocking client's: `ratelimit.check` sends the checks of every
+    task over one shared RateLimiter.CheckStream of the running loop (the default), or a
+    unary Check each (`stream_checks=False`).
     """
 
     def __init__(

@@ -207,8 +207,9 @@ def _fallback(
 
 class RateLimiter:
     """`client.ratelimit` of the blocking client. With `check_stream` (the client's
-    `stream_checks`), `check` sends its checks over that one shared CheckStream rather than
-    a unary Check each: the same answers, for less of the server's time."""
+    `stream_checks`, on by default), `check` sends its checks over that one shared
+    CheckStream rather than a unary Check each: the same answers, for less of the
+    server's time."""
 
     def __init__(
         self,
