@@ -455,3 +455,22 @@ def test_close_ends_the_stream_its_checks_and_its_tasks_aio(
     assert isinstance(outcome, Cancelled)
     assert left == set()
     eventually(lambda: served.streams_open() == 0, what="the server saw the stream end")
+
+
+def test_checks_beyond_the_streams_1000_in_progress_go_unary(
+    server_on_own_redis: Callable[..., PatternsServer],
+) -> None:
+    """1,100 checks sent at once from one loop (each task sends before any answer is
+    read): 1,000 go over the stream, the 100 beyond its limit as unary Checks, rather than
+    being refused OVERLOADED by the server; exactly the limit is admitted."""
+    served = metered(server_on_own_redis)
+
+    async def scenario() -> list[Decision]:
+        async with aio.Client(served.server.address, timeout=30) as client:
+            checks = (client.ratelimit.check("many", POLICY) for _ in range(1_100))
+            return list(await asyncio.gather(*checks))
+
+    decisions = run(scenario)
+    assert sum(d.allowed for d in decisions) == LIMIT and not any(d.fallback for d in decisions)
+    check = {"service": CHECK_STREAM["service"], "method": "Check", "tenant": "default"}
+    assert served.scrape()("patterns_rpcs_total", **check, code="OK") == 100

@@ -50,7 +50,9 @@ from patterns_client.errors import (
 )
 
 # The contract's limit of checks in progress on one stream; a check beyond it goes unary
-# (the server would refuse it OVERLOADED).
+# (the server would refuse it OVERLOADED). The requests not yet written are held to it
+# too: while the server is paused, the checks that gave up would otherwise pile up there,
+# unsent; beyond it, checks go unary, which then fall back as they do.
 MAX_IN_PROGRESS = 1_000
 # How long checks go unary after a stream was refused for want of a stream slot, when the
 # refusal names no retry_after.
@@ -149,7 +151,7 @@ class _Stream:
         """Send `request`: its id and the future of its answer; None when the stream has
         ended (or is full) and will not take it."""
         with self._lock:
-            if self.ended or len(self._waiting) >= MAX_IN_PROGRESS:
+            if self.ended or self._full():
                 return None
             number = next(self._ids)
             answer: Future[pb.CheckResponse] = Future()
@@ -165,7 +167,11 @@ class _Stream:
 
     def full(self) -> bool:
         with self._lock:
-            return len(self._waiting) >= MAX_IN_PROGRESS
+            return self._full()
+
+    def _full(self) -> bool:
+        waiting = len(self._waiting)
+        return max(waiting, self._outgoing.qsize()) >= MAX_IN_PROGRESS
 
     def close(self) -> None:
         """Cancel the call; the reader thread ends, and with it the checks in progress

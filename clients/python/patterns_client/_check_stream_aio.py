@@ -60,7 +60,8 @@ class _AsyncStream:
         self._waiting.pop(number, None)
 
     def full(self) -> bool:
-        return len(self._waiting) >= MAX_IN_PROGRESS
+        """As the blocking client's: MAX_IN_PROGRESS waiting, or as many unwritten."""
+        return max(len(self._waiting), self._outgoing.qsize()) >= MAX_IN_PROGRESS
 
     async def close(self) -> None:
         """Cancel the call and wait for the reader task to end (the checks in progress
