@@ -482,3 +482,23 @@ def test_a_cancelled_stream_leaves_no_task_behind() -> None:
         assert asyncio.all_tasks() - before == set()
 
     asyncio.run(scenario())
+
+
+def test_an_answer_may_come_before_those_of_earlier_checks() -> None:
+    """A check the servicer finds invalid is answered as soon as it is read, before the
+    valid check sent before it, still in Redis."""
+
+    async def scenario() -> None:
+        limiter = HeldLimiter()
+        requests: asyncio.Queue[Any] = asyncio.Queue()
+        answers = RateLimiterServicer(limiter).CheckStream(_feed(requests), Context())  # type: ignore[arg-type]
+        requests.put_nowait(_checks(1)[0])
+        invalid = Duration(seconds=60, nanos=-1)  # not a Duration: its parts' signs differ
+        requests.put_nowait(request(7, "k", fixed(10, invalid)))
+        first = await anext(answers)
+        assert (first.id, first.error.field) == (7, "policy.period")
+        requests.put_nowait(None)
+        limiter.release.set()
+        assert [(a.id, a.result.allowed) async for a in answers] == [(0, True)]
+
+    asyncio.run(scenario())
