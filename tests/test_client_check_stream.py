@@ -10,7 +10,6 @@ import asyncio
 import re
 import signal
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -19,8 +18,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from devtools.processes import PatternsServer, free_port
+from devtools.processes import PatternsServer, RedisServer, free_port
 from patterns_client import Cancelled, Client, Decision, InvalidArgument, PatternsError, Policy, aio
+from tests.conftest import windows_of
 from tests.test_metrics import Scrape
 from tests.waiting import eventually
 
@@ -29,13 +29,7 @@ HOUR = timedelta(hours=1)
 # Exact over any rolling hour, so no window rolls over while a test runs.
 LIMIT = 10
 POLICY = Policy.sliding_window_log(LIMIT, HOUR)
-POLICIES = [
-    Policy.fixed_window(3, HOUR),
-    Policy.sliding_window_log(3, HOUR),
-    Policy.sliding_window_counter(3, HOUR),
-    Policy.token_bucket(3, HOUR, burst=4),
-    Policy.gcra(3, HOUR, burst=4),
-]
+HISTORY = [(1, False), (1, True), (2, False), (1, False), (1, False)]  # (cost, peek)
 BAD = [
     ("", POLICY),  # an empty key
     ("k", Policy.fixed_window(0, HOUR)),  # a limit of 0
@@ -123,13 +117,22 @@ def error_of(error: PatternsError) -> tuple[Any, ...]:
     return (type(error), error.code, error.reason, error.message, error.field_violations)
 
 
-def unary_history(address: str) -> tuple[list[Any], list[Any]]:
-    """The decisions of each policy's history (6 checks, a peek and a cost of 2 among
-    them) and the errors of BAD, from unary Checks."""
+def every_algorithm(period: timedelta) -> list[Policy]:
+    return [
+        Policy.fixed_window(3, period),
+        Policy.sliding_window_log(3, period),
+        Policy.sliding_window_counter(3, period),
+        Policy.token_bucket(3, period, burst=4),
+        Policy.gcra(3, period, burst=4),
+    ]
+
+
+def unary_history(address: str, policies: list[Policy]) -> tuple[list[Any], list[Any]]:
+    """The decisions of each policy's HISTORY and the errors of BAD, from unary Checks."""
     decisions, errors = [], []
     with Client(address, timeout=10, stream_checks=False) as client:
-        for number, policy in enumerate(POLICIES):
-            for cost, peek in [(1, False), (1, True), (2, False), (1, False), (1, False)]:
+        for number, policy in enumerate(policies):
+            for cost, peek in HISTORY:
                 key = f"unary:{number}"
                 decisions.append(same(client.ratelimit.check(key, policy, cost=cost, peek=peek)))
         for key, policy in BAD:
@@ -141,18 +144,19 @@ def unary_history(address: str) -> tuple[list[Any], list[Any]]:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_the_stream_answers_as_unary_checks_do(
-    mode: str, server_on_own_redis: Callable[..., PatternsServer]
+    mode: str, own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
 ) -> None:
     served = metered(server_on_own_redis)
     address = served.server.address
-    expected = unary_history(address)
+    # About an hour, its window half gone: no window boundary while the test runs.
+    policies = every_algorithm(windows_of(own_redis.url).calm(HOUR).ToTimedelta())
+    expected = unary_history(address, policies)
     streams_open = []
-    history = [(1, False), (1, True), (2, False), (1, False), (1, False)]
 
     def sync_checks(client: Client) -> tuple[list[Any], list[Any]]:
         decisions, errors = [], []
-        for number, policy in enumerate(POLICIES):
-            for cost, peek in history:
+        for number, policy in enumerate(policies):
+            for cost, peek in HISTORY:
                 key = f"stream:{number}"
                 decisions.append(same(client.ratelimit.check(key, policy, cost=cost, peek=peek)))
         for key, policy in BAD:
@@ -164,8 +168,8 @@ def test_the_stream_answers_as_unary_checks_do(
 
     async def aio_checks(client: aio.Client) -> tuple[list[Any], list[Any]]:
         decisions, errors = [], []
-        for number, policy in enumerate(POLICIES):
-            for cost, peek in history:
+        for number, policy in enumerate(policies):
+            for cost, peek in HISTORY:
                 key = f"stream:{number}"
                 decided = await client.ratelimit.check(key, policy, cost=cost, peek=peek)
                 decisions.append(same(decided))
@@ -418,7 +422,10 @@ def test_close_ends_the_stream_its_checks_and_its_threads(
     try:
         in_progress = threading.Thread(target=waiting_check)
         in_progress.start()
-        time.sleep(0.2)  # the check is sent, and waits
+        # The one look inside the client: the check has been sent, and waits.
+        stream = client._check_stream
+        assert stream is not None
+        eventually(lambda: stream.in_progress() == 1, what="the check sent")
         client.close()
         in_progress.join(5)
     finally:

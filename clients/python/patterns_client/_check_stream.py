@@ -169,6 +169,10 @@ class _Stream:
         with self._lock:
             return self._full()
 
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
     def _full(self) -> bool:
         waiting = len(self._waiting)
         return max(waiting, self._outgoing.qsize()) >= MAX_IN_PROGRESS
@@ -248,6 +252,12 @@ class CheckStream:
             return answer.result()  # answered just as the wait ran out
         except StreamRefused:  # nothing decided: as a unary Check, in the time left
             return self._unary(request, max(deadline - time.monotonic(), 0.0))
+
+    def in_progress(self) -> int:
+        """How many checks wait for the stream's answer now (for tests and diagnostics)."""
+        with self._lock:
+            stream = self._stream
+        return 0 if stream is None else stream.waiting()
 
     def close(self) -> None:
         """End the stream (the checks in progress fail CANCELLED); a later check opens
