@@ -35,7 +35,7 @@ def test_bench_runs_every_scenario_briefly() -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=240,  # some 25 scenarios, a few seconds of start-up each
     )
     assert result.returncode == 0, result.stderr
     for scenario in SCENARIOS:
