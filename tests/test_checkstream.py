@@ -172,8 +172,10 @@ def test_sixty_streams_on_one_key_admit_exactly_the_limit(
     async def scenario() -> None:
         async with stub_for(server.address, Stub) as stub:
             for algorithm in algorithms:
-                # A bucket refills: 700 a year, so that none comes back during the test.
-                period = day if algorithm not in (4, 5) else Duration(seconds=365 * 86400)
+                # A bucket refills: 700 in about a year, so that none comes back during
+                # the test; a whole number of microseconds per unit (45,000 s), so that
+                # no rounding of the emission interval adds up over checks of one instant.
+                period = day if algorithm not in (4, 5) else Duration(seconds=700 * 45_000)
                 policy = pb.Policy(algorithm=algorithm, limit=700, period=period)
                 key = new_key()
                 counts = await asyncio.gather(
@@ -347,7 +349,7 @@ def test_a_stream_whose_credentials_are_revoked_ends_unauthenticated(
     asyncio.run(scenario())
 
 
-def test_a_tenant_beyond_its_share_of_streams_is_refused(
+def test_a_tenant_beyond_its_share_of_streams_is_refused_and_each_has_its_own_keys(
     server_on_own_redis: Callable[..., PatternsServer], tmp_path: Path
 ) -> None:
     alpha = Tenant("alpha", "alpha", *new_token(), extra=["max_streams = 1"])
@@ -360,8 +362,10 @@ def test_a_tenant_beyond_its_share_of_streams_is_refused(
     async def scenario() -> None:
         async with stub_for(server.address, Stub) as stub:
             first = stub.CheckStream(metadata=bearer(alpha), timeout=30)
-            await first.write(request(1, "k", fixed(10, period)))
+            await first.write(request(1, "k", fixed(1, period)))
             assert (await first.read()).result.allowed
+            await first.write(request(2, "k", fixed(1, period)))
+            assert not (await first.read()).result.allowed
             second = stub.CheckStream(metadata=bearer(alpha), timeout=30)
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await second.read()
@@ -372,8 +376,8 @@ def test_a_tenant_beyond_its_share_of_streams_is_refused(
                 await anonymous.read()
             assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
             other = stub.CheckStream(metadata=bearer(beta), timeout=30)
-            await other.write(request(2, "k", fixed(10, period)))
-            assert (await other.read()).result.allowed
+            await other.write(request(3, "k", fixed(1, period)))
+            assert (await other.read()).result.allowed  # its own namespace, its own "k"
             first.cancel()
             other.cancel()
 

@@ -7,8 +7,9 @@
   progress; beyond either, `admit` refuses with RESOURCE_EXHAUSTED (reason OVERLOADED,
   with a RetryInfo), counted in a log line at most every 10 seconds. The explicit cap keeps
   memory flat and answers overload plainly, where gRPC's own queue would cancel calls.
-- Server-streaming calls are tracked so that shutdown can end them (`end_streams`), and so
-  that a stream whose credentials are revoked by a new auth file ends (`revoke`).
+- Streams (server-streaming and bidi calls) are tracked so that shutdown can end them
+  (`end_streams`), and so that a stream whose credentials are revoked by a new auth file
+  ends (`revoke`).
 - Each tenant may have its share of both limits (`max_concurrent_rpcs`, `max_streams` in
   the auth file): beyond it, RESOURCE_EXHAUSTED (reason TENANT_OVERLOADED), so one noisy
   team cannot take what the others need.
@@ -98,7 +99,7 @@ REVOKED = Unauthenticated(
 
 @dataclass(eq=False)
 class Stream:
-    """An open server-streaming call, and what ends it when it must end before its time
+    """An open stream (server-streaming or bidi), and what ends it when it must end before its time
     (shutdown, revoked credentials)."""
 
     task: "asyncio.Task[Any] | None"
