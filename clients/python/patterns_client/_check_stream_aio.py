@@ -49,6 +49,7 @@ class _AsyncStream:
         self._reader = self.loop.create_task(self._read())
 
     def send(self, request: pb.CheckRequest) -> tuple[int, asyncio.Future[pb.CheckResponse]]:
+        """Queue `request` for the stream: its id and the future of its answer."""
         number = next(self._ids)
         answer: asyncio.Future[pb.CheckResponse] = self.loop.create_future()
         self._waiting[number] = answer
