@@ -166,10 +166,13 @@ class _Stream:
             return self._waiting.pop(number, None) is not None
 
     def full(self) -> bool:
+        """Whether the stream takes no more checks now: MAX_IN_PROGRESS waiting, or as
+        many unwritten."""
         with self._lock:
             return self._full()
 
     def waiting(self) -> int:
+        """How many checks wait for their answer."""
         with self._lock:
             return len(self._waiting)
 

@@ -61,7 +61,8 @@ class _AsyncStream:
         self._waiting.pop(number, None)
 
     def full(self) -> bool:
-        """As the blocking client's: MAX_IN_PROGRESS waiting, or as many unwritten."""
+        """Whether the stream takes no more checks now: MAX_IN_PROGRESS waiting, or as
+        many unwritten."""
         return max(len(self._waiting), self._outgoing.qsize()) >= MAX_IN_PROGRESS
 
     async def close(self) -> None:
