@@ -483,6 +483,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="messages/s to publish, comma-separated; '' skips",
     )
     parser.add_argument("--fanout-seconds", type=float, default=5.0, help="measured per rate")
+    parser.add_argument(
+        "--fanout-settle",
+        type=float,
+        default=1.0,
+        help="seconds after each rate's window for its last deliveries; later ones count as "
+        "not delivered",
+    )
+    parser.add_argument(
+        "--fanout-unbatched",
+        action="store_true",
+        help="subscribe without SubscribeRequest.batch (one message per event, as older "
+        "clients do); by default subscribers ask for batches",
+    )
     parser.add_argument("--output", type=Path, help="also write the report as Markdown")
     parser.add_argument(
         "--script-cost",
@@ -554,6 +567,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     args.fanout_seconds,
                     args.client_processes,
                     client_cores,
+                    batch=not args.fanout_unbatched,
+                    settle=args.fanout_settle,
                 )
             )
             print(

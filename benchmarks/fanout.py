@@ -24,7 +24,6 @@ from devtools.procfs import cpu_seconds, memory_bytes
 
 CHANNEL = "fanout"
 PADDING = bytes(92)  # payloads of 100 bytes: a timestamp and padding
-SETTLE_SECONDS = 1.0  # after the window, for the last messages to arrive
 
 
 @dataclass
@@ -37,6 +36,10 @@ class FanoutResult:
     latencies_ns: list[int]
     server_cpu_seconds: float
     memory_per_stream: float  # bytes of server RSS per idle stream
+    batch: bool  # the subscribers asked for batches
+    messages: int  # the gRPC messages that carried the deliveries (fewer when batched)
+    ended_streams: int  # streams the server ended early (SLOW_CONSUMER)
+    client_cpu_seconds: float  # of the subscriber processes, over the same time as the server's
 
     @property
     def deliveries_per_second(self) -> float:
@@ -49,39 +52,61 @@ class FanoutResult:
 
 
 def run_subscribers(
-    address: str, streams: int, ready: Any, window: tuple[float, float], cores: set[int] | None
-) -> tuple[int, list[int]]:
-    """Open `streams` streams, report ready, then count the messages sent inside `window`
-    (time.time() bounds) and their latencies, until the window is over."""
+    address: str,
+    streams: int,
+    ready: Any,
+    window: tuple[float, float],
+    cores: set[int] | None,
+    batch: bool,
+    settle: float,
+) -> tuple[int, int, list[int], int, float]:
+    """Open `streams` streams (asking for batches if `batch`), report ready, then count the
+    events sent inside `window` (time.time() bounds), the gRPC messages that carried them,
+    their latencies, the streams that ended early (SLOW_CONSUMER), and the CPU seconds this
+    process spent from the window's start to its end (and the settling time after it)."""
     pin(cores)
     start, end = window
 
-    async def main() -> tuple[int, list[int]]:
+    async def main() -> tuple[int, int, list[int], int, float]:
         latencies: list[int] = []
-        delivered = 0
+        delivered = messages = 0
         async with grpc.aio.insecure_channel(address) as channel:
             stub = events_pb2_grpc.EventsStub(channel)
-            request = pb.SubscribeRequest(channels=[CHANNEL])
+            request = pb.SubscribeRequest(channels=[CHANNEL], batch=batch)
             calls = [stub.Subscribe(request) for _ in range(streams)]
             for call in calls:
                 await call.read()  # subscribed
             ready.put(streams)
 
             async def read(call: grpc.aio.UnaryStreamCall) -> None:
-                nonlocal delivered
+                nonlocal delivered, messages
                 while (response := await call.read()) is not grpc.aio.EOF:
                     received = time.time()
-                    (sent,) = struct.unpack_from("d", response.event.payload)
-                    if start <= sent <= end:
-                        delivered += 1
-                        latencies.append(int((received - sent) * 1e9))
+                    # A server older than SubscribeRequest.batch sends `event` messages.
+                    events = response.batch.events or (response.event,)
+                    counted = 0
+                    for event in events:
+                        (sent,) = struct.unpack_from("d", event.payload)
+                        if start <= sent <= end:
+                            counted += 1
+                            latencies.append(int((received - sent) * 1e9))
+                    delivered += counted
+                    messages += counted > 0
 
             readers = [asyncio.create_task(read(call)) for call in calls]
-            await asyncio.sleep(max(0.0, end + SETTLE_SECONDS - time.time()))
+            await asyncio.sleep(max(0.0, start - time.time()))
+            cpu_before = time.process_time()
+            await asyncio.sleep(max(0.0, end + settle - time.time()))
+            cpu_used = time.process_time() - cpu_before
             for call in calls:
                 call.cancel()
-            await asyncio.gather(*readers, return_exceptions=True)
-        return delivered, latencies
+            outcomes = await asyncio.gather(*readers, return_exceptions=True)
+        ended = sum(
+            isinstance(outcome, grpc.aio.AioRpcError)
+            and outcome.code() != grpc.StatusCode.CANCELLED
+            for outcome in outcomes
+        )
+        return delivered, messages, latencies, ended, cpu_used
 
     return run_on_uvloop(main())
 
@@ -94,8 +119,12 @@ def run_fanout(
     seconds: float,
     client_processes: int,
     client_cores: set[int] | None,
+    batch: bool = True,
+    settle: float = 1.0,
 ) -> FanoutResult:
-    """`streams` subscribers, one publisher at `rate` messages/s for `seconds`."""
+    """`streams` subscribers, one publisher at `rate` messages/s for `seconds`; the
+    subscribers ask for batches (SubscribeRequest.batch) when `batch`; what arrives later
+    than `settle` seconds after the window is not delivered."""
     context = multiprocessing.get_context("spawn")
     per_process = max(1, streams // client_processes)
     streams = per_process * client_processes
@@ -109,7 +138,9 @@ def run_fanout(
         start = time.time() + 10.0
         window = (start, start + seconds)
         futures = [
-            pool.submit(run_subscribers, address, per_process, ready, window, client_cores)
+            pool.submit(
+                run_subscribers, address, per_process, ready, window, client_cores, batch, settle
+            )
             for _ in range(client_processes)
         ]
         opened = sum(ready.get(timeout=60) for _ in range(client_processes))
@@ -118,18 +149,22 @@ def run_fanout(
         time.sleep(max(0.0, start - time.time()))
         cpu_before = cpu_seconds(server_pid)
         published = run_on_uvloop(_publish(address, rate, window))
-        time.sleep(max(0.0, window[1] + SETTLE_SECONDS - time.time()))  # the last deliveries
+        time.sleep(max(0.0, window[1] + settle - time.time()))  # the last deliveries
         cpu_used = cpu_seconds(server_pid) - cpu_before
         results = [future.result() for future in futures]
     return FanoutResult(
         rate,
         streams,
         published,
-        sum(delivered for delivered, _ in results),
+        sum(result[0] for result in results),
         seconds,
-        sorted(ns for _, latencies in results for ns in latencies),
+        sorted(ns for result in results for ns in result[2]),
         cpu_used,
         memory_per_stream,
+        batch,
+        sum(result[1] for result in results),
+        sum(result[3] for result in results),
+        sum(result[4] for result in results),
     )
 
 
