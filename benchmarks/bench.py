@@ -432,19 +432,34 @@ def fanout_report(results: list[FanoutResult]) -> list[str]:
     lines = [
         "",
         f"Events fan-out: {results[0].streams:,} subscriber streams on one channel, one "
-        f"publisher, {results[0].seconds:g} s per rate:",
+        f"publisher, {results[0].seconds:g} s per rate; subscribers "
+        + ("ask for batches (SubscribeRequest.batch):" if results[0].batch else "unbatched:"),
         "",
-        "| messages/s | deliveries/s | delivered | p50 ms | p99 ms | server CPU µs/delivery |",
-        "|---|---|---|---|---|---|",
+        "| messages/s | deliveries/s | delivered | p50 ms | p99 ms | server CPU µs/delivery "
+        "| subscribers' CPU µs/delivery | events per message | streams ended |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
-        cpu = result.server_cpu_seconds / result.delivered * 1e6 if result.delivered else 0
+        count = max(result.delivered, 1)
+        cpu = result.server_cpu_seconds / count * 1e6
+        client_cpu = result.client_cpu_seconds / count * 1e6
+        per_message = result.delivered / max(result.messages, 1)
         lines.append(
             f"| {result.rate:,} | {result.deliveries_per_second:,.0f} | "
             f"{result.delivered_share:.1%} | {percentile(result.latencies_ns, 0.5):.1f} | "
-            f"{percentile(result.latencies_ns, 0.99):.1f} | {cpu:.0f} |"
+            f"{percentile(result.latencies_ns, 0.99):.1f} | {cpu:.0f} | {client_cpu:.0f} | "
+            f"{per_message:.2f} | {result.ended_streams} |"
         )
     lines.append("")
+    top = max(results, key=lambda r: r.rate)
+    if top.delivered:
+        # What one core would deliver at the CPU each side spent per delivery at the highest
+        # rate (batches grow with load, so costs fall as rates rise): the lower side limits.
+        lines.append(
+            f"- one core's worth at {top.rate:,} messages/s's costs: server "
+            f"**{top.delivered / top.server_cpu_seconds:,.0f} deliveries/s**, subscribers "
+            f"{top.delivered / max(top.client_cpu_seconds, 1e-9):,.0f} deliveries/s"
+        )
     per_stream = statistics.median(r.memory_per_stream for r in results)
     lines.append(f"- server memory per idle stream: **{per_stream / 1024:.1f} KiB**")
     delivered = [r for r in results if r.delivered_share >= 0.999]
