@@ -23,10 +23,10 @@ Stub = events_pb2_grpc.EventsStub
 
 
 async def subscribed(
-    stub: Stub, channels: Sequence[str] = (), patterns: Sequence[str] = ()
+    stub: Stub, channels: Sequence[str] = (), patterns: Sequence[str] = (), batch: bool = False
 ) -> grpc.aio.UnaryStreamCall:
     """A Subscribe call (30 s deadline) whose `subscribed` message has arrived."""
-    request = pb.SubscribeRequest(channels=channels, patterns=patterns)
+    request = pb.SubscribeRequest(channels=channels, patterns=patterns, batch=batch)
     call = stub.Subscribe(request, timeout=30)
     first = await call.read()
     assert first.WhichOneof("kind") == "subscribed", first
@@ -323,14 +323,15 @@ def test_cancelled_streams_leave_no_subscription(
     )
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["events", "batches"])
 def test_a_slow_subscriber_is_ended_alone(
-    server_on_own_redis: Callable[..., PatternsServer],
+    server_on_own_redis: Callable[..., PatternsServer], batch: bool
 ) -> None:
     server = server_on_own_redis("--events-buffer", "20")
 
     async def scenario() -> None:
         async with stub_for(server.address, Stub) as stub:
-            slow = await subscribed(stub, channels=["busy"])
+            slow = await subscribed(stub, channels=["busy"], batch=batch)
             reader = await subscribed(stub, channels=["busy"])
             # Enough that gRPC's own flow-control window (which holds what was written to
             # a stream and not yet read) fills, and then the server's buffer of 20.
@@ -340,7 +341,8 @@ def test_a_slow_subscriber_is_ended_alone(
                 assert (await next_event(reader)).payload == payload
             with pytest.raises(grpc.aio.AioRpcError) as ended:
                 while True:
-                    await next_event(slow)
+                    async with asyncio.timeout(10):
+                        await slow.read()
             assert ended.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert details(ended.value)["ErrorInfo"].reason == "SLOW_CONSUMER"
             await stub.Publish(pb.PublishRequest(channel="busy", payload=b"still"))
