@@ -450,6 +450,9 @@ def fanout_report(results: list[FanoutResult]) -> list[str]:
             f"{percentile(result.latencies_ns, 0.99):.1f} | {cpu:.0f} | {client_cpu:.0f} | "
             f"{per_message:.2f} | {result.ended_streams} |"
         )
+    failures = sum(r.publish_failures for r in results)
+    if failures:
+        lines += ["", f"- Publish calls failed UNAVAILABLE (not counted as published): {failures}"]
     lines.append("")
     top = max(results, key=lambda r: r.rate)
     if top.delivered:
