@@ -22,9 +22,12 @@ then, once after the rounds, the Locker (`benchmarks/lock.py`): uncontended Acqu
 pairs per second with --in-flight clients, and the hand-off latency (one holder's Release
 sent to the next holder's Acquire returned) with --lock-contenders waiting for one lock;
 and the Events fan-out (`benchmarks/fanout.py`): --fanout-streams
-subscriber streams on one channel, from client processes, and one publisher at each of
---fanout-rates messages/s: deliveries/s, publish-to-receive latency, server CPU per
-delivery, and server memory per idle stream.
+subscriber streams on one channel, from client processes, asking for batches
+(SubscribeRequest.batch; --fanout-unbatched as older clients do), and one publisher at each
+of --fanout-rates messages/s, sending each message when due: deliveries/s,
+publish-to-receive latency, the server's and the subscribers' CPU per delivery (which side
+saturates first), events per gRPC message, streams ended early, and server memory per idle
+stream.
 
 and prints throughput, latency percentiles, the server's CPU time per call, and the ratios
 the targets are stated in. --output writes the same as Markdown (benchmarks/RESULTS.md).
