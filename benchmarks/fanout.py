@@ -4,7 +4,9 @@ Subscribers run in processes of their own (beside Redis, on the client cores); e
 its share of the streams on one channel, says when all are subscribed, and records the
 publish-to-receive latency of every message published inside the measured window (the
 publisher writes its clock into the payload: all processes share the machine's clock).
-The publisher, in the calling process, publishes at a fixed rate.
+The publisher, in the calling process, publishes at a fixed rate, each message when due.
+Subscribers ask for batches unless told not to, and report their own CPU time: when their
+CPU per delivery is above the server's, the subscribers' core is what saturates first.
 """
 
 import asyncio
