@@ -512,6 +512,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "not delivered",
     )
     parser.add_argument(
+        "--fanout-publish-to-redis",
+        action="store_true",
+        help="the publisher PUBLISHes to Redis itself, as other server processes would, "
+        "instead of calling the server under test (which takes one new call per turn of its "
+        "event loop, so its own fan-out slows its publishers)",
+    )
+    parser.add_argument(
         "--fanout-unbatched",
         action="store_true",
         help="subscribe without SubscribeRequest.batch (one message per event, as older "
@@ -590,6 +597,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     client_cores,
                     batch=not args.fanout_unbatched,
                     settle=args.fanout_settle,
+                    redis_url=processes.redis.url if args.fanout_publish_to_redis else None,
                 )
             )
             print(

@@ -10,14 +10,18 @@ CPU per delivery is above the server's, the subscribers' core is what saturates 
 """
 
 import asyncio
+import contextlib
 import multiprocessing
 import struct
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import redis.asyncio
 from patterns.events.v1 import events_pb2 as pb
 from patterns.events.v1 import events_pb2_grpc
 
@@ -25,6 +29,8 @@ from benchmarks.load import pin, run_on_uvloop
 from devtools.procfs import cpu_seconds, memory_bytes
 
 CHANNEL = "fanout"
+# Its Redis channel, as the server names it (KeySpace.channel: default prefix, namespace).
+REDIS_CHANNEL = f"patterns:default:events:{CHANNEL}"
 PADDING = bytes(92)  # payloads of 100 bytes: a timestamp and padding
 
 
@@ -124,10 +130,13 @@ def run_fanout(
     client_cores: set[int] | None,
     batch: bool = True,
     settle: float = 1.0,
+    redis_url: str | None = None,
 ) -> FanoutResult:
     """`streams` subscribers, one publisher at `rate` messages/s for `seconds`; the
     subscribers ask for batches (SubscribeRequest.batch) when `batch`; what arrives later
-    than `settle` seconds after the window is not delivered."""
+    than `settle` seconds after the window is not delivered. With `redis_url`, the
+    publisher PUBLISHes to Redis itself, as the Publish calls of other server processes
+    would, instead of calling this server's Publish."""
     context = multiprocessing.get_context("spawn")
     per_process = max(1, streams // client_processes)
     streams = per_process * client_processes
@@ -151,7 +160,8 @@ def run_fanout(
         memory_per_stream = (memory_bytes(server_pid) - memory_before) / streams
         time.sleep(max(0.0, start - time.time()))
         cpu_before = cpu_seconds(server_pid)
-        published, publish_failures = run_on_uvloop(_publish(address, rate, window))
+        publisher = _publish_to_redis(redis_url) if redis_url else _publish_to_server(address)
+        published, publish_failures = run_on_uvloop(_publish(publisher, rate, window))
         time.sleep(max(0.0, window[1] + settle - time.time()))  # the last deliveries
         cpu_used = cpu_seconds(server_pid) - cpu_before
         results = [future.result() for future in futures]
@@ -172,20 +182,21 @@ def run_fanout(
     )
 
 
-async def _publish(address: str, rate: int, window: tuple[float, float]) -> tuple[int, int]:
+Publisher = Callable[[], AbstractAsyncContextManager[Callable[[bytes], Awaitable[None]]]]
+
+
+async def _publish(publisher: Publisher, rate: int, window: tuple[float, float]) -> tuple[int, int]:
     """Publish `rate` messages a second, on schedule, through the window; how many were
     published, and how many failed UNAVAILABLE (Redis slow to answer on a loaded machine:
     counted rather than ending the run). Each is sent when due, without waiting for the
     one before to be answered: a busy server answers a Publish late, and a publisher that
     waited would slow down with it, measuring less than the rate asked for."""
     start, end = window
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = events_pb2_grpc.EventsStub(channel)
+    async with publisher() as send:
 
         async def publish() -> bool:
-            payload = struct.pack("d", time.time()) + PADDING
             try:
-                await stub.Publish(pb.PublishRequest(channel=CHANNEL, payload=payload))
+                await send(struct.pack("d", time.time()) + PADDING)
             except grpc.aio.AioRpcError as error:
                 if error.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
@@ -198,3 +209,38 @@ async def _publish(address: str, rate: int, window: tuple[float, float]) -> tupl
             calls.append(asyncio.create_task(publish()))
         published = sum(await asyncio.gather(*calls))
     return published, len(calls) - published
+
+
+def _publish_to_server(address: str) -> Publisher:
+    """Publish calls to the server under test. It accepts one new call per turn of its
+    event loop, so while it fans out, publishers wait for it."""
+
+    @contextlib.asynccontextmanager
+    async def publisher() -> AsyncIterator[Callable[[bytes], Awaitable[None]]]:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = events_pb2_grpc.EventsStub(channel)
+
+            async def send(payload: bytes) -> None:
+                await stub.Publish(pb.PublishRequest(channel=CHANNEL, payload=payload))
+
+            yield send
+
+    return publisher
+
+
+def _publish_to_redis(url: str) -> Publisher:
+    """PUBLISH to Redis directly: what other server processes do for their callers."""
+
+    @contextlib.asynccontextmanager
+    async def publisher() -> AsyncIterator[Callable[[bytes], Awaitable[None]]]:
+        client = redis.asyncio.Redis.from_url(url)
+        try:
+
+            async def send(payload: bytes) -> None:
+                await client.publish(REDIS_CHANNEL, payload)
+
+            yield send
+        finally:
+            await client.aclose()
+
+    return publisher
