@@ -29,9 +29,12 @@ then, once after the rounds, the Locker (`benchmarks/lock.py`): uncontended Acqu
 pairs per second with --in-flight clients, and the hand-off latency (one holder's Release
 sent to the next holder's Acquire returned) with --lock-contenders waiting for one lock;
 and the Events fan-out (`benchmarks/fanout.py`): --fanout-streams
-subscriber streams on one channel, from client processes, and one publisher at each of
---fanout-rates messages/s: deliveries/s, publish-to-receive latency, server CPU per
-delivery, and server memory per idle stream.
+subscriber streams on one channel, from client processes, asking for batches
+(SubscribeRequest.batch; --fanout-unbatched as older clients do), and one publisher at each
+of --fanout-rates messages/s, sending each message when due: deliveries/s,
+publish-to-receive latency, the server's and the subscribers' CPU per delivery (which side
+saturates first), events per gRPC message, streams ended early, and server memory per idle
+stream.
 
 and prints throughput, latency percentiles, the server's CPU time per call, and the ratios
 the targets are stated in. --output writes the same as Markdown (benchmarks/RESULTS.md).
@@ -516,19 +519,37 @@ def fanout_report(results: list[FanoutResult]) -> list[str]:
     lines = [
         "",
         f"Events fan-out: {results[0].streams:,} subscriber streams on one channel, one "
-        f"publisher, {results[0].seconds:g} s per rate:",
+        f"publisher, {results[0].seconds:g} s per rate; subscribers "
+        + ("ask for batches (SubscribeRequest.batch):" if results[0].batch else "unbatched:"),
         "",
-        "| messages/s | deliveries/s | delivered | p50 ms | p99 ms | server CPU µs/delivery |",
-        "|---|---|---|---|---|---|",
+        "| messages/s | deliveries/s | delivered | p50 ms | p99 ms | server CPU µs/delivery "
+        "| subscribers' CPU µs/delivery | events per message | streams ended |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
-        cpu = result.server_cpu_seconds / result.delivered * 1e6 if result.delivered else 0
+        count = max(result.delivered, 1)
+        cpu = result.server_cpu_seconds / count * 1e6
+        client_cpu = result.client_cpu_seconds / count * 1e6
+        per_message = result.delivered / max(result.messages, 1)
         lines.append(
             f"| {result.rate:,} | {result.deliveries_per_second:,.0f} | "
             f"{result.delivered_share:.1%} | {percentile(result.latencies_ns, 0.5):.1f} | "
-            f"{percentile(result.latencies_ns, 0.99):.1f} | {cpu:.0f} |"
+            f"{percentile(result.latencies_ns, 0.99):.1f} | {cpu:.0f} | {client_cpu:.0f} | "
+            f"{per_message:.2f} | {result.ended_streams} |"
         )
+    failures = sum(r.publish_failures for r in results)
+    if failures:
+        lines += ["", f"- Publish calls failed UNAVAILABLE (not counted as published): {failures}"]
     lines.append("")
+    top = max(results, key=lambda r: r.rate)
+    if top.delivered:
+        # What one core would deliver at the CPU each side spent per delivery at the highest
+        # rate (batches grow with load, so costs fall as rates rise): the lower side limits.
+        lines.append(
+            f"- one core's worth at {top.rate:,} messages/s's costs: server "
+            f"**{top.delivered / top.server_cpu_seconds:,.0f} deliveries/s**, subscribers "
+            f"{top.delivered / max(top.client_cpu_seconds, 1e-9):,.0f} deliveries/s"
+        )
     per_stream = statistics.median(r.memory_per_stream for r in results)
     lines.append(f"- server memory per idle stream: **{per_stream / 1024:.1f} KiB**")
     delivered = [r for r in results if r.delivered_share >= 0.999]
@@ -567,6 +588,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="messages/s to publish, comma-separated; '' skips",
     )
     parser.add_argument("--fanout-seconds", type=float, default=5.0, help="measured per rate")
+    parser.add_argument(
+        "--fanout-settle",
+        type=float,
+        default=1.0,
+        help="seconds after each rate's window for its last deliveries; later ones count as "
+        "not delivered",
+    )
+    parser.add_argument(
+        "--fanout-publish-to-redis",
+        action="store_true",
+        help="the publisher PUBLISHes to Redis itself, as other server processes would, "
+        "instead of calling the server under test (which takes one new call per turn of its "
+        "event loop, so its own fan-out slows its publishers)",
+    )
+    parser.add_argument(
+        "--fanout-unbatched",
+        action="store_true",
+        help="subscribe without SubscribeRequest.batch (one message per event, as older "
+        "clients do); by default subscribers ask for batches",
+    )
     parser.add_argument("--output", type=Path, help="also write the report as Markdown")
     parser.add_argument(
         "--script-cost",
@@ -638,6 +679,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                     args.fanout_seconds,
                     args.client_processes,
                     client_cores,
+                    batch=not args.fanout_unbatched,
+                    settle=args.fanout_settle,
+                    redis_url=processes.redis.url if args.fanout_publish_to_redis else None,
                 )
             )
             print(

@@ -233,6 +233,27 @@ def test_events_publish_and_subscribe(server: PatternsServer, new_key: Callable[
 
 
 @live
+def test_events_that_waited_for_a_subscriber_come_one_by_one_in_order(
+    server: PatternsServer, new_key: Callable[[], str]
+) -> None:
+    channel = new_key()
+    # 4 MiB first: more than gRPC's flow-control window holds, so what follows waits at the
+    # server while the subscription is not read, and comes in batches.
+    payloads = [b"%03d" % n + bytes(65_536) for n in range(64)] + [b"%d" % n for n in range(100)]
+
+    async def scenario(client: aio.Client) -> list[Any]:
+        async with client.events.subscribe(channels=[channel]) as subscription:
+            await subscription.wait_subscribed(10)
+            for payload in payloads:
+                await client.events.publish(channel, payload)
+            return [await asyncio.wait_for(anext(subscription), 10) for _ in payloads]
+
+    events = with_client(server.address, scenario)
+    assert all(isinstance(event, Event) for event in events)
+    assert [event.payload for event in events] == payloads
+
+
+@live
 def test_wait_subscribed_returns_while_another_task_iterates(
     server: PatternsServer, new_key: Callable[[], str]
 ) -> None:

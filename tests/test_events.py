@@ -23,10 +23,10 @@ Stub = events_pb2_grpc.EventsStub
 
 
 async def subscribed(
-    stub: Stub, channels: Sequence[str] = (), patterns: Sequence[str] = ()
+    stub: Stub, channels: Sequence[str] = (), patterns: Sequence[str] = (), batch: bool = False
 ) -> grpc.aio.UnaryStreamCall:
     """A Subscribe call (30 s deadline) whose `subscribed` message has arrived."""
-    request = pb.SubscribeRequest(channels=channels, patterns=patterns)
+    request = pb.SubscribeRequest(channels=channels, patterns=patterns, batch=batch)
     call = stub.Subscribe(request, timeout=30)
     first = await call.read()
     assert first.WhichOneof("kind") == "subscribed", first
@@ -66,6 +66,69 @@ def test_subscribed_comes_first_then_events_in_order(
         return [e.payload for e in events]
 
     assert asyncio.run(scenario()) == [b"%d" % n for n in range(200)]
+
+
+# A stream that is not read takes what gRPC's flow-control window holds (well under 4 MiB),
+# then the server's writes wait: what is published meanwhile waits in its buffer (1,000
+# messages or 16 MiB by default), where batches form.
+BLOCKERS = [b"%03d" % n + bytes(65_536) for n in range(64)]  # 4 MiB
+
+
+def test_a_batched_stream_gets_every_event_in_order_in_batches(
+    server: PatternsServer, new_key: Callable[[], str]
+) -> None:
+    channel = name(new_key)
+    small = [b"%d" % n for n in range(300)]
+
+    async def scenario() -> list[pb.SubscribeResponse]:
+        async with stub_for(server.address, Stub) as stub:
+            request = pb.SubscribeRequest(channels=[channel], patterns=[channel], batch=True)
+            call = stub.Subscribe(request, timeout=30)
+            first = await call.read()
+            assert first.WhichOneof("kind") == "subscribed", first
+            for payload in BLOCKERS + small:  # not read meanwhile
+                await stub.Publish(pb.PublishRequest(channel=channel, payload=payload))
+            responses: list[pb.SubscribeResponse] = []
+            while sum(len(r.batch.events) for r in responses) < 2 * (len(BLOCKERS) + 300):
+                async with asyncio.timeout(10):
+                    responses.append(await call.read())
+            call.cancel()
+        return responses
+
+    responses = asyncio.run(scenario())
+    assert {r.WhichOneof("kind") for r in responses} == {"batch"}
+    events = [event for r in responses for event in r.batch.events]
+    for pattern in ("", channel):  # each subscription delivers every message once, in order
+        assert [e.payload for e in events if e.pattern == pattern] == BLOCKERS + small
+    assert {e.channel for e in events} == {channel}
+    assert all(abs(e.received_at.ToSeconds() - time.time()) < 60 for e in events)
+    # The small ones waited behind the blockers, and came together.
+    assert len([r for r in responses if len(r.batch.events[-1].payload) < 10]) < 100
+
+
+def test_a_batch_holds_at_most_a_mebibyte_of_payload(
+    server: PatternsServer, new_key: Callable[[], str]
+) -> None:
+    channel = name(new_key)
+    payloads = [b"%02d" % n + bytes(300_000) for n in range(40)]  # 12 MB: most of them wait
+
+    async def scenario() -> list[list[bytes]]:
+        async with stub_for(server.address, Stub) as stub:
+            call = stub.Subscribe(pb.SubscribeRequest(channels=[channel], batch=True), timeout=30)
+            await call.read()
+            for payload in payloads:
+                await stub.Publish(pb.PublishRequest(channel=channel, payload=payload))
+            batches: list[list[bytes]] = []
+            while sum(map(len, batches)) < len(payloads):
+                async with asyncio.timeout(10):
+                    batches.append([e.payload for e in (await call.read()).batch.events])
+            call.cancel()
+        return batches
+
+    batches = asyncio.run(scenario())
+    assert [p for batch in batches for p in batch] == payloads
+    # three payloads of 300,002 bytes fit in 1 MiB, four do not: the waiting ones come 3 at a time.
+    assert max(map(len, batches)) == 3
 
 
 def test_patterns_match_and_say_which(server: PatternsServer, new_key: Callable[[], str]) -> None:
@@ -260,14 +323,15 @@ def test_cancelled_streams_leave_no_subscription(
     )
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["events", "batches"])
 def test_a_slow_subscriber_is_ended_alone(
-    server_on_own_redis: Callable[..., PatternsServer],
+    server_on_own_redis: Callable[..., PatternsServer], batch: bool
 ) -> None:
     server = server_on_own_redis("--events-buffer", "20")
 
     async def scenario() -> None:
         async with stub_for(server.address, Stub) as stub:
-            slow = await subscribed(stub, channels=["busy"])
+            slow = await subscribed(stub, channels=["busy"], batch=batch)
             reader = await subscribed(stub, channels=["busy"])
             # Enough that gRPC's own flow-control window (which holds what was written to
             # a stream and not yet read) fills, and then the server's buffer of 20.
@@ -277,7 +341,8 @@ def test_a_slow_subscriber_is_ended_alone(
                 assert (await next_event(reader)).payload == payload
             with pytest.raises(grpc.aio.AioRpcError) as ended:
                 while True:
-                    await next_event(slow)
+                    async with asyncio.timeout(10):
+                        await slow.read()
             assert ended.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert details(ended.value)["ErrorInfo"].reason == "SLOW_CONSUMER"
             await stub.Publish(pb.PublishRequest(channel="busy", payload=b"still"))

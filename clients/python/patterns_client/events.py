@@ -217,7 +217,8 @@ class Subscription:
                             yield Gap(interrupted)
                             interrupted = None
                     else:
-                        yield _event(message.event)
+                        for event in _events_of(message):
+                            yield _event(event)
                 raise PatternsError("the server ended the subscription")
             except grpc.RpcError as error:
                 if self._closed.is_set():
@@ -335,7 +336,8 @@ class AsyncSubscription:
                             yield Gap(interrupted)
                             interrupted = None
                     else:
-                        yield _event(message.event)
+                        for event in _events_of(message):
+                            yield _event(event)
             except asyncio.CancelledError:
                 if self._closed.is_set():
                     return
@@ -357,7 +359,17 @@ class AsyncSubscription:
 
 
 def _subscribe_request(channels: Sequence[str], patterns: Sequence[str]) -> pb.SubscribeRequest:
-    return pb.SubscribeRequest(channels=list(channels), patterns=list(patterns))
+    # Batches: when this client falls behind, the server sends what it missed in one message
+    # (far cheaper for both); events come out one by one all the same.
+    return pb.SubscribeRequest(channels=list(channels), patterns=list(patterns), batch=True)
+
+
+def _events_of(message: pb.SubscribeResponse) -> Sequence[pb.Event]:
+    """The events of a response: a batch's, or its one event (a server older than
+    SubscribeRequest.batch sends those)."""
+    if message.HasField("batch"):
+        return message.batch.events
+    return (message.event,)
 
 
 class Events:

@@ -16,12 +16,16 @@ from typing import Any
 from patterns_server.core.errors import InvalidArgument, ResourceExhausted
 from patterns_server.core.telemetry import record
 from patterns_server.core.validation import check_name
-from patterns_server.storage import RedisBackend, Subscription
+from patterns_server.storage import Message, RedisBackend, Subscription
 
 MAX_NAMES = 100  # channels and patterns together, per subscription
 # A subscription's buffer holds at most this many bytes of payload, whatever its count:
 # a slow reader of large messages is ended before it holds much memory.
 BUFFER_BYTES = 16 << 20
+# A batch (`EventStream.batch`) holds at most this many events, of at most this many bytes of
+# payload unless its one event is larger: well within a gRPC client's default 4 MiB message.
+BATCH_EVENTS = 1_000
+BATCH_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,24 @@ class EventStream:
         except ResourceExhausted:  # the reader fell behind: the stream ends
             record().slow_consumer()
             raise
+        record().deliveries(1)
+        return self._event(message)
+
+    async def batch(self) -> list[Event]:
+        """The events waiting now, oldest first, waiting for one if there are none: at most
+        `BATCH_EVENTS`, of at most `BATCH_BYTES` of payload unless the first alone is larger.
+        A reader that keeps up gets one event at a time; one that is behind gets what it
+        missed at once. Ends (raises) as iterating does."""
+        try:
+            messages = await self._subscription.take(BATCH_EVENTS, BATCH_BYTES)
+        except ResourceExhausted:
+            record().slow_consumer()
+            raise
+        record().deliveries(len(messages))
+        return [self._event(message) for message in messages]
+
+    def _event(self, message: Message) -> Event:
+        """The Event of `message`, made once for every stream it reaches."""
         event: Event | None = message.memo.get(Event)
         if event is None:
             pattern = message.pattern
@@ -81,7 +103,6 @@ class EventStream:
                 message.payload,
                 datetime.fromtimestamp(message.received_at, UTC),
             )
-        record().deliveries(1)
         return event
 
     async def close(self) -> None:

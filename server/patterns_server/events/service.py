@@ -26,21 +26,61 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         async with await self._events.subscribe(request.channels, request.patterns) as stream:
             subscribed = pb.Subscribed(channels=stream.channels, patterns=stream.patterns)
             yield pb.SubscribeResponse(subscribed=subscribed)
-            async for event in stream:
-                yield event.memo.get("response") or _serialized(event)
+            if request.batch:  # one gRPC message for all the events waiting
+                while True:
+                    yield _batch(await stream.batch())
+            else:
+                async for event in stream:
+                    yield _memo(event, "response", _EVENT_TAG)
+
+
+# The responses are built as protobuf's wire format lays them out, from each event's Event
+# message serialized once for every stream it reaches (the runtime passes bytes through as
+# they are): a length-delimited field is its tag, its length as a varint and its bytes, and
+# a repeated one is that, once per element, so a batch is its events' pieces joined.
+def _varint(value: int) -> bytes:
+    """`value` (≥ 0) as a protobuf varint: 7 bits a byte, low first, high bit = more."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _tag(message: type[pb.SubscribeResponse] | type[pb.EventBatch], field: str) -> bytes:
+    """The tag of a length-delimited field (wire type 2), one byte for numbers below 16."""
+    return _varint(message.DESCRIPTOR.fields_by_name[field].number << 3 | 2)
+
+
+_EVENT_TAG = _tag(pb.SubscribeResponse, "event")
+_BATCH_TAG = _tag(pb.SubscribeResponse, "batch")
+_EVENTS_TAG = _tag(pb.EventBatch, "events")
+
+
+def _batch(events: list[Event]) -> bytes:
+    """The serialized SubscribeResponse of a batch of `events`."""
+    body = b"".join([_memo(event, "entry", _EVENTS_TAG) for event in events])
+    return _BATCH_TAG + _varint(len(body)) + body
+
+
+def _memo(event: Event, kind: str, tag: bytes) -> bytes:
+    """`event`'s Event message as the field `tag` (the whole SubscribeResponse for
+    "response", an element of EventBatch.events for "entry"), made once per event."""
+    piece: bytes | None = event.memo.get(kind)
+    if piece is None:
+        message = _serialized(event)
+        piece = event.memo[kind] = tag + _varint(len(message)) + message
+    return piece
 
 
 def _serialized(event: Event) -> bytes:
-    """The event's SubscribeResponse, serialized once for every stream it reaches (the
-    runtime passes bytes through as they are)."""
-    response = pb.SubscribeResponse()
-    message = response.event
-    message.channel = event.channel
-    message.pattern = event.pattern
-    message.payload = event.payload
-    message.received_at.FromDatetime(event.received_at)
-    data: bytes = response.SerializeToString()
-    event.memo["response"] = data
+    """The event's Event message, serialized once for every stream it reaches."""
+    data: bytes | None = event.memo.get("event")
+    if data is None:
+        message = pb.Event(channel=event.channel, pattern=event.pattern, payload=event.payload)
+        message.received_at.FromDatetime(event.received_at)
+        data = event.memo["event"] = message.SerializeToString()
     return data
 
 

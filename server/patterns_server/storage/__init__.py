@@ -10,7 +10,7 @@ one place), `embedded` (a private redis-server for development).
 
 from patterns_server.storage.backend import RedisBackend
 from patterns_server.storage.keys import KeySpace
-from patterns_server.storage.pubsub import Subscription
+from patterns_server.storage.pubsub import Message, Subscription
 from patterns_server.storage.scripts import Command, LuaScript
 
-__all__ = ["Command", "KeySpace", "LuaScript", "RedisBackend", "Subscription"]
+__all__ = ["Command", "KeySpace", "LuaScript", "Message", "RedisBackend", "Subscription"]

@@ -91,6 +91,31 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Message:
+        await self._filled()
+        message = self._buffer.popleft()
+        self._buffered_bytes -= len(message.payload)
+        return message
+
+    async def take(self, max_messages: int, max_bytes: int) -> list[Message]:
+        """The messages buffered now, oldest first, waiting for one if there are none: at
+        most `max_messages`, of at most `max_bytes` of payload together unless the first
+        alone is larger. Raises as iterating does once the subscription has ended."""
+        await self._filled()
+        buffer = self._buffer
+        first = buffer.popleft()
+        size = len(first.payload)
+        taken = [first]
+        while buffer and len(taken) < max_messages:
+            next_size = len(buffer[0].payload)
+            if size + next_size > max_bytes:
+                break
+            size += next_size
+            taken.append(buffer.popleft())
+        self._buffered_bytes -= size
+        return taken
+
+    async def _filled(self) -> None:
+        """Return once a message is buffered; raise the error that ended the subscription."""
         while not self._buffer and self._ended is None:
             self._wakeup = asyncio.get_running_loop().create_future()
             try:
@@ -99,9 +124,6 @@ class Subscription:
                 self._wakeup = None
         if self._ended is not None:
             raise self._ended
-        message = self._buffer.popleft()
-        self._buffered_bytes -= len(message.payload)
-        return message
 
     def names(self) -> tuple[tuple[bool, tuple[bytes, ...]], ...]:
         """(is_pattern, names): the channels, then the patterns."""

@@ -144,7 +144,14 @@ type SubscribeRequest struct {
 	// character, `[abc]` one of a set, `\` escapes the next; each 1 to 512 bytes, matched
 	// against channel names of the caller's namespace only (see PublishRequest.channel): a
 	// tenant's `*` never matches another tenant's channels.
-	Patterns      []string `protobuf:"bytes,2,rep,name=patterns,proto3" json:"patterns,omitempty"`
+	Patterns []string `protobuf:"bytes,2,rep,name=patterns,proto3" json:"patterns,omitempty"`
+	// Whether the stream sends events in batches. False (the default): every event is one
+	// `event` message. True: every message after `subscribed` is a `batch` instead, holding
+	// every event waiting for the stream when it is sent, in order: one event while the
+	// client keeps up, more when it is behind, which costs the server and the client far
+	// less per event than one message each (see EventBatch for its size). A server older
+	// than this field ignores it and sends `event` messages: a client that sets it reads both.
+	Batch         bool `protobuf:"varint,3,opt,name=batch,proto3" json:"batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -193,15 +200,24 @@ func (x *SubscribeRequest) GetPatterns() []string {
 	return nil
 }
 
+func (x *SubscribeRequest) GetBatch() bool {
+	if x != nil {
+		return x.Batch
+	}
+	return false
+}
+
 // SubscribeResponse is one message of a subscription stream.
 type SubscribeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The stream's first message is `subscribed`; every one after it is an `event`.
+	// The stream's first message is `subscribed`; every one after it is an `event`, or a
+	// `batch` when the request asked for batches.
 	//
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*SubscribeResponse_Subscribed
 	//	*SubscribeResponse_Event
+	//	*SubscribeResponse_Batch
 	Kind          isSubscribeResponse_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -262,6 +278,15 @@ func (x *SubscribeResponse) GetEvent() *Event {
 	return nil
 }
 
+func (x *SubscribeResponse) GetBatch() *EventBatch {
+	if x != nil {
+		if x, ok := x.Kind.(*SubscribeResponse_Batch); ok {
+			return x.Batch
+		}
+	}
+	return nil
+}
+
 type isSubscribeResponse_Kind interface {
 	isSubscribeResponse_Kind()
 }
@@ -276,9 +301,16 @@ type SubscribeResponse_Event struct {
 	Event *Event `protobuf:"bytes,2,opt,name=event,proto3,oneof"`
 }
 
+type SubscribeResponse_Batch struct {
+	// The events waiting for the stream, in order (only when SubscribeRequest.batch).
+	Batch *EventBatch `protobuf:"bytes,3,opt,name=batch,proto3,oneof"`
+}
+
 func (*SubscribeResponse_Subscribed) isSubscribeResponse_Kind() {}
 
 func (*SubscribeResponse_Event) isSubscribeResponse_Kind() {}
+
+func (*SubscribeResponse_Batch) isSubscribeResponse_Kind() {}
 
 // Subscribed confirms what the stream receives from now on.
 type Subscribed struct {
@@ -410,6 +442,55 @@ func (x *Event) GetReceivedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// EventBatch is the events waiting for a stream that asked for batches, oldest first: one
+// to 1,000 events, and at most 1 MiB of payload unless its one event is larger. Its events
+// are those the stream would otherwise have received as `event` messages, in the same
+// order; a batch never waits for more to arrive.
+type EventBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The events, in the order they were published (per publisher and channel).
+	Events        []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EventBatch) Reset() {
+	*x = EventBatch{}
+	mi := &file_patterns_events_v1_events_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EventBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EventBatch) ProtoMessage() {}
+
+func (x *EventBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_patterns_events_v1_events_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
+func (*EventBatch) Descriptor() ([]byte, []int) {
+	return file_patterns_events_v1_events_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *EventBatch) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 var File_patterns_events_v1_events_proto protoreflect.FileDescriptor
 
 const file_patterns_events_v1_events_proto_rawDesc = "" +
@@ -419,15 +500,17 @@ const file_patterns_events_v1_events_proto_rawDesc = "" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\"/\n" +
 	"\x0fPublishResponse\x12\x1c\n" +
-	"\treceivers\x18\x01 \x01(\x04R\treceivers\"J\n" +
+	"\treceivers\x18\x01 \x01(\x04R\treceivers\"`\n" +
 	"\x10SubscribeRequest\x12\x1a\n" +
 	"\bchannels\x18\x01 \x03(\tR\bchannels\x12\x1a\n" +
-	"\bpatterns\x18\x02 \x03(\tR\bpatterns\"\x90\x01\n" +
+	"\bpatterns\x18\x02 \x03(\tR\bpatterns\x12\x14\n" +
+	"\x05batch\x18\x03 \x01(\bR\x05batch\"\xc8\x01\n" +
 	"\x11SubscribeResponse\x12@\n" +
 	"\n" +
 	"subscribed\x18\x01 \x01(\v2\x1e.patterns.events.v1.SubscribedH\x00R\n" +
 	"subscribed\x121\n" +
-	"\x05event\x18\x02 \x01(\v2\x19.patterns.events.v1.EventH\x00R\x05eventB\x06\n" +
+	"\x05event\x18\x02 \x01(\v2\x19.patterns.events.v1.EventH\x00R\x05event\x126\n" +
+	"\x05batch\x18\x03 \x01(\v2\x1e.patterns.events.v1.EventBatchH\x00R\x05batchB\x06\n" +
 	"\x04kind\"D\n" +
 	"\n" +
 	"Subscribed\x12\x1a\n" +
@@ -438,7 +521,10 @@ const file_patterns_events_v1_events_proto_rawDesc = "" +
 	"\apattern\x18\x02 \x01(\tR\apattern\x12\x18\n" +
 	"\apayload\x18\x03 \x01(\fR\apayload\x12;\n" +
 	"\vreceived_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"receivedAt2\xb8\x01\n" +
+	"receivedAt\"?\n" +
+	"\n" +
+	"EventBatch\x121\n" +
+	"\x06events\x18\x01 \x03(\v2\x19.patterns.events.v1.EventR\x06events2\xb8\x01\n" +
 	"\x06Events\x12R\n" +
 	"\aPublish\x12\".patterns.events.v1.PublishRequest\x1a#.patterns.events.v1.PublishResponse\x12Z\n" +
 	"\tSubscribe\x12$.patterns.events.v1.SubscribeRequest\x1a%.patterns.events.v1.SubscribeResponse0\x01By\n" +
@@ -456,7 +542,7 @@ func file_patterns_events_v1_events_proto_rawDescGZIP() []byte {
 	return file_patterns_events_v1_events_proto_rawDescData
 }
 
-var file_patterns_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_patterns_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_patterns_events_v1_events_proto_goTypes = []any{
 	(*PublishRequest)(nil),        // 0: patterns.events.v1.PublishRequest
 	(*PublishResponse)(nil),       // 1: patterns.events.v1.PublishResponse
@@ -464,21 +550,24 @@ var file_patterns_events_v1_events_proto_goTypes = []any{
 	(*SubscribeResponse)(nil),     // 3: patterns.events.v1.SubscribeResponse
 	(*Subscribed)(nil),            // 4: patterns.events.v1.Subscribed
 	(*Event)(nil),                 // 5: patterns.events.v1.Event
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*EventBatch)(nil),            // 6: patterns.events.v1.EventBatch
+	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
 }
 var file_patterns_events_v1_events_proto_depIdxs = []int32{
 	4, // 0: patterns.events.v1.SubscribeResponse.subscribed:type_name -> patterns.events.v1.Subscribed
 	5, // 1: patterns.events.v1.SubscribeResponse.event:type_name -> patterns.events.v1.Event
-	6, // 2: patterns.events.v1.Event.received_at:type_name -> google.protobuf.Timestamp
-	0, // 3: patterns.events.v1.Events.Publish:input_type -> patterns.events.v1.PublishRequest
-	2, // 4: patterns.events.v1.Events.Subscribe:input_type -> patterns.events.v1.SubscribeRequest
-	1, // 5: patterns.events.v1.Events.Publish:output_type -> patterns.events.v1.PublishResponse
-	3, // 6: patterns.events.v1.Events.Subscribe:output_type -> patterns.events.v1.SubscribeResponse
-	5, // [5:7] is the sub-list for method output_type
-	3, // [3:5] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	6, // 2: patterns.events.v1.SubscribeResponse.batch:type_name -> patterns.events.v1.EventBatch
+	7, // 3: patterns.events.v1.Event.received_at:type_name -> google.protobuf.Timestamp
+	5, // 4: patterns.events.v1.EventBatch.events:type_name -> patterns.events.v1.Event
+	0, // 5: patterns.events.v1.Events.Publish:input_type -> patterns.events.v1.PublishRequest
+	2, // 6: patterns.events.v1.Events.Subscribe:input_type -> patterns.events.v1.SubscribeRequest
+	1, // 7: patterns.events.v1.Events.Publish:output_type -> patterns.events.v1.PublishResponse
+	3, // 8: patterns.events.v1.Events.Subscribe:output_type -> patterns.events.v1.SubscribeResponse
+	7, // [7:9] is the sub-list for method output_type
+	5, // [5:7] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_patterns_events_v1_events_proto_init() }
@@ -489,6 +578,7 @@ func file_patterns_events_v1_events_proto_init() {
 	file_patterns_events_v1_events_proto_msgTypes[3].OneofWrappers = []any{
 		(*SubscribeResponse_Subscribed)(nil),
 		(*SubscribeResponse_Event)(nil),
+		(*SubscribeResponse_Batch)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -496,7 +586,7 @@ func file_patterns_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_patterns_events_v1_events_proto_rawDesc), len(file_patterns_events_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

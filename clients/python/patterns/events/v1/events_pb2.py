@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpatterns/events/v1/events.proto\x12\x12patterns.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"2\n\x0ePublishRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"$\n\x0fPublishResponse\x12\x11\n\treceivers\x18\x01 \x01(\x04\"6\n\x10SubscribeRequest\x12\x10\n\x08\x63hannels\x18\x01 \x03(\t\x12\x10\n\x08patterns\x18\x02 \x03(\t\"}\n\x11SubscribeResponse\x12\x34\n\nsubscribed\x18\x01 \x01(\x0b\x32\x1e.patterns.events.v1.SubscribedH\x00\x12*\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x19.patterns.events.v1.EventH\x00\x42\x06\n\x04kind\"0\n\nSubscribed\x12\x10\n\x08\x63hannels\x18\x01 \x03(\t\x12\x10\n\x08patterns\x18\x02 \x03(\t\"k\n\x05\x45vent\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x0f\n\x07pattern\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12/\n\x0breceived_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xb8\x01\n\x06\x45vents\x12R\n\x07Publish\x12\".patterns.events.v1.PublishRequest\x1a#.patterns.events.v1.PublishResponse\x12Z\n\tSubscribe\x12$.patterns.events.v1.SubscribeRequest\x1a%.patterns.events.v1.SubscribeResponse0\x01\x42y\n\x15io.patterns.events.v1B\x0b\x45ventsProtoP\x01ZQgithub.com/patterns-server/patterns-server/clients/go/patterns/events/v1;eventsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpatterns/events/v1/events.proto\x12\x12patterns.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"2\n\x0ePublishRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"$\n\x0fPublishResponse\x12\x11\n\treceivers\x18\x01 \x01(\x04\"E\n\x10SubscribeRequest\x12\x10\n\x08\x63hannels\x18\x01 \x03(\t\x12\x10\n\x08patterns\x18\x02 \x03(\t\x12\r\n\x05\x62\x61tch\x18\x03 \x01(\x08\"\xae\x01\n\x11SubscribeResponse\x12\x34\n\nsubscribed\x18\x01 \x01(\x0b\x32\x1e.patterns.events.v1.SubscribedH\x00\x12*\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x19.patterns.events.v1.EventH\x00\x12/\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x1e.patterns.events.v1.EventBatchH\x00\x42\x06\n\x04kind\"0\n\nSubscribed\x12\x10\n\x08\x63hannels\x18\x01 \x03(\t\x12\x10\n\x08patterns\x18\x02 \x03(\t\"k\n\x05\x45vent\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x0f\n\x07pattern\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12/\n\x0breceived_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\nEventBatch\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.patterns.events.v1.Event2\xb8\x01\n\x06\x45vents\x12R\n\x07Publish\x12\".patterns.events.v1.PublishRequest\x1a#.patterns.events.v1.PublishResponse\x12Z\n\tSubscribe\x12$.patterns.events.v1.SubscribeRequest\x1a%.patterns.events.v1.SubscribeResponse0\x01\x42y\n\x15io.patterns.events.v1B\x0b\x45ventsProtoP\x01ZQgithub.com/patterns-server/patterns-server/clients/go/patterns/events/v1;eventsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,13 +38,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUBLISHRESPONSE']._serialized_start=140
   _globals['_PUBLISHRESPONSE']._serialized_end=176
   _globals['_SUBSCRIBEREQUEST']._serialized_start=178
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=232
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=234
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=359
-  _globals['_SUBSCRIBED']._serialized_start=361
-  _globals['_SUBSCRIBED']._serialized_end=409
-  _globals['_EVENT']._serialized_start=411
-  _globals['_EVENT']._serialized_end=518
-  _globals['_EVENTS']._serialized_start=521
-  _globals['_EVENTS']._serialized_end=705
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=247
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=250
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=424
+  _globals['_SUBSCRIBED']._serialized_start=426
+  _globals['_SUBSCRIBED']._serialized_end=474
+  _globals['_EVENT']._serialized_start=476
+  _globals['_EVENT']._serialized_end=583
+  _globals['_EVENTBATCH']._serialized_start=585
+  _globals['_EVENTBATCH']._serialized_end=640
+  _globals['_EVENTS']._serialized_start=643
+  _globals['_EVENTS']._serialized_end=827
 # @@protoc_insertion_point(module_scope)

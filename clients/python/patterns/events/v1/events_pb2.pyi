@@ -24,20 +24,24 @@ class PublishResponse(_message.Message):
     def __init__(self, receivers: _Optional[int] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("channels", "patterns")
+    __slots__ = ("channels", "patterns", "batch")
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     PATTERNS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     channels: _containers.RepeatedScalarFieldContainer[str]
     patterns: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, channels: _Optional[_Iterable[str]] = ..., patterns: _Optional[_Iterable[str]] = ...) -> None: ...
+    batch: bool
+    def __init__(self, channels: _Optional[_Iterable[str]] = ..., patterns: _Optional[_Iterable[str]] = ..., batch: _Optional[bool] = ...) -> None: ...
 
 class SubscribeResponse(_message.Message):
-    __slots__ = ("subscribed", "event")
+    __slots__ = ("subscribed", "event", "batch")
     SUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     subscribed: Subscribed
     event: Event
-    def __init__(self, subscribed: _Optional[_Union[Subscribed, _Mapping]] = ..., event: _Optional[_Union[Event, _Mapping]] = ...) -> None: ...
+    batch: EventBatch
+    def __init__(self, subscribed: _Optional[_Union[Subscribed, _Mapping]] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., batch: _Optional[_Union[EventBatch, _Mapping]] = ...) -> None: ...
 
 class Subscribed(_message.Message):
     __slots__ = ("channels", "patterns")
@@ -58,3 +62,9 @@ class Event(_message.Message):
     payload: bytes
     received_at: _timestamp_pb2.Timestamp
     def __init__(self, channel: _Optional[str] = ..., pattern: _Optional[str] = ..., payload: _Optional[bytes] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class EventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...

@@ -68,6 +68,15 @@ export interface SubscribeRequest {
    * tenant's `*` never matches another tenant's channels.
    */
   patterns: string[];
+  /**
+   * Whether the stream sends events in batches. False (the default): every event is one
+   * `event` message. True: every message after `subscribed` is a `batch` instead, holding
+   * every event waiting for the stream when it is sent, in order: one event while the
+   * client keeps up, more when it is behind, which costs the server and the client far
+   * less per event than one message each (see EventBatch for its size). A server older
+   * than this field ignores it and sends `event` messages: a client that sets it reads both.
+   */
+  batch: boolean;
 }
 
 /** SubscribeResponse is one message of a subscription stream. */
@@ -77,7 +86,11 @@ export interface SubscribeResponse {
     | Subscribed
     | undefined;
   /** A message published to a channel the stream receives. */
-  event?: Event | undefined;
+  event?:
+    | Event
+    | undefined;
+  /** The events waiting for the stream, in order (only when SubscribeRequest.batch). */
+  batch?: EventBatch | undefined;
 }
 
 /** Subscribed confirms what the stream receives from now on. */
@@ -102,6 +115,17 @@ export interface Event {
   payload: Buffer;
   /** When the server read the message from Redis (the server's clock). */
   receivedAt?: Date | undefined;
+}
+
+/**
+ * EventBatch is the events waiting for a stream that asked for batches, oldest first: one
+ * to 1,000 events, and at most 1 MiB of payload unless its one event is larger. Its events
+ * are those the stream would otherwise have received as `event` messages, in the same
+ * order; a batch never waits for more to arrive.
+ */
+export interface EventBatch {
+  /** The events, in the order they were published (per publisher and channel). */
+  events: Event[];
 }
 
 function createBasePublishRequest(): PublishRequest {
@@ -257,7 +281,7 @@ export const PublishResponse: MessageFns<PublishResponse> = {
 };
 
 function createBaseSubscribeRequest(): SubscribeRequest {
-  return { channels: [], patterns: [] };
+  return { channels: [], patterns: [], batch: false };
 }
 
 export const SubscribeRequest: MessageFns<SubscribeRequest> = {
@@ -267,6 +291,9 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     }
     for (const v of message.patterns) {
       writer.uint32(18).string(v!);
+    }
+    if (message.batch !== false) {
+      writer.uint32(24).bool(message.batch);
     }
     return writer;
   },
@@ -300,6 +327,14 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
             message.patterns.push(reader.string());
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.batch = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -316,6 +351,7 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     return {
       channels: globalThis.Array.isArray(object?.channels) ? object.channels.map((e: any) => globalThis.String(e)) : [],
       patterns: globalThis.Array.isArray(object?.patterns) ? object.patterns.map((e: any) => globalThis.String(e)) : [],
+      batch: isSet(object.batch) ? globalThis.Boolean(object.batch) : false,
     };
   },
 
@@ -327,6 +363,9 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     if (message.patterns?.length) {
       obj.patterns = message.patterns;
     }
+    if (message.batch !== false) {
+      obj.batch = message.batch;
+    }
     return obj;
   },
 
@@ -337,12 +376,13 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     const message = createBaseSubscribeRequest();
     message.channels = object.channels?.map((e) => e) || [];
     message.patterns = object.patterns?.map((e) => e) || [];
+    message.batch = object.batch ?? false;
     return message;
   },
 };
 
 function createBaseSubscribeResponse(): SubscribeResponse {
-  return { subscribed: undefined, event: undefined };
+  return { subscribed: undefined, event: undefined, batch: undefined };
 }
 
 export const SubscribeResponse: MessageFns<SubscribeResponse> = {
@@ -352,6 +392,9 @@ export const SubscribeResponse: MessageFns<SubscribeResponse> = {
     }
     if (message.event !== undefined) {
       Event.encode(message.event, writer.uint32(18).fork()).join();
+    }
+    if (message.batch !== undefined) {
+      EventBatch.encode(message.batch, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -385,6 +428,14 @@ export const SubscribeResponse: MessageFns<SubscribeResponse> = {
             message.event = Event.decode(reader, reader.uint32());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.batch = EventBatch.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -401,6 +452,7 @@ export const SubscribeResponse: MessageFns<SubscribeResponse> = {
     return {
       subscribed: isSet(object.subscribed) ? Subscribed.fromJSON(object.subscribed) : undefined,
       event: isSet(object.event) ? Event.fromJSON(object.event) : undefined,
+      batch: isSet(object.batch) ? EventBatch.fromJSON(object.batch) : undefined,
     };
   },
 
@@ -411,6 +463,9 @@ export const SubscribeResponse: MessageFns<SubscribeResponse> = {
     }
     if (message.event !== undefined) {
       obj.event = Event.toJSON(message.event);
+    }
+    if (message.batch !== undefined) {
+      obj.batch = EventBatch.toJSON(message.batch);
     }
     return obj;
   },
@@ -424,6 +479,9 @@ export const SubscribeResponse: MessageFns<SubscribeResponse> = {
       ? Subscribed.fromPartial(object.subscribed)
       : undefined;
     message.event = (object.event !== undefined && object.event !== null) ? Event.fromPartial(object.event) : undefined;
+    message.batch = (object.batch !== undefined && object.batch !== null)
+      ? EventBatch.fromPartial(object.batch)
+      : undefined;
     return message;
   },
 };
@@ -630,6 +688,73 @@ export const Event: MessageFns<Event> = {
     message.pattern = object.pattern ?? "";
     message.payload = object.payload ?? Buffer.alloc(0);
     message.receivedAt = object.receivedAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseEventBatch(): EventBatch {
+  return { events: [] };
+}
+
+export const EventBatch: MessageFns<EventBatch> = {
+  encode(message: EventBatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.events) {
+      Event.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EventBatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEventBatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.events.push(Event.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EventBatch {
+    return { events: globalThis.Array.isArray(object?.events) ? object.events.map((e: any) => Event.fromJSON(e)) : [] };
+  },
+
+  toJSON(message: EventBatch): unknown {
+    const obj: any = {};
+    if (message.events?.length) {
+      obj.events = message.events.map((e) => Event.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EventBatch>, I>>(base?: I): EventBatch {
+    return EventBatch.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EventBatch>, I>>(object: I): EventBatch {
+    const message = createBaseEventBatch();
+    message.events = object.events?.map((e) => Event.fromPartial(e)) || [];
     return message;
   },
 };
