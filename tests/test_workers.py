@@ -311,6 +311,40 @@ def test_a_bad_number_of_workers_is_a_clear_error(
 
 
 @on_redis7
+def test_a_setting_that_cannot_serve_fails_once_and_the_supervisor_exits_1(
+    backend_url: str, tmp_path: Path
+) -> None:
+    """The first worker starts alone: its error is logged once, not by every worker."""
+    broken = tmp_path / "tenants.toml"
+    broken.write_text("[[tenant]\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "patterns_server",
+            "--workers",
+            "3",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis-url",
+            backend_url,
+            "--auth-file",
+            str(broken),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("not valid TOML") == 1
+    assert (
+        "worker 1 (pid " in result.stderr
+        and "did not start: it exited with code 1" in result.stderr
+    )
+    assert "Traceback" not in result.stderr and "worker 2" not in result.stderr
+
+
+@on_redis7
 def test_workers_on_a_busy_port_fail_at_start(two_workers: PatternsServer) -> None:
     """As one server does: a port already served is not shared, not even with another
     server of workers (whose sockets would let it)."""

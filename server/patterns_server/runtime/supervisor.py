@@ -87,7 +87,7 @@ class Supervisor:
         anew as it starts; a SIGHUP before its handler is set would end it)."""
         for worker in self.running.values():
             if worker.ready:
-                worker.process.send_signal(signal.SIGHUP)
+                _signal(worker, signal.SIGHUP)
 
     async def run(self) -> int:
         """Serve until SIGTERM or SIGINT: the exit status."""
@@ -128,8 +128,7 @@ class Supervisor:
             return await self._stop_all(keepers)
         finally:
             for worker in list(self.running.values()):  # only when something failed
-                with contextlib.suppress(ProcessLookupError):
-                    worker.process.kill()
+                _signal(worker, signal.SIGKILL)
                 await worker.process.wait()
                 self._gone(worker)
             if stop_metrics is not None:
@@ -194,9 +193,8 @@ class Supervisor:
             return True
         if not done:
             logger.error("worker %d did not listen within %gs", worker.number, START_TIMEOUT)
-            with contextlib.suppress(ProcessLookupError):
-                worker.process.kill()
-        code = await worker.process.wait()
+            _signal(worker, signal.SIGKILL)
+        code = await self._wait(worker)
         logger.error(
             "worker %d (pid %d) did not start: it %s",
             worker.number,
@@ -232,9 +230,13 @@ class Supervisor:
             if self.stopping.is_set():
                 return 0
             pause = min(2 * pause, LONGEST_PAUSE)
-            worker = await self._spawn(worker.number)
+            try:
+                worker = await self._spawn(worker.number)
+            except OSError as error:  # no process to be had (out of memory, of pids)
+                logger.error("cannot start worker %d: %s", worker.number, error)
+                continue  # waits for the exited one again (at once), and pauses longer
             if self.stopping.is_set():  # came while it was being started
-                worker.process.send_signal(signal.SIGTERM)
+                _signal(worker, signal.SIGTERM)
             elif await self._ready(worker):
                 logger.info("worker %d started again (pid %d)", worker.number, worker.process.pid)
 
@@ -247,23 +249,25 @@ class Supervisor:
     async def _stop_all(self, keepers: "list[asyncio.Task[int]]") -> int:
         """SIGTERM to every worker; wait for them all (killing those that outlast the
         grace period by STOP_MARGIN): 0 if each ended cleanly, else 1."""
-        logger.info(
-            "stopping %d workers: each drains its calls for up to %.1fs",
-            len(self.running),
-            self.settings.shutdown_grace,
-        )
+        if self.running:
+            logger.info(
+                "stopping %d workers: each drains its calls for up to %.1fs",
+                len(self.running),
+                self.settings.shutdown_grace,
+            )
         for worker in self.running.values():
-            worker.process.send_signal(signal.SIGTERM)
+            _signal(worker, signal.SIGTERM)
         waiting = keepers or [
             asyncio.ensure_future(self._wait(worker)) for worker in self.running.values()
         ]
+        if not waiting:
+            return 0
         done, late = await asyncio.wait(waiting, timeout=self.settings.shutdown_grace + STOP_MARGIN)
         for worker in self.running.values():
             logger.error(
                 "worker %d (pid %d) did not stop: killed", worker.number, worker.process.pid
             )
-            with contextlib.suppress(ProcessLookupError):
-                worker.process.kill()
+            _signal(worker, signal.SIGKILL)
         codes = [task.result() for task in done]
         if late:
             await asyncio.wait(late)
@@ -325,6 +329,11 @@ def reserve(listen: str) -> tuple[socket.socket, str]:
         holder.close()
         raise ListenError(f"cannot listen on {listen}: {error.strerror}") from None
     return holder, f"{host}:{chosen}"
+
+
+def _signal(worker: _Process, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it has exited (and been waited for)
+        worker.process.send_signal(signum)
 
 
 def _exit(code: int) -> str:
