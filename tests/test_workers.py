@@ -36,6 +36,7 @@ from patterns_server.runtime.auth import new_token
 from tests.rpc import details
 from tests.waiting import eventually
 
+pytestmark = pytest.mark.slow  # each starts a supervisor and its workers: seconds
 on_redis7_and_cluster = pytest.mark.parametrize("backend_url", ["redis7", "cluster"], indirect=True)
 
 CHANNELS = 24
