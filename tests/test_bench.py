@@ -35,7 +35,7 @@ def test_bench_runs_every_scenario_briefly() -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=240,  # every scenario, and three servers (one of --workers 2) to start
+        timeout=240,  # every scenario; four servers to start, one of --workers 2
     )
     assert result.returncode == 0, result.stderr
     for scenario in SCENARIOS:
