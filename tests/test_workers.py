@@ -1,6 +1,8 @@
 """`--workers N`: N server processes on one port under a supervisor, as users run it, on
 Redis 7 and the Cluster: they share the port, a killed worker is replaced while the others
-answer, SIGTERM drains every worker, metrics add up across workers; and the flag itself.
+answer, SIGTERM drains every worker, a killed supervisor takes its workers with it, SIGHUP
+reaches them all, each answers health for itself, metrics add up across workers; and the
+flag itself.
 
 Which worker answered a call is read from the request log (`--log-level debug`,
 `--log-format json`), whose lines carry the worker's pid. Each call goes on a channel of
@@ -30,7 +32,7 @@ from patterns.events.v1 import events_pb2, events_pb2_grpc
 from patterns.lock.v1 import lock_pb2, lock_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from devtools.processes import PatternsServer
+from devtools.processes import PatternsServer, RedisServer
 from patterns_server.core.settings import load_settings, usable_cores
 from patterns_server.runtime.auth import new_token
 from tests.rpc import details
@@ -44,6 +46,8 @@ CHANNELS = 24
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 COUNT = "/patterns.counter.v1.UniqueCounter/Count"
 MINUTE = Duration(seconds=60)
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def workers(backend_url: str, *flags: str, count: int | str = 2) -> PatternsServer:
@@ -88,6 +92,16 @@ def alive(pid: int) -> bool:
     return True
 
 
+def statuses(address: str) -> set[int]:
+    """What health checks on CHANNELS new connections answer."""
+    found = set()
+    for _ in range(CHANNELS):
+        with grpc.insecure_channel(address, options=OWN_CONNECTION) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            found.add(health.Check(health_pb2.HealthCheckRequest(), timeout=10).status)
+    return found
+
+
 @on_redis7_and_cluster
 def test_two_workers_share_the_port(
     two_workers: PatternsServer, new_key: Callable[[], str]
@@ -98,11 +112,7 @@ def test_two_workers_share_the_port(
     assert re.search(r"listening on 127\.0\.0\.1:\d+ with 2 workers", server.log)
     count_on_own_channels(server.address, new_key())
     assert pids_that_answered(server, COUNT) == set(pids)
-    for _ in range(CHANNELS):  # wherever a health check lands, a worker that serves
-        with grpc.insecure_channel(server.address, options=OWN_CONNECTION) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            answer = health.Check(health_pb2.HealthCheckRequest(), timeout=10)
-            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    assert statuses(server.address) == {SERVING}  # wherever a health check lands
     assert server.stop() == 0
 
 
@@ -185,6 +195,19 @@ def test_sigterm_drains_every_worker(backend_url: str, new_key: Callable[[], str
     assert sorted(int(str(entry["pid"])) for entry in stopped if "pid" in entry) == sorted(pids)
     eventually(lambda: json.loads(server.log_lines[-1]).get("message") == "stopped")
     assert "pid" not in json.loads(server.log_lines[-1])  # the supervisor's, last
+
+
+def test_every_worker_answers_health_for_itself(own_redis: RedisServer) -> None:
+    """Redis gone: no worker says SERVING, wherever the check lands; back: all do."""
+    server = PatternsServer(own_redis.url, workers=2).start()
+    try:
+        eventually(lambda: statuses(server.address) == {SERVING}, what="every worker serving")
+        own_redis.stop()
+        eventually(lambda: statuses(server.address) == {NOT_SERVING}, what="none serving")
+        own_redis.start()
+        eventually(lambda: statuses(server.address) == {SERVING}, what="every worker again")
+    finally:
+        assert server.stop() == 0
 
 
 @on_redis7_and_cluster
