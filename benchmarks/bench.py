@@ -435,7 +435,7 @@ def report(
                 getattr(r[numerator], measure) / getattr(r[denominator], measure)
                 for r in rounds
                 # A round in which either side completed no call says nothing.
-                if getattr(r[denominator], measure) and getattr(r[numerator], measure) is not None
+                if getattr(r[denominator], measure) and getattr(r[numerator], measure)
             )
             if not per_round:
                 lines.append(f"- {name}: n/a (no round had calls of both)")
