@@ -26,7 +26,15 @@ USERS = 10_000
 # of refusals, is what is measured.
 T = TypeVar("T")
 POLICY = pb.Policy(algorithm=pb.ALGORITHM_GCRA, limit=1_000, period=Duration(seconds=1))
+# A policy that refuses: one unit per hour on each of a few keys, so that after the first
+# calls (the warm-up) every check is refused, and the cost of a refusal is what is measured.
+REFUSING_POLICY = pb.Policy(
+    algorithm=pb.ALGORITHM_FIXED_WINDOW, limit=1, period=Duration(seconds=3_600)
+)
+REFUSED_KEYS = 100
 BATCH = 100
+# The checkstream scenario carries each worker's checks in flight over this many streams.
+STREAMS_PER_WORKER = 2
 VALUE = bytes(1024)  # cache values of 1 KiB
 BOARD, BOARD_SIZE = "bench", 1_000_000  # a leaderboard of a million members
 CACHE_TTL = Duration(seconds=3_600)
@@ -66,6 +74,14 @@ def _requests_for(scenario: str) -> tuple[list[object], int]:
     random.shuffle(keys)
     if scenario in ("check", "check-single"):
         return [pb.CheckRequest(key=key, policy=POLICY) for key in keys], 1
+    if scenario == "check-refused":
+        refused = [f"refused:{n}" for n in range(REFUSED_KEYS)]
+        return [pb.CheckRequest(key=key, policy=REFUSING_POLICY) for key in refused], 1
+    if scenario == "checkstream":  # each its own id, unique among the checks in flight
+        return [
+            pb.CheckStreamRequest(id=n, check=pb.CheckRequest(key=key, policy=POLICY))
+            for n, key in enumerate(keys)
+        ], 1
     if scenario == "checkmany":
         checks = [pb.CheckRequest(key=key, policy=POLICY) for key in keys]
         return [
@@ -151,6 +167,12 @@ def run_grpc_worker(
     requests, decisions = _requests_for(plain)
     metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
 
+    if plain == "checkstream":
+        return WorkerResult(
+            run_on_uvloop(_stream_checks(address, requests, in_flight, window, metadata)),
+            decisions,
+        )
+
     async def main() -> list[int]:
         latencies: list[int] = []
         async with grpc.aio.insecure_channel(address) as channel:
@@ -174,6 +196,49 @@ def run_grpc_worker(
         return latencies
 
     return WorkerResult(run_on_uvloop(main()), decisions)
+
+
+async def _stream_checks(
+    address: str,
+    requests: list[Any],
+    in_flight: int,
+    window: Window,
+    metadata: tuple[tuple[str, str], ...] | None,
+) -> list[int]:
+    """`in_flight` checks at once, one per message, over STREAMS_PER_WORKER CheckStreams:
+    each stream sends a check as soon as one of its own is answered (closed loop, as the
+    unary clients). The latency of each check: from its write to its answer."""
+    latencies: list[int] = []
+    streams = min(STREAMS_PER_WORKER, in_flight)
+
+    async def stream(number: int, depth: int) -> None:
+        call = ratelimit_pb2_grpc.RateLimiterStub(channel).CheckStream(metadata=metadata)
+        sent: dict[int, int] = {}
+        credit = asyncio.Semaphore(depth)
+
+        async def write() -> None:
+            i = number * len(requests) // streams
+            while time.monotonic() < window.end:
+                await credit.acquire()
+                request = requests[i % len(requests)]
+                i += 1
+                sent[request.id] = time.perf_counter_ns()
+                await call.write(request)
+            await call.done_writing()
+
+        async def read() -> None:
+            async for answer in call:
+                started = sent.pop(answer.id)
+                credit.release()
+                if window.start <= time.monotonic() <= window.end:
+                    latencies.append(time.perf_counter_ns() - started)
+
+        await asyncio.gather(write(), read())
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        depths = [in_flight // streams + (n < in_flight % streams) for n in range(streams)]
+        await asyncio.gather(*(stream(n, depth) for n, depth in enumerate(depths)))
+    return latencies
 
 
 def run_direct_worker(

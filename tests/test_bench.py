@@ -43,6 +43,7 @@ def test_bench_runs_every_scenario_briefly() -> None:
     assert "Check calls/s ÷ no-op RPC calls/s" in result.stdout
     assert "Sessions Get+touch calls/s ÷ no-op RPC calls/s" in result.stdout
     assert "CheckMany(100) decisions/s ÷ direct redis-py decisions/s" in result.stdout
+    assert "CheckStream decisions/s ÷ Check calls/s" in result.stdout
     assert "Check calls/s, --workers 2 ÷ one process" in result.stdout
     assert "Events fan-out: 20 subscriber streams" in result.stdout
     assert "server memory per idle stream" in result.stdout

@@ -3,7 +3,8 @@
 `patterns.errors.v1.ErrorReason` lists the google.rpc.ErrorInfo reasons clients switch on.
 The server makes a reason in one of two ways: it constructs a `PatternError` (with a
 reason, or without: its class's `default_reason`), which `runtime.guard` turns into a
-status; or it builds an ErrorInfo itself (`guard._error_info("INTERNAL")`). The scan below
+status; or it builds an ErrorInfo (or a CheckError, an `rpc.errors.Failure`) itself, as
+`failure_of` does for INTERNAL. The scan below
 reads the server's source for both, so a reason added anywhere in the server and not to the
 contract fails here, before a client meets it; and a listed reason that nothing makes any
 more fails too, as a stale entry.
@@ -33,6 +34,7 @@ import pytest
 from google.rpc.error_details_pb2 import ErrorInfo
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from patterns.errors.v1 import errors_pb2
+from patterns.ratelimit.v1.ratelimit_pb2 import CheckError
 
 import patterns_server
 from devtools.processes import PatternsServer
@@ -44,6 +46,7 @@ from patterns_server.core.errors import (
     Unavailable,
 )
 from patterns_server.core.settings import Settings
+from patterns_server.rpc.errors import Failure
 from patterns_server.rpc.service import Service
 from patterns_server.runtime.auth import Access
 from patterns_server.runtime.calls import Calls
@@ -63,8 +66,14 @@ FORWARDED = {
     ("patterns_server.core.errors", "InvalidArgument.under", "self.reason"): (
         "the same error nested under a parent field keeps the reason it was made with"
     ),
-    ("patterns_server.runtime.guard", "status_for", "error.reason"): (
-        "the guard sends the reason of the PatternError it caught, made elsewhere"
+    ("patterns_server.rpc.errors", "failure_of", "error.reason"): (
+        "a status tells the reason of the PatternError it answers, made elsewhere"
+    ),
+    ("patterns_server.runtime.guard", "status_for", "failure.reason"): (
+        "the guard sends the reason failure_of read, scanned there"
+    ),
+    ("patterns_server.ratelimit.service", "_check_error", "failure.reason"): (
+        "a CheckStream answers a check's error with the reason failure_of read, scanned there"
     ),
 }
 
@@ -116,9 +125,11 @@ class _Reader(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         callee = self._resolved(node.func)
-        if callee is ErrorInfo:  # a message: keyword arguments only; no reason is ""
+        if callee in (ErrorInfo, CheckError):  # a message: keyword arguments only
             given = {k.arg: k.value for k in node.keywords}
-            self._read(given.get("reason", ast.Constant("")), node)
+            self._read(given.get("reason", ast.Constant("")), node)  # no reason is ""
+        elif callee is Failure:
+            self._read(self._argument(callee, "reason", node), node)
         elif isinstance(callee, type) and issubclass(callee, PatternError):
             reason = self._argument(callee, "reason", node)
             if reason is None or (isinstance(reason, ast.Constant) and not reason.value):

@@ -175,6 +175,12 @@ def _check(algorithm: ratelimit.Algorithm) -> Base:
     return lambda setup: ratelimit.CheckRequest(key=setup.key(), policy=_policy(algorithm))
 
 
+def _check_stream(algorithm: ratelimit.Algorithm) -> Base:
+    return lambda setup: ratelimit.CheckStreamRequest(
+        id=2**64 - 1, check=ratelimit.CheckRequest(key=setup.key(), policy=_policy(algorithm))
+    )
+
+
 def _reset(algorithm: ratelimit.Algorithm) -> Base:
     return lambda setup: ratelimit.ResetRequest(key=setup.key(), policy=_policy(algorithm))
 
@@ -285,6 +291,7 @@ BASES: dict[str, list[Base]] = {
         ),
         _all_or_nothing,
     ],
+    "/patterns.ratelimit.v1.RateLimiter/CheckStream": [_check_stream(a) for a in ALGORITHMS],
     "/patterns.ratelimit.v1.RateLimiter/Reset": [_reset(a) for a in ALGORITHMS],
     "/patterns.session.v1.Sessions/Create": [
         lambda s: session.CreateRequest(user_id=s.key(), attributes={"a": "b"}, ttl=MINUTE)
@@ -437,7 +444,15 @@ def outcome(channel: grpc.Channel, path: str, request: Message) -> Outcome:
         "response_deserializer": response_class.FromString,
     }
     try:
-        if method.server_streaming:
+        if method.client_streaming:  # one message; its answer may be an error of its own
+            stream = channel.stream_stream(path, **options)(iter([request]), timeout=CALL_TIMEOUT)
+            try:
+                response = next(stream)
+            finally:
+                stream.cancel()
+            if response.WhichOneof("outcome") == "error":
+                return _answered_error(response.error)
+        elif method.server_streaming:
             stream = channel.unary_stream(path, **options)(request, timeout=CALL_TIMEOUT)
             try:
                 response = next(stream)
@@ -454,6 +469,13 @@ def outcome(channel: grpc.Channel, path: str, request: Message) -> Outcome:
                 fields = tuple(v.field for v in found["BadRequest"].field_violations)
         return Outcome(code, text, fields)
     return Outcome(grpc.StatusCode.OK, not_finite=tuple(not_finite(response)))
+
+
+def _answered_error(error: Any) -> Outcome:
+    """A CheckStream's error answered on its own message, as the outcome of a call: its
+    field named as in the request message (under `check`)."""
+    code = next(c for c in grpc.StatusCode if c.value[0] == error.code)
+    return Outcome(code, error.message, (f"check.{error.field}",) if error.field else ())
 
 
 def acceptable(path: str, leaf: Leaf, answer: Outcome) -> bool:

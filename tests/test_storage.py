@@ -300,21 +300,16 @@ def test_a_batch_is_capped_by_bytes_as_well_as_by_commands(redis7: RedisServer) 
 
     async def scenario() -> list[Any]:
         async with backend_for(redis7.url) as backend:
-            client = backend._client
-            real_pipeline = client.pipeline
+            connection = backend._batcher._connection  # the batcher's own, on standalone Redis
+            assert connection is not None
+            real_pack = connection.pack_commands
 
-            def recording_pipeline(*args: Any, **kwargs: Any) -> Any:
-                pipe: Any = real_pipeline(*args, **kwargs)
-                real_execute = pipe.execute
+            def recording_pack(commands: Any) -> Any:
+                commands = list(commands)
+                sent.append(sum(len(args[2]) for args in commands))
+                return real_pack(commands)
 
-                async def execute(*a: Any, **k: Any) -> Any:
-                    sent.append(sum(len(args[2]) for args, _ in pipe.command_stack))
-                    return await real_execute(*a, **k)
-
-                pipe.execute = execute
-                return pipe
-
-            client.pipeline = recording_pipeline  # type: ignore[method-assign]
+            connection.pack_commands = recording_pack  # type: ignore[method-assign]
             value = b"v" * 300_000
             return await asyncio.gather(
                 *(backend.call("SET", f"big:{n}", value, "PX", 60_000) for n in range(40))

@@ -11,11 +11,11 @@ import enum
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import timedelta
 from typing import NamedTuple, TypeVar
 
-from patterns_server.core.errors import InvalidArgument, Unavailable
+from patterns_server.core.errors import InvalidArgument, PatternError, Unavailable
 from patterns_server.core.telemetry import record
 from patterns_server.core.units import MICROSECOND, from_us, length, seconds_text, span
 from patterns_server.core.validation import check_name
@@ -106,6 +106,10 @@ class Decision(NamedTuple):
         return from_us(self.retry_after_us)
 
 
+# A place in `check_each`'s outcomes until the round trip fills it.
+_UNDECIDED = Decision(False, 0, 0, 0, 0)
+
+
 class _Terms(NamedTuple):
     """What a valid policy means for the script: its capacity, the parts of its state's
     key, and its script arguments."""
@@ -157,18 +161,71 @@ class RateLimiter:
         if all_or_nothing:
             _check_one_group(checks, plans)
         groups = [plans] if all_or_nothing else self._script_groups(plans)
-        mode = "1" if all_or_nothing else "0"
-        try:
-            replies = await self._decided_within(
-                within, self._redis.run(*(_command(mode, group) for group in groups))
-            )
-        except Exception as error:
-            return self._failed(error, plans)
+        return await self._decide(plans, groups, "1" if all_or_nothing else "0", within)
+
+    async def check_each(
+        self, checks: Sequence[Check], within: float | None = None
+    ) -> list[Decision | PatternError]:
+        """Decide `checks`, independent of one another, as `check_many` does (one round
+        trip per Cluster node), except that each has its own outcome, in order: its
+        decision, or the error of that check alone: an `InvalidArgument` for an invalid
+        check; for a valid one, unless failing open, the error of its script run (on a
+        Cluster, a node that cannot serve fails its own checks only). Any number of
+        checks: they go by CHECKS_PER_SCRIPT per script run."""
+        outcomes: list[Decision | PatternError] = []
+        plans: list[_Plan] = []
+        positions: list[int] = []
+        for check in checks:
+            try:
+                plans.append(self._plan(check))
+            except InvalidArgument as error:
+                outcomes.append(error)
+            else:
+                positions.append(len(outcomes))
+                outcomes.append(_UNDECIDED)
+        if not plans:
+            return outcomes
+        groups = self._script_groups(plans)
+        decided: dict[int, Decision | PatternError] = {}
+        for group, reply in zip(groups, await self._replies(groups, "0", within), strict=True):
+            if isinstance(reply, Exception):
+                try:
+                    decided.update(zip(map(id, group), self._failed(reply, group), strict=True))
+                except PatternError as error:  # this group's node, this group's checks
+                    decided.update((id(plan), error) for plan in group)
+            else:
+                decided.update(zip(map(id, group), _decisions(group, reply), strict=True))
+        _record(plans, decided)
+        for position, plan in zip(positions, plans, strict=True):
+            outcomes[position] = decided[id(plan)]
+        return outcomes
+
+    async def _decide(
+        self, plans: list[_Plan], groups: list[list[_Plan]], mode: str, within: float | None
+    ) -> list[Decision]:
+        """The decisions of `plans`, in order, each of `groups` decided by one script run
+        (all of them in one round trip per node); if any fails, every one fails (or, failing
+        open, is admitted)."""
         decided: dict[int, Decision] = {}
-        for group, reply in zip(groups, replies, strict=True):
+        for group, reply in zip(groups, await self._replies(groups, mode, within), strict=True):
+            if isinstance(reply, Exception):
+                return self._failed(reply, plans)
             decided.update(zip(map(id, group), _decisions(group, reply), strict=True))
         _record(plans, decided)
         return [decided[id(plan)] for plan in plans]
+
+    async def _replies(
+        self, groups: list[list[_Plan]], mode: str, within: float | None
+    ) -> list[list[int] | Exception]:
+        """The reply of each group's script run, or its error (all sent in one round trip
+        per node); every one the error when the round trip as a whole fails (its time is
+        up while failing open)."""
+        try:
+            return await self._decided_within(
+                within, self._redis.run_settled(*(_command(mode, group) for group in groups))
+            )
+        except Exception as error:
+            return [error] * len(groups)
 
     def _script_groups(self, plans: list[_Plan]) -> list[list[_Plan]]:
         """Checks that one script run can decide together: the same Cluster slot (all of
@@ -302,11 +359,15 @@ def check_many_count(count: int, all_or_nothing: bool) -> None:
         raise InvalidArgument("checks", f"must hold 1 to {most:,} entries{mode}, got {count:,}")
 
 
-def _record(plans: list[_Plan], decided: dict[int, Decision]) -> None:
-    """Count the decisions of a CheckMany, by algorithm (one call per algorithm in it)."""
+def _record(plans: list[_Plan], decided: Mapping[int, Decision | PatternError]) -> None:
+    """Count the decisions of a batch of checks, by algorithm (one call per algorithm in
+    it); a check that failed is none."""
     counts: dict[str, list[int]] = {}
     for plan in plans:
-        allowed = decided[id(plan)].allowed
+        outcome = decided[id(plan)]
+        if not isinstance(outcome, Decision):
+            continue
+        allowed = outcome.allowed
         counts.setdefault(LABELS[plan.args[0]], [0, 0])[0 if allowed else 1] += 1
     for algorithm, (allowed_count, refused_count) in counts.items():
         record().decisions(algorithm, allowed_count, refused_count)

@@ -7,8 +7,9 @@
   progress; beyond either, `admit` refuses with RESOURCE_EXHAUSTED (reason OVERLOADED,
   with a RetryInfo), counted in a log line at most every 10 seconds. The explicit cap keeps
   memory flat and answers overload plainly, where gRPC's own queue would cancel calls.
-- Server-streaming calls are tracked so that shutdown can end them (`end_streams`), and so
-  that a stream whose credentials are revoked by a new auth file ends (`revoke`).
+- Streams (server-streaming and bidi calls) are tracked so that shutdown can end them
+  (`end_streams`), and so that a stream whose credentials are revoked by a new auth file
+  ends (`revoke`).
 - Each tenant may have its share of both limits (`max_concurrent_rpcs`, `max_streams` in
   the auth file): beyond it, RESOURCE_EXHAUSTED (reason TENANT_OVERLOADED), so one noisy
   team cannot take what the others need.
@@ -20,7 +21,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
@@ -33,11 +33,11 @@ from patterns_server.core.errors import (
     Unavailable,
 )
 from patterns_server.core.settings import Settings
+from patterns_server.rpc.errors import OVERLOAD_RETRY
 from patterns_server.runtime.auth import DEFAULT_TENANT, Credential, Tenant
 
 logger = logging.getLogger(__name__)
 
-OVERLOAD_RETRY = timedelta(milliseconds=250)
 SHUTTING_DOWN = Unavailable("the server is shutting down: reconnect", "SHUTTING_DOWN")
 OVERLOAD_REPORT_SECONDS = 10.0
 SHUTDOWN_QUIET_SECONDS = 0.1
@@ -99,7 +99,7 @@ REVOKED = Unauthenticated(
 
 @dataclass(eq=False)
 class Stream:
-    """An open server-streaming call, and what ends it when it must end before its time
+    """An open stream (server-streaming or bidi), and what ends it when it must end before its time
     (shutdown, revoked credentials)."""
 
     task: "asyncio.Task[Any] | None"

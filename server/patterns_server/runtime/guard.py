@@ -1,6 +1,6 @@
 """The one place where exceptions become gRPC statuses, and where each call is logged.
 
-`guard` wraps each method of a servicer, unary or server-streaming alike:
+`guard` wraps each method of a servicer, unary, server-streaming or bidi alike:
 - a `PatternError` becomes its category's code (one table), with a `google.rpc.ErrorInfo`
   carrying its reason, a `BadRequest` naming the field for `InvalidArgument`, and a
   `RetryInfo` when it says when to retry;
@@ -22,8 +22,7 @@ import asyncio
 import functools
 import logging
 import time
-import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +31,9 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from patterns_server.core.errors import InvalidArgument, PatternError
+from patterns_server.core.errors import PatternError
 from patterns_server.core.tenancy import enter_namespace
+from patterns_server.rpc.errors import failure_of
 from patterns_server.runtime.auth import Access, Tenant
 from patterns_server.runtime.calls import Calls, Malformed, Stream, request_size
 from patterns_server.runtime.metrics import Metrics
@@ -120,6 +120,24 @@ def guard_stream(behaviour: StreamBehaviour, method: str, gate: Gate) -> StreamB
     """`behaviour` (one request, a stream of responses) with its caller authenticated and
     counted within the limits, in its tenant's namespace, errors mapped, the stream counted
     and logged once at its end, and ended early by `calls` (shutdown, revoked credentials)."""
+    return _guard_responses(behaviour, method, gate, bidi=False)
+
+
+def guard_bidi(behaviour: StreamBehaviour, method: str, gate: Gate) -> StreamBehaviour:
+    """`behaviour` (a stream of requests, a stream of responses) guarded as `guard_stream`
+    guards a server stream: the stream counts against the server's and its tenant's
+    streams, and ends at shutdown or when its credentials are revoked. `behaviour` reads
+    the requests through an iterator that raises the `InvalidArgument` (reason
+    MALFORMED_REQUEST) of a malformed one, instead of handing it over: raised on from
+    `behaviour`, it ends the stream INVALID_ARGUMENT (a malformed message has no id to
+    answer it by)."""
+    return _guard_responses(behaviour, method, gate, bidi=True)
+
+
+def _guard_responses(
+    behaviour: StreamBehaviour, method: str, gate: Gate, bidi: bool
+) -> StreamBehaviour:
+    """`guard_stream` and `guard_bidi`: they differ only in how the requests are read."""
     service, name = _service_of(method), method.rsplit("/", 1)[1]
     calls, access, metrics, tracing = gate.calls, gate.access, gate.metrics, gate.tracing
 
@@ -129,7 +147,7 @@ def guard_stream(behaviour: StreamBehaviour, method: str, gate: Gate) -> StreamB
         outcome, sent = "OK", 0
         stream: Stream | None = None
         tenant_name = "-"  # until authenticated
-        messages = behaviour(request, context)
+        messages = behaviour(_well_formed(request) if bidi else request, context)
         failure: Exception | None = None
         try:
             try:
@@ -141,7 +159,7 @@ def guard_stream(behaviour: StreamBehaviour, method: str, gate: Gate) -> StreamB
                     raise opened
                 stream = opened
                 metrics.stream_opened(service, name)
-                if request.__class__ is Malformed:
+                if not bidi and request.__class__ is Malformed:
                     raise request.error
                 enter_namespace(credential.tenant.namespace)
                 while stream.ending is None:
@@ -200,6 +218,14 @@ def guard_stream(behaviour: StreamBehaviour, method: str, gate: Gate) -> StreamB
     return traced
 
 
+async def _well_formed(requests: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
+    """The requests of a client stream, the first malformed one raised as its error."""
+    async for request in requests:
+        if request.__class__ is Malformed:
+            raise request.error
+        yield request
+
+
 def _log_call(
     method: str,
     outcome: str,
@@ -249,25 +275,20 @@ def _cancelled_outcome(context: grpc.aio.ServicerContext) -> str:
 
 
 def status_for(error: Exception, method: str) -> status_pb2.Status:
-    """The `google.rpc.Status` a client receives for `error`."""
-    if not isinstance(error, PatternError):
-        incident = uuid.uuid4().hex[:12]
-        logger.error("internal error %s in %s", incident, method, exc_info=error)
-        message = f"internal error (incident {incident})"
-        return _status(code_pb2.INTERNAL, message, _error_info("INTERNAL"))
+    """The `google.rpc.Status` a client receives for `error` (`rpc.errors.failure_of`)."""
+    failure = failure_of(error, method)
     details: list[Any] = []
-    if isinstance(error, InvalidArgument) and error.field:
+    if failure.field:
         violation = error_details_pb2.BadRequest.FieldViolation(
-            field=error.field, description=error.description
+            field=failure.field, description=failure.description
         )
         details.append(error_details_pb2.BadRequest(field_violations=[violation]))
-    if error.retry_after is not None:
+    if failure.retry_after is not None:
         delay = duration_pb2.Duration()
-        delay.FromTimedelta(error.retry_after)
+        delay.FromTimedelta(failure.retry_after)
         details.append(error_details_pb2.RetryInfo(retry_delay=delay))
-    details.append(_error_info(error.reason))
-    # A category is named as its google.rpc.Code.
-    return _status(code_pb2.Code.Value(error.category.value), error.message, *details)
+    details.append(_error_info(failure.reason))
+    return _status(failure.code, failure.message, *details)
 
 
 def _error_info(reason: str) -> error_details_pb2.ErrorInfo:

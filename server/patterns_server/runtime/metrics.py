@@ -82,14 +82,14 @@ class PrometheusMetrics(Metrics):
         )
         self._streams = Gauge(
             "patterns_streams_open",
-            "Server streams open now (Events.Subscribe, Locker.Hold).",
+            "Streams open now (Events.Subscribe, Locker.Hold, RateLimiter.CheckStream).",
             ["service", "method"],
             multiprocess_mode="livesum",
             registry=r,
         )
         self._stream_messages = Counter(
             "patterns_stream_messages",
-            "Messages sent on server streams.",
+            "Messages sent on streams (a CheckStream's: one per check answered).",
             ["service", "method"],
             registry=r,
         )

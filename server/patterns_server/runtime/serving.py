@@ -1,4 +1,4 @@
-"""Serving a `Service`: every method its descriptor names, unary or server-streaming,
+"""Serving a `Service`: every method its descriptor names, unary, server-streaming or bidi,
 registered on the gRPC server through `guard` (admission, errors as statuses, one log line
 per call) with a request reader that never raises (see `calls.deserializer`)."""
 
@@ -12,7 +12,7 @@ from google.protobuf.message import Message
 
 from patterns_server.rpc.service import Service
 from patterns_server.runtime.calls import deserializer
-from patterns_server.runtime.guard import Gate, guard_stream, guard_unary
+from patterns_server.runtime.guard import Gate, guard_bidi, guard_stream, guard_unary
 
 
 def add_service(server: grpc.aio.Server, service: Service, gate: Gate) -> None:
@@ -28,15 +28,21 @@ def add_service(server: grpc.aio.Server, service: Service, gate: Gate) -> None:
 def _handler(service: Service, method: Any, gate: Gate) -> grpc.RpcMethodHandler:
     behaviour = getattr(service.servicer, method.name)
     path = f"/{service.name}/{method.name}"
-    if method.client_streaming or inspect.isasyncgenfunction(behaviour) != bool(
-        method.server_streaming
+    if inspect.isasyncgenfunction(behaviour) != bool(method.server_streaming) or (
+        method.client_streaming and not method.server_streaming
     ):
         raise TypeError(
             f"{path}: the servicer's method must be an async generator exactly when the "
-            "contract streams responses (client streaming is not supported)"
+            "contract streams responses (client streaming alone is not supported)"
         )
     request = message_factory.GetMessageClass(method.input_type)
     response = message_factory.GetMessageClass(method.output_type)
+    if method.client_streaming:
+        return grpc.stream_stream_rpc_method_handler(
+            guard_bidi(behaviour, path, gate),
+            request_deserializer=deserializer(request, None),
+            response_serializer=_serializer(response),
+        )
     if method.server_streaming:
         return grpc.unary_stream_rpc_method_handler(
             guard_stream(behaviour, path, gate),

@@ -124,15 +124,23 @@ class RedisBackend:
         """Replies to `commands` in order, sent in one round trip (per Cluster node)
         together with those of other calls made at the same time. The first command that
         fails raises its error (`Unavailable` when Redis cannot serve now)."""
-        tracer = trace()
-        if tracer.enabled:
-            replies = await self._traced(tracer, commands)
-        else:
-            replies = await self._batcher.run(commands)
+        replies = await self._replies(commands)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise translated(reply) from reply
         return replies
+
+    async def run_settled(self, *commands: Command) -> list[Any]:
+        """As `run`, except that a command that fails has its error (as `run` would raise
+        it) for its reply, and the others' replies stand: on a Cluster, a node that cannot
+        serve fails its own commands only."""
+        return [_settled(reply) for reply in await self._replies(commands)]
+
+    async def _replies(self, commands: Sequence[Command]) -> list[Any]:
+        tracer = trace()
+        if tracer.enabled:
+            return await self._traced(tracer, commands)
+        return await self._batcher.run(commands)
 
     async def _traced(self, tracer: Tracer, commands: Sequence[Command]) -> list[Any]:
         scripts = ",".join(sorted({c.script.body.stem for c in commands if c.script is not None}))
@@ -344,3 +352,13 @@ def _scrubbed(message: str, url: str) -> str:
         return "'***'" if piece and piece in credentials and piece not in options else quoted[0]
 
     return re.sub(r"'([^']*)'", mask, message).replace(credentials, "***")
+
+
+def _settled(reply: Any) -> Any:
+    """A reply of `run_settled`: a failure as the error `run` would raise."""
+    if not isinstance(reply, Exception):
+        return reply
+    error = translated(reply)
+    if error is not reply:
+        error.__cause__ = reply
+    return error

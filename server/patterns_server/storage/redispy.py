@@ -28,7 +28,13 @@ redis-py alone.
    batch reads it from other nodes first (a frozen node asked first would hold it for a
    whole timeout). redis-py's private `_initialize` flag is what
    its own error handling sets (8.0 and 8.1).
-4. `scan_members(reply)` and `scan_cursor(cursor)`: ZSCAN's pairs arrive flat (RESP2) or
+4. `replacing_closed` also writes without a task per write: redis-py bounds each write
+   by `asyncio.wait_for(drain(), socket_timeout)`, which (Python 3.11) makes a task for
+   every command sent, even when the socket takes the bytes at once, as it nearly always
+   does: 5% of a Check's server time. The write is the same `writelines`; only a write
+   that the socket cannot take at once waits for it to drain, within the same timeout,
+   with redis-py's errors (releases in WRITER_CHECKED).
+5. `scan_members(reply)` and `scan_cursor(cursor)`: ZSCAN's pairs arrive flat (RESP2) or
    as pairs (RESP3), and the Cluster client answers SCAN's cursor as {node: cursor}.
 
 Worked around elsewhere, without patching: redis-py can swallow a task cancellation that
@@ -38,6 +44,8 @@ not by cancelling it; and with RESP3 a subscribed connection's messages arrive a
 replies, which `read_response(push_request=True)` must ask for (storage/pubsub.py).
 """
 
+import asyncio
+import builtins
 import logging
 from typing import Any, TypeVar
 
@@ -57,6 +65,8 @@ logger = logging.getLogger(__name__)
 
 # The redis-py releases whose AbstractConnection.pack_command the packer replaces.
 PACKER_CHECKED = ("8.0.", "8.1.")
+# The redis-py releases whose send_packed_command the direct write matches (see 4).
+WRITER_CHECKED = PACKER_CHECKED
 
 _original_pack_command = AbstractConnection.pack_command
 _hiredis_packer = HiredisRespSerializer()
@@ -103,6 +113,9 @@ def original_pack_command(connection: AbstractConnection, *args: Any) -> Any:
 
 C = TypeVar("C", bound=AbstractConnection)
 
+# Whether connections write as redis-py does without its task per write (4).
+_direct_write = redis.__version__.startswith(WRITER_CHECKED)
+
 
 def replacing_closed(base: type[C]) -> type[C]:
     """`base` (a redis-py connection class) that reconnects, before sending a command,
@@ -123,7 +136,34 @@ def replacing_closed(base: type[C]) -> type[C]:
             if self.is_connected and not self._connecting and await self._closed_by_redis():
                 await self.disconnect()
                 record().redis_reconnect("pool")
-            await super().send_packed_command(command, check_health)
+            if not self.is_connected and not self._connecting:
+                # By `connect()`, as the pool connects: a Sentinel's connection asks there
+                # for the master's address (redis-py's own reconnection on send would go
+                # back to the address it had, or to localhost for one never connected).
+                await self.connect()
+            if not _direct_write or not self.is_connected or not isinstance(command, list):
+                await super().send_packed_command(command, check_health)
+                return
+            if check_health:
+                await self.check_health()
+            await self._write(command)
+
+        async def _write(self, command: list[bytes]) -> None:
+            """As redis-py writes (see the module's docstring, 4)."""
+            try:
+                self._writer.writelines(command)
+                if self._writer.transport.get_write_buffer_size():
+                    async with asyncio.timeout(self.socket_timeout):
+                        await self._writer.drain()
+            except builtins.TimeoutError:  # `TimeoutError` here is redis-py's
+                await self.disconnect(nowait=True)
+                raise TimeoutError("Timeout writing to socket") from None
+            except OSError as error:
+                await self.disconnect(nowait=True)
+                raise ConnectionError(f"Error while writing to socket: {error}") from error
+            except BaseException:
+                await self.disconnect(nowait=True)
+                raise
 
         async def _closed_by_redis(self) -> bool:
             """Whether the connection has something to read before a command is sent
