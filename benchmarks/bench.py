@@ -12,6 +12,10 @@ processes (pinned to the other cores, beside Redis):
   checkmany    RateLimiter/CheckMany of 100 checks
   checkstream  RateLimiter/CheckStream, one check per message, --in-flight checks at once
                carried over 2 streams per client process (calls/s: checks answered/s)
+  client-check, client-checkstream, client-sync-check, client-sync-checkstream
+               RateLimiter checks through the Python client from one process, --in-flight
+               at once: aio tasks or blocking-client threads, each check a unary Check or
+               a message of the client's one shared CheckStream (benchmarks/client.py)
   direct       no server: the same Lua decision made with redis-py asyncio from one
                Python process (pinned to core 0 like the server), one EVALSHA per decision
   cache-get    Cache/Get of 1 KiB values over 10,000 keys; direct-get: redis-py GET of the
@@ -57,6 +61,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 from benchmarks import script_cost
+from benchmarks.client import SCENARIOS as CLIENT_SCENARIOS
+from benchmarks.client import run_client_worker
 from benchmarks.fanout import FanoutResult, run_fanout
 from benchmarks.load import (
     BOARD,
@@ -92,6 +98,10 @@ SCENARIOS = (
     "check-refused",
     "checkmany",
     "checkstream",
+    "client-check",
+    "client-checkstream",
+    "client-sync-check",
+    "client-sync-checkstream",
     "direct",
     "cache-get",
     "direct-get",
@@ -254,7 +264,9 @@ def run_scenario(
     assert server.process is not None
     server_pid = server.process.pid
     single = scenario.endswith("-single")
-    workers = 1 if single or scenario in DIRECT else client_processes
+    # The client- scenarios are one app's process: its checks share one client.
+    one_process = single or scenario in DIRECT or scenario in CLIENT_SCENARIOS
+    workers = 1 if one_process else client_processes
     per_worker = 1 if single else max(1, in_flight // workers)
     begin = time.monotonic() + 2.0  # worker start-up
     window = Window(begin + warmup, begin + warmup + seconds)
@@ -284,6 +296,12 @@ def run_scenario(
                     WORKER_CONNECTIONS,
                 )
                 for _ in range(workers)
+            ]
+        elif scenario in CLIENT_SCENARIOS:
+            futures = [
+                pool.submit(
+                    run_client_worker, server.address, scenario, per_worker, window, client_cores
+                )
             ]
         else:
             futures = [
@@ -400,6 +418,30 @@ RATIOS = [
         "checkstream",
         "check",
         "server_cpu_us_per_call",
+    ),
+    (
+        "server CPU per decision, aio client over its CheckStream ÷ unary",
+        "client-checkstream",
+        "client-check",
+        "server_cpu_us_per_call",
+    ),
+    (
+        "decisions/s, aio client over its CheckStream ÷ unary",
+        "client-checkstream",
+        "client-check",
+        "rps",
+    ),
+    (
+        "server CPU per decision, blocking client (threads) over its CheckStream ÷ unary",
+        "client-sync-checkstream",
+        "client-sync-check",
+        "server_cpu_us_per_call",
+    ),
+    (
+        "decisions/s, blocking client (threads) over its CheckStream ÷ unary",
+        "client-sync-checkstream",
+        "client-sync-check",
+        "rps",
     ),
     (
         "CheckMany(100) decisions/s ÷ direct redis-py decisions/s (target ≥ 2)",

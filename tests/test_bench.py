@@ -35,7 +35,7 @@ def test_bench_runs_every_scenario_briefly() -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=240,  # every scenario; four servers to start, one of --workers 2
+        timeout=240,  # some 25 scenarios, a few seconds of start-up each
     )
     assert result.returncode == 0, result.stderr
     for scenario in SCENARIOS:
@@ -44,6 +44,8 @@ def test_bench_runs_every_scenario_briefly() -> None:
     assert "Sessions Get+touch calls/s ÷ no-op RPC calls/s" in result.stdout
     assert "CheckMany(100) decisions/s ÷ direct redis-py decisions/s" in result.stdout
     assert "CheckStream decisions/s ÷ Check calls/s" in result.stdout
+    assert "server CPU per decision, aio client over its CheckStream ÷ unary" in result.stdout
+    assert "blocking client (threads) over its CheckStream ÷ unary" in result.stdout
     assert "Check calls/s, --workers 2 ÷ one process" in result.stdout
     assert "Events fan-out: 20 subscriber streams" in result.stdout
     assert "server memory per idle stream" in result.stdout

@@ -2,7 +2,9 @@
 server can fail to answer: the server paused (SIGSTOP), its Redis paused, no server
 listening (a refused connection), the server overloaded (RESOURCE_EXHAUSTED OVERLOADED,
 `--max-concurrent-rpcs 1` with its one slot taken) and the caller's tenant at its share
-(TENANT_OVERLOADED).
+(TENANT_OVERLOADED); and the rate-limit checks over the client's shared CheckStream
+(`stream_checks`) against those that reach a stream (the server or its Redis paused, a
+refused connection: the overloaded conditions refuse unary calls, not streams).
 
 Each fallback must answer within its budget (`fallback_after`, 200 ms by default) and a
 generous margin for a busy machine; the client's own timeout is 10 s here, so a fallback
@@ -56,6 +58,7 @@ CLIENT_TIMEOUT = 10
 MINUTE = timedelta(minutes=1)
 POLICY = Policy.gcra(10, MINUTE, burst=20)
 CONDITIONS = ["server paused", "redis paused", "refused", "overloaded", "tenant overloaded"]
+STREAM_CONDITIONS = ["server paused", "redis paused", "refused"]
 
 
 # The ways the server fails to answer: each a context manager giving the address to call.
@@ -155,9 +158,14 @@ def check_answers(times: dict[str, float], condition: str, mode: str) -> None:
     assert not slow, f"past the budget of {BUDGET} s (+ {MARGIN} s): {slow}"
 
 
-def sync_fallbacks(target: Target) -> dict[str, float]:
+def sync_fallbacks(target: Target, stream_checks: bool = False) -> dict[str, float]:
     times: dict[str, float] = {}
-    with Client(target.address, api_key=target.api_key, timeout=CLIENT_TIMEOUT) as client:
+    with Client(
+        target.address,
+        api_key=target.api_key,
+        timeout=CLIENT_TIMEOUT,
+        stream_checks=stream_checks,
+    ) as client:
         limiter, cache = client.ratelimit, client.cache
         admitted = timed(
             "check allow", times, lambda: limiter.check("k", POLICY, cost=3, on_unavailable="allow")
@@ -194,7 +202,7 @@ def sync_fallbacks(target: Target) -> dict[str, float]:
     return times
 
 
-def aio_fallbacks(target: Target) -> dict[str, float]:
+def aio_fallbacks(target: Target, stream_checks: bool = False) -> dict[str, float]:
     times: dict[str, float] = {}
 
     async def atimed(what: str, answer: Callable[[], Any]) -> Any:
@@ -206,7 +214,10 @@ def aio_fallbacks(target: Target) -> dict[str, float]:
 
     async def scenario() -> None:
         async with aio.Client(
-            target.address, api_key=target.api_key, timeout=CLIENT_TIMEOUT
+            target.address,
+            api_key=target.api_key,
+            timeout=CLIENT_TIMEOUT,
+            stream_checks=stream_checks,
         ) as client:
             limiter, cache = client.ratelimit, client.cache
             admitted = await atimed(
@@ -260,6 +271,21 @@ def test_every_fallback_answers_within_its_budget(
     with failing(condition, own_redis, server_on_own_redis, tmp_path) as target:
         times = run(target)
     check_answers(times, condition, mode)
+
+
+@pytest.mark.parametrize("condition", STREAM_CONDITIONS)
+@pytest.mark.parametrize("mode", ["sync", "aio"])
+def test_every_fallback_over_the_check_stream_answers_within_its_budget(
+    mode: str,
+    condition: str,
+    own_redis: RedisServer,
+    server_on_own_redis: Callable[..., PatternsServer],
+    tmp_path: Path,
+) -> None:
+    run = sync_fallbacks if mode == "sync" else aio_fallbacks
+    with failing(condition, own_redis, server_on_own_redis, tmp_path) as target:
+        times = run(target, stream_checks=True)
+    check_answers(times, condition, f"{mode} over the check stream")
 
 
 # A budget the caller sets, and what no fallback hides.

@@ -18,6 +18,7 @@ from patterns.session.v1 import session_pb2_grpc
 
 from patterns_client._calls import Calls, Metadata
 from patterns_client._channel import Security, channel_credentials, describe, with_api_key
+from patterns_client._check_stream import CheckStream
 from patterns_client._convert import seconds
 from patterns_client.cache import Cache
 from patterns_client.counter import UniqueCounter
@@ -28,6 +29,10 @@ from patterns_client.ratelimit import RateLimiter
 from patterns_client.sessions import Sessions
 
 DEFAULT_TIMEOUT = timedelta(seconds=5)
+# Whether ratelimit.check goes over the client's shared CheckStream unless told otherwise:
+# yes, since it costs the server about half the CPU per decision of a unary Check
+# (benchmarks/client.py), with the same answers and fallbacks.
+STREAM_CHECKS = True
 
 
 class Client:
@@ -38,7 +43,11 @@ class Client:
     PEM files (a private CA, a client certificate), or a grpc.ChannelCredentials.
     `timeout` bounds every call (calls that wait on the server, such as a lock's `wait`,
     get that much longer); `metadata` goes with every call; `options` are gRPC channel
-    options. Use it as a context manager, or call `close()`.
+    options. `ratelimit.check` sends the checks of every thread over one shared
+    RateLimiter.CheckStream (`stream_checks=True`, the default) rather than a unary Check
+    each: the same answers and errors, fallbacks included, for less of the server's time;
+    `stream_checks=False` sends unary Checks (see docs/python-client.md).
+    Use it as a context manager, or call `close()`.
 
     In a web app: one client for the process, shared by every request and thread (its
     methods are thread-safe), made at start and closed at exit; with a server that forks
@@ -57,6 +66,7 @@ class Client:
         timeout: float | timedelta = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
         options: Sequence[tuple[str, Any]] = (),
+        stream_checks: bool = STREAM_CHECKS,
         credentials: grpc.ChannelCredentials | None = None,  # deprecated: tls=
     ) -> None:
         secure = channel_credentials(tls, credentials)
@@ -66,7 +76,7 @@ class Client:
         else:
             self._channel = grpc.secure_channel(target, secure, options=list(options))
         self._made = describe("Client", api_key, repr(target), f"tls={secure is not None}")
-        self._bind(timeout, metadata)
+        self._bind(timeout, metadata, stream_checks)
 
     @classmethod
     def over(
@@ -76,6 +86,7 @@ class Client:
         api_key: str | None = None,
         timeout: float | timedelta = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
+        stream_checks: bool = STREAM_CHECKS,
     ) -> Client:
         """A client on a channel made elsewhere (with interceptors, say); `close()`
         closes it."""
@@ -83,13 +94,15 @@ class Client:
         metadata = with_api_key(metadata, api_key)
         client._channel = channel
         client._made = describe("Client.over", api_key, "<channel>")
-        client._bind(timeout, metadata)
+        client._bind(timeout, metadata, stream_checks)
         return client
 
-    def _bind(self, timeout: float | timedelta, metadata: Metadata) -> None:
+    def _bind(self, timeout: float | timedelta, metadata: Metadata, stream_checks: bool) -> None:
         calls = Calls(seconds(timeout), metadata)
         channel = self._channel
-        self.ratelimit = RateLimiter(calls, ratelimit_pb2_grpc.RateLimiterStub(channel))
+        limiter = ratelimit_pb2_grpc.RateLimiterStub(channel)
+        self._check_stream = CheckStream(calls, limiter) if stream_checks else None
+        self.ratelimit = RateLimiter(calls, limiter, self._check_stream)
         self.counter = UniqueCounter(calls, counter_pb2_grpc.UniqueCounterStub(channel))
         self.events = Events(calls, events_pb2_grpc.EventsStub(channel))
         self.locks = Locks(calls, lock_pb2_grpc.LockerStub(channel))
@@ -101,7 +114,10 @@ class Client:
         return self._made
 
     def close(self) -> None:
-        """Close the channel: calls in progress are cancelled."""
+        """Close the channel: calls in progress are cancelled (the checks' stream, and
+        its thread, end first)."""
+        if self._check_stream is not None:
+            self._check_stream.close()
         self._channel.close()
 
     def __enter__(self) -> Client:

@@ -20,7 +20,8 @@ from patterns.session.v1 import session_pb2_grpc
 
 from patterns_client._calls import AsyncCalls, Metadata
 from patterns_client._channel import Security, channel_credentials, describe, with_api_key
-from patterns_client._client import DEFAULT_TIMEOUT
+from patterns_client._check_stream_aio import AsyncCheckStream
+from patterns_client._client import DEFAULT_TIMEOUT, STREAM_CHECKS
 from patterns_client._convert import seconds
 from patterns_client.cache import AsyncCache
 from patterns_client.counter import AsyncUniqueCounter
@@ -58,6 +59,9 @@ class Client:
     `asyncio.run`, each test's loop) opens a new channel in the new loop; one used from
     two loops running at once (two threads' loops) raises a PatternsError saying so:
     make one client per loop. `close()` closes the channel; a later call opens another.
+    `stream_checks` is the blocking client's: `ratelimit.check` sends the checks of every
+    task over one shared RateLimiter.CheckStream of the running loop (the default), or a
+    unary Check each (`stream_checks=False`).
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class Client:
         timeout: float | timedelta = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
         options: Sequence[tuple[str, Any]] = (),
+        stream_checks: bool = STREAM_CHECKS,
         credentials: grpc.ChannelCredentials | None = None,  # deprecated: tls=
     ) -> None:
         secure = channel_credentials(tls, credentials)
@@ -82,7 +87,7 @@ class Client:
 
         self._binding = _Binding(make, None)
         self._made = describe("aio.Client", api_key, repr(target), f"tls={secure is not None}")
-        self._bind(timeout, metadata)
+        self._bind(timeout, metadata, stream_checks)
 
     @classmethod
     def over(
@@ -92,6 +97,7 @@ class Client:
         api_key: str | None = None,
         timeout: float | timedelta = DEFAULT_TIMEOUT,
         metadata: Metadata = (),
+        stream_checks: bool = STREAM_CHECKS,
     ) -> Client:
         """A client on a channel made elsewhere (with interceptors, say); `close()`
         closes it. That channel belongs to the event loop it was made in: the client
@@ -100,13 +106,15 @@ class Client:
         metadata = with_api_key(metadata, api_key)
         client._binding = _Binding(None, channel)
         client._made = describe("aio.Client.over", api_key, "<channel>")
-        client._bind(timeout, metadata)
+        client._bind(timeout, metadata, stream_checks)
         return client
 
-    def _bind(self, timeout: float | timedelta, metadata: Metadata) -> None:
+    def _bind(self, timeout: float | timedelta, metadata: Metadata, stream_checks: bool) -> None:
         calls = AsyncCalls(seconds(timeout), metadata)
         stub = self._binding.stub
-        self.ratelimit = AsyncRateLimiter(calls, stub(ratelimit_pb2_grpc.RateLimiterStub))
+        limiter = stub(ratelimit_pb2_grpc.RateLimiterStub)
+        self._check_stream = AsyncCheckStream(calls, limiter) if stream_checks else None
+        self.ratelimit = AsyncRateLimiter(calls, limiter, self._check_stream)
         self.counter = AsyncUniqueCounter(calls, stub(counter_pb2_grpc.UniqueCounterStub))
         self.events = AsyncEvents(calls, stub(events_pb2_grpc.EventsStub))
         self.locks = AsyncLocks(calls, stub(lock_pb2_grpc.LockerStub))
@@ -119,7 +127,10 @@ class Client:
 
     async def close(self) -> None:
         """Close the channel: calls in progress are cancelled. A call made after opens a
-        new channel (not on a client made `over` a channel)."""
+        new channel (not on a client made `over` a channel). The checks' stream, and its
+        task, end first."""
+        if self._check_stream is not None:
+            await self._check_stream.close()
         await self._binding.close()
 
     async def __aenter__(self) -> Client:

@@ -207,6 +207,8 @@ _BY_CODE = {
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
 }
+# google.rpc.Code numbers (a CheckError's `code`) to gRPC's status codes.
+_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
 
 
 def from_rpc_error(error: grpc.RpcError) -> PatternsError:
@@ -229,13 +231,47 @@ def from_rpc_error(error: grpc.RpcError) -> PatternsError:
             bad = error_details_pb2.BadRequest()
             packed.Unpack(bad)
             violations += [FieldViolation(v.field, v.description) for v in bad.field_violations]
+    return _error(code, call.details() or "", reason, retry_after, tuple(violations))
+
+
+def from_check_error(
+    code: int, message: str, reason: str, field: str, retry_after: timedelta | None
+) -> PatternsError:
+    """The PatternsError of one check's error on a CheckStream (a `CheckError`: the status
+    a unary Check would have ended with, flattened): the same class, reason, field and
+    retry_after as that unary failure raises."""
+    status = _BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
+    violations: tuple[FieldViolation, ...] = ()
+    if field:
+        # The server's message is "<field>: <description>"; BadRequest carries the
+        # description alone, and so does the unary failure's FieldViolation.
+        description = message.removeprefix(f"{field}: ")
+        violations = (FieldViolation(field, description),)
+    return _error(status, message, reason, retry_after, violations)
+
+
+def copy_error(error: PatternsError) -> PatternsError:
+    """A new exception equal to `error`, for one caller of several that share a failure
+    (one exception object raised in many threads would share its traceback)."""
+    return type(error)(
+        error.message,
+        code=error.code,
+        reason=error.reason,
+        retry_after=error.retry_after,
+        field_violations=error.field_violations,
+    )
+
+
+def _error(
+    code: grpc.StatusCode,
+    message: str,
+    reason: str,
+    retry_after: timedelta | None,
+    violations: tuple[FieldViolation, ...],
+) -> PatternsError:
     kind = _BY_CODE.get(code, Internal)
     return kind(
-        call.details() or "",
-        code=code,
-        reason=reason,
-        retry_after=retry_after,
-        field_violations=tuple(violations),
+        message, code=code, reason=reason, retry_after=retry_after, field_violations=violations
     )
 
 

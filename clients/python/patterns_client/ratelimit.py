@@ -13,6 +13,8 @@ from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 
 from patterns_client._calls import FALLBACK_AFTER, AsyncCalls, Calls
+from patterns_client._check_stream import CheckStream
+from patterns_client._check_stream_aio import AsyncCheckStream
 from patterns_client._convert import duration, seconds
 from patterns_client.errors import PatternsError, RateLimited, falls_back
 
@@ -204,11 +206,27 @@ def _fallback(
 
 
 class RateLimiter:
-    """`client.ratelimit` of the blocking client."""
+    """`client.ratelimit` of the blocking client. With `check_stream` (the client's
+    `stream_checks`, on by default), `check` sends its checks over that one shared
+    CheckStream rather than a unary Check each: the same answers, for less of the
+    server's time."""
 
-    def __init__(self, calls: Calls, stub: ratelimit_pb2_grpc.RateLimiterStub) -> None:
+    def __init__(
+        self,
+        calls: Calls,
+        stub: ratelimit_pb2_grpc.RateLimiterStub,
+        check_stream: CheckStream | None = None,
+    ) -> None:
         self._calls = calls
         self._stub = stub
+        self._check_stream = check_stream
+
+    def _decide(self, request: pb.CheckRequest, timeout: float) -> pb.CheckResponse:
+        """`request`'s answer within `timeout` seconds, over the stream or unary."""
+        if self._check_stream is not None:
+            return self._check_stream.check(request, timeout)
+        response: pb.CheckResponse = self._calls.unary(self._stub.Check, request, timeout=timeout)
+        return response
 
     def check(
         self,
@@ -231,9 +249,9 @@ class RateLimiter:
         raise whatever `on_unavailable` says."""
         request = _check_request(key, policy, cost, peek)
         if on_unavailable == "raise":
-            return _decision(self._calls.unary(self._stub.Check, request), policy)
+            return _decision(self._decide(request, self._calls.timeout), policy)
         try:
-            response = self._calls.unary(self._stub.Check, request, timeout=seconds(fallback_after))
+            response = self._decide(request, seconds(fallback_after))
         except PatternsError as error:
             return _fallback(policy, cost, error, on_unavailable)
         return _decision(response, policy)
@@ -292,11 +310,27 @@ class RateLimiter:
 
 
 class AsyncRateLimiter:
-    """`client.ratelimit` of the asyncio client: RateLimiter's methods as coroutines."""
+    """`client.ratelimit` of the asyncio client: RateLimiter's methods as coroutines, and
+    its `check_stream` (one shared CheckStream per event loop) likewise."""
 
-    def __init__(self, calls: AsyncCalls, stub: ratelimit_pb2_grpc.RateLimiterStub) -> None:
+    def __init__(
+        self,
+        calls: AsyncCalls,
+        stub: ratelimit_pb2_grpc.RateLimiterStub,
+        check_stream: AsyncCheckStream | None = None,
+    ) -> None:
         self._calls = calls
         self._stub = stub
+        self._check_stream = check_stream
+
+    async def _decide(self, request: pb.CheckRequest, timeout: float) -> pb.CheckResponse:
+        """`request`'s answer within `timeout` seconds, over the stream or unary."""
+        if self._check_stream is not None:
+            return await self._check_stream.check(request, timeout)
+        response: pb.CheckResponse = await self._calls.unary(
+            self._stub.Check, request, timeout=timeout
+        )
+        return response
 
     async def check(
         self,
@@ -315,11 +349,9 @@ class AsyncRateLimiter:
         refuses on its own (`fallback=True`)."""
         request = _check_request(key, policy, cost, peek)
         if on_unavailable == "raise":
-            return _decision(await self._calls.unary(self._stub.Check, request), policy)
+            return _decision(await self._decide(request, self._calls.timeout), policy)
         try:
-            response = await self._calls.unary(
-                self._stub.Check, request, timeout=seconds(fallback_after)
-            )
+            response = await self._decide(request, seconds(fallback_after))
         except PatternsError as error:
             return _fallback(policy, cost, error, on_unavailable)
         return _decision(response, policy)
