@@ -24,6 +24,10 @@ processes (pinned to the other cores, beside Redis):
   lb-submit    Leaderboard/Submit (BEST) to a board of 1,000,000 members
   lb-top       Leaderboard/Top(10) of that board
   session-touch  Sessions/Get with touch over 10,000 sessions of 1,000 users
+  noop-workers, check-workers  noop and check against a second server started with
+               --workers (2 by default), its workers free to use every core (the
+               clients' and Redis's too), each client process calling over 8
+               connections so that the kernel spreads them over the workers
 
 then, once after the rounds, the Locker (`benchmarks/lock.py`): uncontended Acquire+Release
 pairs per second with --in-flight clients, and the hand-off latency (one holder's Release
@@ -72,10 +76,11 @@ from benchmarks.load import (
     create_sessions,
     run_direct_worker,
     run_grpc_worker,
+    run_grpc_worker_over_connections,
 )
 from benchmarks.lock import LockResult, run_locks
 from devtools.processes import PatternsServer, RedisServer
-from devtools.procfs import cpu_seconds
+from devtools.procfs import children, cpu_seconds
 from patterns_server.ratelimit.ratelimit import CHECK
 from patterns_server.runtime.auth import new_token
 from patterns_server.storage.embedded import find_redis_server, server_version
@@ -108,9 +113,13 @@ SCENARIOS = (
     "lb-submit",
     "lb-top",
     "session-touch",
+    "noop-workers",
+    "check-workers",
 )
 DIRECT = ("direct", "direct-get", "direct-set")
-VARIANTS = ("auth", "metrics")  # scenario suffixes served by a second, differently set server
+# Scenario suffixes served by a second, differently set server.
+VARIANTS = ("auth", "metrics", "workers")
+WORKER_CONNECTIONS = 8  # per client process, against the server of --workers
 
 
 @dataclass
@@ -157,6 +166,7 @@ class Processes:
         server_cores: set[int] | None,
         client_cores: set[int] | None,
         server_args: Sequence[str],
+        workers: int = 2,
     ) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="patterns-bench-"))
         binary, _ = find_redis_server()
@@ -169,14 +179,19 @@ class Processes:
         self.variants: dict[str, PatternsServer] = {}  # by scenario suffix: "auth", ...
         self.api_key = ""
         self._server_cores = server_cores
+        self._client_cores = client_cores
         self._server_args = server_args
+        self.workers = workers
 
     def start_variant(self, variant: str) -> None:
         """A second server on the same core and Redis, configured as `variant` says: the
         scenarios named `<scenario>-<variant>` call it, beside the plain server in the same
         run. "auth": with an auth file of one tenant, whose API key the calls carry;
-        "metrics": with --metrics-listen (metrics counted and served)."""
+        "metrics": with --metrics-listen (metrics counted and served); "workers": with
+        --workers, on every core (the kernel places the workers; the clients and Redis
+        share their cores)."""
         flags: list[str] = []
+        cores = self._server_cores
         if variant == "auth":
             self.api_key, digest = new_token()
             auth = self.directory / "tenants.toml"
@@ -186,13 +201,17 @@ class Processes:
             flags = ["--auth-file", str(auth)]
         elif variant == "metrics":
             flags = ["--metrics-listen", "127.0.0.1:0"]
+        elif variant == "workers":
+            flags = ["--workers", str(self.workers)]
+            if cores and self.workers > 1:  # --workers 1: the same layout, 8 connections
+                cores = cores | (self._client_cores or set())
         self.variants[variant] = PatternsServer(
             self.redis.url,
             "--health-interval",
             "1",
             *flags,
             *self._server_args,
-            cores=self._server_cores,
+            cores=cores,
         ).start()
 
     def server_for(self, scenario: str) -> PatternsServer:
@@ -225,6 +244,13 @@ class Processes:
             variant.stop()
         self.redis.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """CPU time of the server of `pid` so far: its own, and its workers' (--workers)."""
+    return cpu_seconds(pid) + sum(
+        cpu_seconds(worker) for worker in children(pid, "patterns_server worker")
+    )
 
 
 def run_scenario(
@@ -261,6 +287,19 @@ def run_scenario(
                     server_cores,
                 )
             ]
+        elif scenario.endswith("-workers"):
+            futures = [
+                pool.submit(
+                    run_grpc_worker_over_connections,
+                    server.address,
+                    scenario,
+                    per_worker,
+                    window,
+                    client_cores,
+                    WORKER_CONNECTIONS,
+                )
+                for _ in range(workers)
+            ]
         elif scenario in CLIENT_SCENARIOS:
             futures = [
                 pool.submit(
@@ -281,9 +320,9 @@ def run_scenario(
                 for _ in range(workers)
             ]
         time.sleep(max(0.0, window.start - time.monotonic()))
-        cpu_before = cpu_seconds(server_pid)
+        cpu_before = server_cpu_seconds(server_pid)
         time.sleep(max(0.0, window.end - time.monotonic()))
-        cpu_used = cpu_seconds(server_pid) - cpu_before
+        cpu_used = server_cpu_seconds(server_pid) - cpu_before
         results: list[WorkerResult] = [future.result() for future in futures]
     latencies = sorted(ns for result in results for ns in result.latencies_ns)
     calls = len(latencies)
@@ -436,10 +475,20 @@ RATIOS = [
         "rps",
     ),
     ("Sessions Get+touch calls/s ÷ Cache Get calls/s", "session-touch", "cache-get", "rps"),
+    ("no-op RPC calls/s, --workers {workers} ÷ one process", "noop-workers", "noop", "rps"),
+    ("Check calls/s, --workers {workers} ÷ one process", "check-workers", "check", "rps"),
+    (
+        "server CPU per Check (all processes), --workers {workers} ÷ one process",
+        "check-workers",
+        "check",
+        "server_cpu_us_per_call",
+    ),
 ]
 
 
-def report(rounds: list[dict[str, Figures]], header: list[str], command: str) -> str:
+def report(
+    rounds: list[dict[str, Figures]], header: list[str], command: str, workers: int = 2
+) -> str:
     scenarios = list(rounds[0])
     medians = {s: median_figures([r[s] for r in rounds]) for s in scenarios}
     lines = [
@@ -460,13 +509,14 @@ def report(rounds: list[dict[str, Figures]], header: list[str], command: str) ->
             f"{f.p999_ms:.2f} | {cpu} |"
         )
     lines.append("")
-    for name, numerator, denominator, measure in RATIOS:
+    for template, numerator, denominator, measure in RATIOS:
+        name = template.format(workers=workers)
         if numerator in medians and denominator in medians:
             per_round = sorted(
                 getattr(r[numerator], measure) / getattr(r[denominator], measure)
                 for r in rounds
                 # A round in which either side completed no call says nothing.
-                if getattr(r[denominator], measure) and getattr(r[numerator], measure) is not None
+                if getattr(r[denominator], measure) and getattr(r[numerator], measure)
             )
             if not per_round:
                 lines.append(f"- {name}: n/a (no round had calls of both)")
@@ -579,6 +629,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--in-flight", type=int, default=64, help="concurrent calls")
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--server-args", default="", help="extra patterns-server flags")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="--workers of the server of the -workers scenarios (1: the single process "
+        "again, as placed as the plain one, called over as many connections: a control)",
+    )
     parser.add_argument("--lock-seconds", type=float, default=5.0, help="each Locker part; 0 skips")
     parser.add_argument("--lock-contenders", type=int, default=8, help="waiting for one lock")
     parser.add_argument("--fanout-streams", type=int, default=1_000, help="subscriber streams")
@@ -627,7 +684,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
 
     server_cores, client_cores = core_sets()
-    processes = Processes(server_cores, client_cores, args.server_args.split())
+    processes = Processes(server_cores, client_cores, args.server_args.split(), args.workers)
     try:
         if any(scenario.startswith("lb-") for scenario in scenarios):
             processes.fill_leaderboard()
@@ -698,9 +755,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             if server_cores
             else "layout: not pinned (one core)"
         )
+        if "workers" in processes.variants:
+            where = (
+                f"free to run on cores {sorted((server_cores or set()) | (client_cores or set()))}"
+                if args.workers > 1 and server_cores
+                else "placed as the server"
+            )
+            header.append(
+                f"-workers scenarios: a server of --workers {args.workers}, {where}; each "
+                f"client process calls over {WORKER_CONNECTIONS} connections"
+            )
         text = "\n".join(
             [
-                report(rounds, header, command),
+                report(rounds, header, command, args.workers),
                 *lock_report(locks, args.in_flight, args.lock_contenders),
                 *fanout_report(fanout),
             ]

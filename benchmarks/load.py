@@ -290,3 +290,50 @@ def run_direct_worker(
         return latencies
 
     return WorkerResult(run_on_uvloop(main()), 1)
+
+
+# A channel of its own connection: the channels of one process otherwise share one.
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+
+
+def run_grpc_worker_over_connections(
+    address: str,
+    scenario: str,
+    in_flight: int,
+    window: Window,
+    cores: set[int] | None,
+    connections: int,
+) -> WorkerResult:
+    """As `run_grpc_worker`, over `connections` connections (their calls in flight shared
+    out): the kernel gives each connection to one of a server's `--workers`."""
+    pin(cores)
+    plain = scenario.split("-")[0]
+    requests, decisions = _requests_for(plain)
+
+    async def main() -> list[int]:
+        latencies: list[int] = []
+        channels = [
+            grpc.aio.insecure_channel(address, options=OWN_CONNECTION) for _ in range(connections)
+        ]
+        methods = [_method(channel, plain) for channel in channels]
+
+        async def client(number: int, offset: int) -> None:
+            method = methods[number % len(methods)]
+            i = offset
+            while time.monotonic() < window.end:
+                request = requests[i % len(requests)]
+                i += 1
+                started = time.perf_counter_ns()
+                await method(request)
+                if window.start <= time.monotonic() <= window.end:
+                    latencies.append(time.perf_counter_ns() - started)
+
+        step = max(1, len(requests) // in_flight)
+        try:
+            await asyncio.gather(*(client(n, n * step) for n in range(in_flight)))
+        finally:
+            for channel in channels:
+                await channel.close()
+        return latencies
+
+    return WorkerResult(run_on_uvloop(main()), decisions)

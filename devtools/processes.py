@@ -21,6 +21,8 @@ from urllib.parse import quote, urlencode
 
 import redis
 
+from devtools.procfs import children
+
 STARTUP_TIMEOUT = 20.0
 
 
@@ -472,7 +474,9 @@ def redis_url(scheme: str, port: int, tls: RedisTLS | None, user: RedisUser | No
 
 
 class PatternsServer:
-    """patterns-server as its users run it: a separate process, configured by flags."""
+    """patterns-server as its users run it: a separate process, configured by flags. With
+    `workers` (a number, or "auto"), a supervisor of that many workers: it says it listens
+    once every worker does."""
 
     LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
 
@@ -482,6 +486,7 @@ class PatternsServer:
         *extra_args: str,
         env: dict[str, str] | None = None,
         cores: set[int] | None = None,
+        workers: int | str | None = None,
     ) -> None:
         self.args = [
             sys.executable,
@@ -493,6 +498,8 @@ class PatternsServer:
             "0.2",
             *extra_args,
         ]
+        if workers is not None:
+            self.args += ["--workers", str(workers)]
         if redis_url is not None:
             self.args += ["--redis-url", redis_url]
         self.env = env
@@ -536,6 +543,15 @@ class PatternsServer:
                 self.port = int(match.group(1))
                 listening.set()
         listening.set()  # exited before listening
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the workers running now (with `workers`; else none)."""
+        return children(self.pid, "patterns_server worker")
 
     def wait_for_log(self, text: str, timeout: float = 10.0) -> None:
         _wait_for(lambda: text in self.log, f"{text!r} in the server log", timeout)

@@ -46,6 +46,7 @@ def test_bench_runs_every_scenario_briefly() -> None:
     assert "CheckStream decisions/s ÷ Check calls/s" in result.stdout
     assert "server CPU per decision, aio client over its CheckStream ÷ unary" in result.stdout
     assert "blocking client (threads) over its CheckStream ÷ unary" in result.stdout
+    assert "Check calls/s, --workers 2 ÷ one process" in result.stdout
     assert "Events fan-out: 20 subscriber streams" in result.stdout
     assert "server memory per idle stream" in result.stdout
     assert "uncontended Acquire+Release pairs" in result.stdout and "hand-off" in result.stdout

@@ -23,14 +23,15 @@ from patterns_server.leaderboard import service as leaderboard_service
 from patterns_server.lock import service as lock_service
 from patterns_server.ratelimit import service as ratelimit_service
 from patterns_server.rpc.service import Runtime, Service
-from patterns_server.runtime.auth import Access, AuthFile, Tenants, is_loopback
+from patterns_server.runtime.auth import Access, AuthFile, Tenants, warn_if_open
 from patterns_server.runtime.calls import SHUTTING_DOWN, Calls
 from patterns_server.runtime.guard import Gate
 from patterns_server.runtime.metrics import Metrics, PrometheusMetrics
 from patterns_server.runtime.metrics import serve as serve_metrics
 from patterns_server.runtime.reflection import CommentedReflectionServicer
-from patterns_server.runtime.serving import add_service
+from patterns_server.runtime.serving import ListenError, add_service
 from patterns_server.runtime.tls import ServerCertificates
+from patterns_server.runtime.worker import Worker
 from patterns_server.session import service as session_service
 from patterns_server.storage import RedisBackend, redispy
 from patterns_server.storage.backend import redacted_url
@@ -59,10 +60,6 @@ AUTH_FILE_CHECK_SECONDS = 2.0
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-class ListenError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -171,8 +168,9 @@ class App:
         logger.info("stopped")
 
 
-async def start(settings: Settings) -> App:
-    """Connect Redis (embedded unless `settings.redis_url`), then start serving."""
+async def start(settings: Settings, worker: Worker | None = None) -> App:
+    """Connect Redis (embedded unless `settings.redis_url`), then start serving; as
+    `worker`, one of several on the same port (`--workers`)."""
     redispy.install_packer()  # process-wide: see storage/redispy.py
     embedded = None
     redis_url = settings.redis_url
@@ -190,7 +188,7 @@ async def start(settings: Settings) -> App:
         ping_interval=settings.health_interval,
     )
     try:
-        return await _serve(settings, redis, embedded)
+        return await _serve(settings, redis, embedded, worker)
     except BaseException:
         await redis.close()
         if embedded is not None:
@@ -198,8 +196,10 @@ async def start(settings: Settings) -> App:
         raise
 
 
-async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedis | None) -> App:
-    server = grpc.aio.server(options=_grpc_options(settings))
+async def _serve(
+    settings: Settings, redis: RedisBackend, embedded: EmbeddedRedis | None, worker: Worker | None
+) -> App:
+    server = grpc.aio.server(options=_grpc_options(settings, reuseport=worker is not None))
     calls = Calls.for_settings(settings)
     runtime = Runtime(redis, settings)
     services = [build(runtime) for build in SERVICES]
@@ -210,7 +210,9 @@ async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedi
         auth_file = AuthFile(Path(settings.auth_file), names, access, _revoker(calls))
         tenants = auth_file.load()  # AuthFileError: the server does not start
         logger.info("auth file %s: %d tenants", settings.auth_file, len(tenants.all))
-    metrics = PrometheusMetrics() if settings.metrics_listen else Metrics()
+    # A worker counts; its supervisor serves what every worker counted.
+    counted = settings.metrics_listen or (worker is not None and worker.metrics)
+    metrics = PrometheusMetrics() if counted else Metrics()
     telemetry.install(metrics)  # what patterns and storage count goes there too
     tracing = _tracing(settings)
     if tracing is not None:
@@ -261,9 +263,11 @@ async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedi
             await service.close()
         raise
     await server.start()
-    if isinstance(metrics, PrometheusMetrics):
+    if isinstance(metrics, PrometheusMetrics) and settings.metrics_listen:
         try:
-            metrics_port, app.stop_metrics = serve_metrics(settings.metrics_listen, metrics)
+            metrics_port, app.stop_metrics = serve_metrics(
+                settings.metrics_listen, metrics.registry
+            )
         except OSError as error:
             await server.stop(None)
             raise ListenError(
@@ -279,7 +283,8 @@ async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedi
         app._auth_watch = asyncio.create_task(auth_file.watch(AUTH_FILE_CHECK_SECONDS))
     host = settings.listen.rsplit(":", 1)[0]
     logger.info(
-        "listening on %s:%d%s (Redis %s)",
+        "%s on %s:%d%s (Redis %s)",
+        "listening" if worker is None else "serving",
         host,
         port,
         " with mutual TLS"
@@ -287,13 +292,8 @@ async def _serve(settings: Settings, redis: RedisBackend, embedded: EmbeddedRedi
         else " with TLS" * bool(certificates),
         "embedded" if embedded else redacted_url(settings.redis_url),
     )
-    if auth_file is None and not is_loopback(settings.listen):
-        logger.warning(
-            "no --auth-file, and %s is not a loopback address: anyone who reaches port %d "
-            "can read and change every key; give each team an API key (docs/tenants.md)",
-            host,
-            port,
-        )
+    if auth_file is None and worker is None:
+        warn_if_open(settings.listen, port)
     return app
 
 
@@ -330,24 +330,26 @@ def _certificates(settings: Settings) -> ServerCertificates | None:
         raise ListenError(f"cannot serve TLS: {error}") from None
 
 
-def _grpc_options(settings: Settings) -> list[tuple[str, int]]:
+def _grpc_options(settings: Settings, reuseport: bool = False) -> list[tuple[str, int]]:
     # Calls gRPC has accepted but the server not yet picked up: gRPC cancels them beyond
     # its own limit (1,000 by default), silently. Far more room than is ever admitted lets
     # the server answer overload itself, with RESOURCE_EXHAUSTED (see runtime/calls.py).
     pending = max(PENDING_CALLS, 10 * settings.max_concurrent_rpcs)
     return [
-        # Off: a second server on a busy port fails loudly instead of sharing it.
-        ("grpc.so_reuseport", 0),
+        # Off: a second server on a busy port fails loudly instead of sharing it. On for
+        # the workers of one supervisor, which shares it out (runtime/supervisor.py).
+        ("grpc.so_reuseport", int(reuseport)),
         ("grpc.max_receive_message_length", settings.max_request_bytes),
         ("grpc.server.max_pending_requests", pending),
         ("grpc.server.max_pending_requests_hard_limit", 2 * pending),
     ]
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, worker: Worker | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully; SIGHUP reads the auth file and
     the TLS files again. The handlers come first: a signal sent as soon as the server says
-    it listens must find them (SIGHUP's default would end the process)."""
+    it listens must find them (SIGHUP's default would end the process). As `worker`, it
+    also stops when its supervisor is gone, and tells it when it listens."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -359,8 +361,12 @@ async def run(settings: Settings) -> None:
             app.reload()
 
     loop.add_signal_handler(signal.SIGHUP, reload)
-    app = await start(settings)
+    if worker is not None:
+        worker.watch_supervisor(stopping.set)
+    app = await start(settings, worker)
     started.append(app)
+    if worker is not None:
+        worker.ready()
     await stopping.wait()
     logger.info("stopping: draining calls for up to %.1fs", settings.shutdown_grace)
     await app.stop()

@@ -1,15 +1,21 @@
-"""The `patterns-server` command: settings from flags and environment, logging, run; and
-`patterns-server keys new`, which makes an API key and the digest an auth file holds."""
+"""The `patterns-server` command: settings from flags and environment, logging, run (one
+process, or a supervisor of `--workers`); `patterns-server keys new`, which makes an API
+key and the digest an auth file holds; and `patterns-server worker`, how a supervisor
+starts each worker (runtime/supervisor.py)."""
 
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
-from patterns_server.app import ListenError, run
+from patterns_server.app import run
 from patterns_server.core.settings import load_settings
 from patterns_server.runtime import logs
 from patterns_server.runtime.auth import AuthFileError, new_token
+from patterns_server.runtime.serving import ListenError
+from patterns_server.runtime.supervisor import supervise
+from patterns_server.runtime.worker import Worker
 from patterns_server.storage.backend import RedisURLError
 from patterns_server.storage.embedded import DataDirectoryError, RedisServerNotFound
 
@@ -35,11 +41,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args[:1] == ["keys"]:
         _keys(args[1:])
         return
+    if args[:1] == ["worker"]:  # started by a supervisor, which says what in the environment
+        worker = Worker.from_environment()
+        logs.configure(worker.settings.log_level, worker.settings.log_format, worker.number)
+        _run(run(worker.settings, worker))
+        return
     settings = load_settings(args)
     logs.configure(settings.log_level, settings.log_format)
+    if settings.workers > 1:
+        sys.exit(_run(supervise(settings)))
+    _run(run(settings))
+
+
+def _run(main: Coroutine[Any, Any, int | None]) -> int | None:
+    """Run `main` on the event loop: what it returns; exit 1 on an error that stops the
+    server at start (logged, without a traceback)."""
     try:
         with asyncio.Runner(loop_factory=_event_loop_factory) as runner:
-            runner.run(run(settings))
+            return runner.run(main)
     except (
         ListenError,
         RedisServerNotFound,

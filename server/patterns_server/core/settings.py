@@ -25,9 +25,39 @@ def _setting(default: T, help: str, **argparse_options: Any) -> T:
     return field(default=default, metadata={"help": help, **argparse_options})
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, which containers and taskset
+    narrow), else every core of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _parse_workers(text: str) -> int:
+    if text.strip().lower() == "auto":
+        return usable_cores()
+    try:
+        workers = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a number of workers: {text!r} (a whole number, at least 1, or auto)"
+        ) from None
+    if workers < 1:
+        raise argparse.ArgumentTypeError(f"workers must be at least 1 (or auto), not {workers}")
+    return workers
+
+
 @dataclass(frozen=True)
 class Settings:
     listen: str = _setting("127.0.0.1:50051", "address the gRPC server listens on (host:port)")
+    workers: int = _setting(
+        1,
+        "server processes sharing the --listen port (SO_REUSEPORT), each with its own event "
+        "loop, Redis connections and limits, under one supervising process; 'auto': one per "
+        "core this process may use",
+        type=_parse_workers,
+        metavar="N|auto",
+    )
     redis_url: str = _setting(
         "",
         "Redis to use: redis://, rediss://, unix://, redis+cluster://host:port for a Redis "
@@ -154,6 +184,8 @@ class Settings:
             raise ValueError("tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS)")
         if "{" in self.key_prefix or "}" in self.key_prefix:
             raise ValueError("key_prefix must not contain braces (they mark Redis hash tags)")
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
         for name in ("redis_timeout", "health_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
@@ -221,12 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
         options = dict(setting.metadata)
         env = _env_name(setting.name)
         options["help"] = f"{options['help']} [env {env}]"
-        parser.add_argument(
-            _flag_name(setting.name),
-            type=_parser_for(types[setting.name]),
-            default=setting.default,
-            **options,
-        )
+        options.setdefault("type", _parser_for(types[setting.name]))
+        parser.add_argument(_flag_name(setting.name), default=setting.default, **options)
     return parser
 
 

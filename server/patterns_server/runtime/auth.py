@@ -386,3 +386,14 @@ def is_loopback(listen: str) -> bool:
     """Whether the host of `listen` ("host:port") is reachable only from this machine."""
     host = listen.rsplit(":", 1)[0].strip("[]")
     return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def warn_if_open(listen: str, port: int) -> None:
+    """Without an auth file: a warning when `listen` reaches beyond this machine."""
+    if not is_loopback(listen):
+        logging.getLogger("patterns_server").warning(
+            "no --auth-file, and %s is not a loopback address: anyone who reaches port %d "
+            "can read and change every key; give each team an API key (docs/tenants.md)",
+            listen.rsplit(":", 1)[0],
+            port,
+        )

@@ -2,6 +2,9 @@
 log collectors. A request line (`--log-level debug`) carries its fields as such: method,
 code, duration, peer, tenant, and the trace id when tracing.
 
+With `--workers`, each worker's lines say which worker wrote them: `(worker 2, pid 4242)`
+before the message, or the fields `worker` and `pid` in JSON.
+
 Nothing secret reaches the log: API keys are never written (only the tenant's name), the
 Redis URL is written without its password, and session ids and lock tokens appear in no
 message (tests/test_logs.py runs a server that sees them all and reads every line).
@@ -9,6 +12,7 @@ message (tests/test_logs.py runs a server that sees them all and reads every lin
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 
@@ -18,12 +22,18 @@ FIELDS = ("method", "code", "duration_ms", "peer", "tenant", "messages", "trace_
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, constant: dict[str, object] | None = None) -> None:
+        """`constant`: fields every line of this process carries (a worker's number)."""
+        super().__init__()
+        self.constant = constant or {}
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            **self.constant,
         }
         for field in FIELDS:
             if field in record.__dict__:
@@ -33,10 +43,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure(level: str, format: str) -> None:
-    """The root logger at `level`, writing `format` ("text" or "json") to stderr."""
+def configure(level: str, format: str, worker: int | None = None) -> None:
+    """The root logger at `level`, writing `format` ("text" or "json") to stderr; in
+    `worker` (its number, from 1), each line says so."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if format == "json" else logging.Formatter(TEXT_FORMAT))
+    if format == "json":
+        handler.setFormatter(
+            JsonFormatter({} if worker is None else {"worker": worker, "pid": os.getpid()})
+        )
+    elif worker is None:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    else:
+        who = f"(worker {worker}, pid {os.getpid()}) "
+        handler.setFormatter(
+            logging.Formatter(TEXT_FORMAT.replace("%(message)s", who + "%(message)s"))
+        )
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     # gRPC's own debug lines (event-loop bookkeeping) would drown the per-request lines.
     logging.getLogger("grpc").setLevel(max(logging.INFO, logging.root.level))

@@ -7,15 +7,16 @@ label is a small vocabulary (a service, a method, a code, a tenant of the auth f
 algorithm), never a key, channel, board or user. Children of labelled metrics are cached:
 finding one per call would cost more than counting.
 
-Made for several worker processes on one port too: each would count its own, and
-prometheus_client's multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`) adds them up on scrape;
-every metric here is of a kind it aggregates (counters and histograms sum, each gauge says
-how: `multiprocess_mode`).
+Made for several worker processes on one port too (`--workers`): each counts its own into
+files of a directory (prometheus_client's multiprocess mode, `PROMETHEUS_MULTIPROC_DIR`),
+and their supervisor serves the sum (`workers_registry`); every metric here is of a kind
+it aggregates (counters and histograms sum, each gauge says how: `multiprocess_mode`).
+The process_ metrics (CPU, memory, descriptors) are each process's own, labelled `worker`.
 """
 
 import platform
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import version
 from typing import Any
 
@@ -25,8 +26,11 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
+    multiprocess,
     start_http_server,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from patterns_server.core.telemetry import Recorder
 
@@ -266,12 +270,52 @@ class PrometheusMetrics(Metrics):
         self._fills_refused.inc()
 
 
-def serve(listen: str, metrics: PrometheusMetrics) -> tuple[int, Callable[[], None]]:
+def workers_registry(
+    directory: str, processes: Callable[[], Mapping[str, int]]
+) -> CollectorRegistry:
+    """What the supervisor of workers serves: the sum of what they counted in `directory`,
+    and the process_ metrics of each of `processes()` (pids by the `worker` label)."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    registry.register(_Processes(processes))
+    return registry
+
+
+def worker_gone(directory: str, pid: int) -> None:
+    """A worker has exited: its gauges of the living ("livesum", ...) no longer count; its
+    counters still do (a sum across workers must not go back)."""
+    multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+class _Processes(Collector):
+    def __init__(self, processes: Callable[[], Mapping[str, int]]) -> None:
+        self._processes = processes
+
+    def collect(self) -> Iterable[Metric]:
+        families: dict[str, Metric] = {}
+        for worker, pid in self._processes().items():
+            for family in ProcessCollector(pid=_constant(pid), registry=None).collect():
+                merged = families.setdefault(
+                    family.name,
+                    Metric(family.name, family.documentation, family.type, family.unit),
+                )
+                for sample in family.samples:
+                    merged.add_sample(
+                        sample.name, {**sample.labels, "worker": worker}, sample.value
+                    )
+        return families.values()
+
+
+def _constant(pid: int) -> Callable[[], int]:
+    return lambda: pid
+
+
+def serve(listen: str, registry: CollectorRegistry) -> tuple[int, Callable[[], None]]:
     """Serve `/metrics` on `listen` ("host:port", port 0 for any) from a thread: the port,
     and the function that stops it."""
     host, _, port = listen.rpartition(":")
     server, thread = start_http_server(
-        int(port), addr=host.strip("[]") or "0.0.0.0", registry=metrics.registry
+        int(port), addr=host.strip("[]") or "0.0.0.0", registry=registry
     )
 
     def stop() -> None:

@@ -65,3 +65,7 @@ def _serializer(message_class: type[Message]) -> Callable[[Any], bytes]:
         return message if message.__class__ is bytes else serialize(message)
 
     return serialized
+
+
+class ListenError(RuntimeError):
+    """The server cannot listen where it is told (a busy port, TLS files it cannot read)."""
