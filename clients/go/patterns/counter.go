@@ -48,4 +48,3 @@ func (r *Counter) Merge(ctx context.Context, destination string, sources []strin
 	response, err := call(ctx, r.c, r.stub.Merge, request)
 	return response.GetCount(), err
 }
-

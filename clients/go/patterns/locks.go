@@ -195,14 +195,15 @@ func (r *Locks) Hold(ctx context.Context, name string, ttl time.Duration, opts .
 	s := lockOptions(opts)
 	streamCtx, end := context.WithCancel(ctx)
 	request := &lockv1.HoldRequest{Name: name, Ttl: durationpb.New(ttl), WaitTimeout: optionalDuration(s.wait)}
-	stream, err := r.stub.Hold(streamCtx, request, r.c.callOpts...)
-	if err != nil {
-		end()
-		return nil, asError(err)
-	}
+	// The stream has no deadline (it lasts as long as the work), but its first answer has:
+	// the client's timeout, and the wait (opening the stream waits for a connection too).
 	patience := r.c.timeout + s.wait
 	late := time.AfterFunc(patience, end)
-	first, err := stream.Recv()
+	stream, err := r.stub.Hold(streamCtx, request, r.c.callOpts...)
+	var first *lockv1.HoldResponse
+	if err == nil {
+		first, err = stream.Recv()
+	}
 	if !late.Stop() { // the answer came too late: the stream is ended already
 		end()
 		return nil, &Error{Code: codes.DeadlineExceeded, Message: fmt.Sprintf("Hold gave no first answer within %v", patience)}
