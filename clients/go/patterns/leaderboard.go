@@ -31,9 +31,10 @@ const (
 	PeriodMonthly = leaderboardv1.Period_PERIOD_MONTHLY
 )
 
-// Board is one board: its name, order (HighFirst unless set) and period (PeriodNone
-// unless set). Previous reads the period before the current one (still kept for a
-// period); a submission to it fails with INVALID_ARGUMENT from the client.
+// Board is one board (make it with Leaderboard.Board): its name, order (HighFirst unless
+// set) and period (PeriodNone unless set). Previous reads the period before the current
+// one (still kept for a period); a submission to it fails with INVALID_ARGUMENT from the
+// client.
 type Board struct {
 	lb       *Leaderboard
 	Name     string
