@@ -559,4 +559,14 @@ func TestAClientOverAGivenConnection(t *testing.T) {
 	if _, err := reused.Counter().Count(context.Background(), fresh("k")); err != nil {
 		t.Errorf("the reusing client: %v", err)
 	}
+	// A key over a plaintext connection given by WithConn: gRPC refuses to send it.
+	keyed, err := patterns.NewClient("", patterns.WithConn(owner.Conn()), patterns.WithAPIKey("a-key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = keyed.Counter().Count(context.Background(), fresh("k"))
+	var e *patterns.Error
+	if os.Getenv("PATTERNS_CA_FILE") == "" && (!errors.As(err, &e) || e.CodeName() != "UNAUTHENTICATED") {
+		t.Errorf("a key over plaintext: %v", err)
+	}
 }
