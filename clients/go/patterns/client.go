@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -31,6 +32,14 @@ const DefaultTimeout = 5 * time.Second
 // DefaultFallbackAfter is how long a recipe with a fallback (a fail-open check,
 // GetOrCompute) waits for the server, all its calls together, before it falls back.
 const DefaultFallbackAfter = 200 * time.Millisecond
+
+// reconnect is how the client's connection comes back after the server went away: grpc-go's
+// backoff, but at most LastBackoff between attempts (not 2 minutes), so that a server back
+// from a restart is found as soon as a subscription's own backoff would try it.
+var reconnect = grpc.ConnectParams{
+	Backoff:           grpcbackoff.Config{BaseDelay: time.Second, Multiplier: 1.6, Jitter: 0.2, MaxDelay: LastBackoff},
+	MinConnectTimeout: 20 * time.Second,
+}
 
 // Client is a connection to patterns-server, with one handle per service. It is safe for
 // concurrent use: make one per process and share it. Close it when done.
@@ -154,7 +163,7 @@ func NewClient(target string, opts ...Option) (*Client, error) {
 			}
 			transport = credentials.NewTLS(config)
 		}
-		dial := []grpc.DialOption{grpc.WithTransportCredentials(transport)}
+		dial := []grpc.DialOption{grpc.WithTransportCredentials(transport), grpc.WithConnectParams(reconnect)}
 		if s.hasKey {
 			dial = append(dial, grpc.WithPerRPCCredentials(bearer(s.apiKey)))
 		}
