@@ -3,6 +3,9 @@ package patterns
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
@@ -78,6 +81,49 @@ type Decision struct {
 	RetryAfter time.Duration
 	Fallback   bool
 	Policy     Policy
+}
+
+// RetryAfterSeconds is RetryAfter in whole seconds, rounded up, at least 1 when refused (0
+// when allowed): what HTTP's Retry-After takes.
+func (d Decision) RetryAfterSeconds() int64 {
+	if d.Allowed {
+		return 0
+	}
+	return max(1, wholeSeconds(d.RetryAfter))
+}
+
+// Headers are the IETF rate-limit headers of the answer (draft-ietf-httpapi-ratelimit-headers):
+// RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset (seconds, rounded up),
+// RateLimit-Policy ("<limit>;w=<period in seconds>", with ";burst=<burst>" for a bucket
+// that has one) and, when refused, Retry-After (seconds, rounded up, never 0): a 429 is
+//
+//	maps.Copy(w.Header(), decision.Headers())
+//	w.WriteHeader(http.StatusTooManyRequests)
+func (d Decision) Headers() http.Header {
+	reset := wholeSeconds(d.ResetAfter)
+	if !d.Allowed {
+		reset = max(1, reset, d.RetryAfterSeconds())
+	}
+	h := http.Header{}
+	h.Set("RateLimit-Limit", strconv.FormatUint(d.Limit, 10))
+	h.Set("RateLimit-Remaining", strconv.FormatUint(d.Remaining, 10))
+	h.Set("RateLimit-Reset", strconv.FormatInt(reset, 10))
+	if d.Policy.Limit > 0 {
+		policy := fmt.Sprintf("%d;w=%d", d.Policy.Limit, wholeSeconds(d.Policy.Period))
+		if d.Policy.Burst > 0 {
+			policy += fmt.Sprintf(";burst=%d", d.Policy.Burst)
+		}
+		h.Set("RateLimit-Policy", policy)
+	}
+	if !d.Allowed {
+		h.Set("Retry-After", strconv.FormatInt(d.RetryAfterSeconds(), 10))
+	}
+	return h
+}
+
+// wholeSeconds is d in whole seconds, rounded up.
+func wholeSeconds(d time.Duration) int64 {
+	return int64((d + time.Second - 1) / time.Second)
 }
 
 func decision(r *ratelimitv1.CheckResponse, policy Policy) Decision {

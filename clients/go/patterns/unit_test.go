@@ -196,3 +196,27 @@ func TestOptionsThatDoNotGoTogether(t *testing.T) {
 		t.Errorf("closing a client over a given connection: %v", err)
 	}
 }
+
+func TestTheHeadersOfADecision(t *testing.T) {
+	refused := Decision{
+		Allowed: false, Limit: 100, Remaining: 0, ResetAfter: 1500 * time.Millisecond,
+		RetryAfter: 2100 * time.Millisecond, Policy: TokenBucket(100, time.Minute, 20),
+	}
+	h := refused.Headers()
+	for name, want := range map[string]string{
+		"RateLimit-Limit": "100", "RateLimit-Remaining": "0", "RateLimit-Reset": "3",
+		"RateLimit-Policy": "100;w=60;burst=20", "Retry-After": "3",
+	} {
+		if got := h.Get(name); got != want {
+			t.Errorf("%s: %q, not %q", name, got, want)
+		}
+	}
+	allowed := Decision{Allowed: true, Limit: 3, Remaining: 2, ResetAfter: 20 * time.Second, Policy: GCRA(3, time.Minute)}
+	h = allowed.Headers()
+	if h.Get("Retry-After") != "" || h.Get("RateLimit-Reset") != "20" || h.Get("RateLimit-Policy") != "3;w=60" {
+		t.Errorf("allowed: %v", h)
+	}
+	if (Decision{RetryAfter: time.Millisecond}).RetryAfterSeconds() != 1 || allowed.RetryAfterSeconds() != 0 {
+		t.Error("RetryAfterSeconds")
+	}
+}
