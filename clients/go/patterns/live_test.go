@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -572,4 +573,28 @@ func TestAClientOverAGivenConnection(t *testing.T) {
 	if os.Getenv("PATTERNS_CA_FILE") == "" && (!errors.As(err, &e) || e.CodeName() != "UNAUTHENTICATED") {
 		t.Errorf("a key over plaintext: %v", err)
 	}
+}
+
+func TestHoldsAndSubscriptionsLeaveNoGoroutineBehind(t *testing.T) {
+	ctx, client := context.Background(), live(t)
+	if _, err := client.Counter().Count(ctx, fresh("warm")); err != nil { // the connection up
+		t.Fatal(err)
+	}
+	before := runtime.NumGoroutine()
+	for range 20 {
+		held, err := client.Locks().Hold(ctx, fresh("leak"), time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held.Release()
+		subscription := client.Events().Subscribe(ctx, fresh("leak"))
+		if err := subscription.WaitSubscribed(ctx); err != nil {
+			t.Fatal(err)
+		}
+		subscription.Close()
+	}
+	// A few of gRPC's own may still be finishing: a margin, and time.
+	eventually(t, "the goroutines back to where they were", func() bool {
+		return runtime.NumGoroutine() <= before+2
+	})
 }
