@@ -8,7 +8,13 @@ import { dirname, join } from "node:path";
 
 // typescript's own bin (its exports map lists only package.json of its files).
 const tsc = join(dirname(createRequire(import.meta.url).resolve("typescript/package.json")), "bin", "tsc");
-const compile = (project) => execFileSync(process.execPath, [tsc, "-p", project], { stdio: "inherit" });
+const compile = (project) => {
+  try {
+    execFileSync(process.execPath, [tsc, "-p", project], { stdio: "inherit" });
+  } catch {
+    process.exit(1); // tsc has said what is wrong
+  }
+};
 
 rmSync("dist", { recursive: true, force: true });
 compile("tsconfig.json");

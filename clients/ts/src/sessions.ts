@@ -29,11 +29,11 @@ export class Sessions {
     private readonly stub: pb.SessionsClient,
   ) {}
 
-  /** A new session of `userId` for `ttlMs` (else the server's default); with `maxPerUser`,
-   * the user's oldest sessions end beyond that many. */
+  /** A new session of `userId` for `ttlMs` (1 s to 365 days), slid on each touch; with
+   * `maxPerUser`, the user's oldest sessions end beyond that many. */
   async create(
     userId: string,
-    options: CallOptions & { attributes?: Record<string, string>; ttlMs?: number; maxPerUser?: number } = {},
+    options: CallOptions & { ttlMs: number; attributes?: Record<string, string>; maxPerUser?: number },
   ): Promise<Session> {
     const request = {
       userId,
