@@ -285,8 +285,18 @@ export class Events {
   /** Events of `channels` and of the channels `patterns` (globs) match, until closed;
    * resubscribes after an interruption, then yields a gap. Batches are asked for (the
    * server sends what a slow reader missed in one message); items come one by one. */
-  subscribe(topics: { channels?: readonly string[]; patterns?: readonly string[] }): Subscription {
+  subscribe(topics: {
+    channels?: readonly string[];
+    patterns?: readonly string[];
+    /** Aborting it ends the subscription, as close() does. */
+    signal?: AbortSignal;
+  }): Subscription {
     const request = { channels: [...(topics.channels ?? [])], patterns: [...(topics.patterns ?? [])], batch: true };
-    return new Subscription(this.calls, this.stub, request);
+    const subscription = new Subscription(this.calls, this.stub, request);
+    if (topics.signal?.aborted) {
+      void subscription.close();
+    }
+    topics.signal?.addEventListener("abort", () => void subscription.close(), { once: true });
+    return subscription;
   }
 }

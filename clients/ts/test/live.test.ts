@@ -253,6 +253,15 @@ describe("every service, against PATTERNS_TARGET", () => {
     assert.equal((await subscription.next()).done, true);
   });
 
+  it("ends a subscription when its signal aborts", async () => {
+    const stop = new AbortController();
+    const subscription = client.events.subscribe({ channels: [name("stopped")], signal: stop.signal });
+    await subscription.waitSubscribed({ timeoutMs: 10_000 });
+    const pending = subscription.next();
+    stop.abort();
+    assert.equal((await pending).done, true);
+  });
+
   it("matches patterns", async () => {
     await using subscription = client.events.subscribe({ patterns: [name("room:*")] });
     await subscription.waitSubscribed({ timeoutMs: 10_000 });
