@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
-import { createServer, type Server, type Socket } from "node:net";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import {
   LockNotAcquiredError,
@@ -268,6 +268,107 @@ describe("every service, against PATTERNS_TARGET", () => {
     await client.events.publish(name("room:1"), Buffer.from("hi"));
     const item = await nextItem(subscription);
     assert.ok(item.type === "event" && item.pattern === name("room:*") && item.payload.toString() === "hi");
+  });
+});
+
+/**
+ * A TCP proxy to PATTERNS_TARGET whose connections can be cut (as a server restart cuts
+ * them) or held (as a paused server holds them: the sockets stay open, nothing passes).
+ */
+class Proxy {
+  readonly #pairs = new Set<[Socket, Socket]>();
+  readonly #server: Server;
+  #holding = false;
+
+  constructor(to: string) {
+    const [host, port] = [to.slice(0, to.lastIndexOf(":")), Number(to.slice(to.lastIndexOf(":") + 1))];
+    this.#server = createServer((inbound) => {
+      const outbound = connect(port, host);
+      const pair: [Socket, Socket] = [inbound, outbound];
+      this.#pairs.add(pair);
+      inbound.pipe(outbound).on("error", () => undefined);
+      outbound.pipe(inbound).on("error", () => undefined);
+      for (const socket of pair) {
+        socket.on("error", () => undefined);
+        socket.on("close", () => {
+          pair.forEach((each) => each.destroy());
+          this.#pairs.delete(pair);
+        });
+        if (this.#holding) {
+          socket.pause();
+        }
+      }
+    });
+  }
+
+  async listen(): Promise<string> {
+    this.#server.listen(0, "127.0.0.1");
+    await once(this.#server, "listening");
+    return `127.0.0.1:${(this.#server.address() as { port: number }).port}`;
+  }
+
+  /** Close every connection through it; new ones are taken as before. */
+  cut(): void {
+    for (const pair of this.#pairs) {
+      pair.forEach((socket) => socket.destroy());
+    }
+  }
+
+  /** Pass nothing more, in either direction, until release(). */
+  hold(): void {
+    this.#holding = true;
+    for (const pair of this.#pairs) {
+      pair.forEach((socket) => socket.unpipe().pause());
+    }
+  }
+
+  close(): void {
+    this.cut();
+    this.#server.close();
+  }
+}
+
+describe("interruptions, through a proxy to PATTERNS_TARGET", () => {
+  let proxy: Proxy;
+  let client: PatternsClient;
+  before(async () => {
+    proxy = new Proxy(target());
+    client = new PatternsClient(await proxy.listen());
+  });
+  after(() => {
+    client.close();
+    proxy.close();
+  });
+
+  it("resubscribes after the connection is cut, yields a gap, then events again", async () => {
+    const channel = name("cut");
+    const subscription = client.events.subscribe({ channels: [channel] });
+    await subscription.waitSubscribed({ timeoutMs: 10_000 });
+    await client.events.publish(channel, "before");
+    const first = await nextItem(subscription);
+    assert.ok(first.type === "event" && first.payload.toString() === "before");
+    proxy.cut();
+    const gap = await nextItem(subscription, 30_000);
+    assert.equal(gap.type, "gap");
+    assert.ok(gap.type === "gap" && gap.error.code === status.UNAVAILABLE, gap.type === "gap" ? gap.error.message : "");
+    assert.ok(subscription.subscribed);
+    await client.events.publish(channel, "after");
+    const second = await nextItem(subscription);
+    assert.ok(second.type === "event" && second.payload.toString() === "after");
+    await subscription.close();
+  });
+
+  it("falls back within the budget when an open connection goes silent", async () => {
+    const policy = Policy.gcra(3, 60_000);
+    assert.equal((await client.ratelimit.check(name("held"), policy, { onUnavailable: "allow" })).fallback, false);
+    proxy.hold();
+    let started = performance.now();
+    const decision = await client.ratelimit.check(name("held"), policy, { onUnavailable: "allow" });
+    assert.deepEqual([decision.allowed, decision.fallback], [true, true]);
+    assert.ok(performance.now() - started < 2_000);
+    started = performance.now();
+    assert.equal((await client.cache.getOrCompute(name("held"), () => "v3")).toString(), "v3");
+    assert.ok(performance.now() - started < 2_000);
   });
 });
 
