@@ -110,7 +110,9 @@ export class PatternsClient implements Disposable {
 
   constructor(target: string, options: PatternsClientOptions = {}) {
     const secure = channelCredentials(options.tls);
-    if (options.apiKey !== undefined && secure === undefined && options.channel === undefined) {
+    // (_isSecure: grpc-js's own test, for credentials passed in, such as createInsecure().)
+    const plaintext = secure === undefined || !secure._isSecure();
+    if (options.apiKey !== undefined && plaintext && options.channel === undefined) {
       // Over plaintext anyone on the path could read the key and call as this team.
       throw new TypeError("an API key is sent only over TLS: pass tls (or a channel of your own)");
     }

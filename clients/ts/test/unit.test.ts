@@ -8,7 +8,7 @@ import { Backoff, FIRST_BACKOFF_MS, LAST_BACKOFF_MS } from "../src/events.js";
 import { Any } from "../src/gen/google/protobuf/any.js";
 import { BadRequest, ErrorInfo, RetryInfo } from "../src/gen/google/rpc/error_details.js";
 import { Status } from "../src/gen/google/rpc/status.js";
-import { fallsBack, PatternsClient, PatternsError, Policy, toPatternsError } from "../src/index.js";
+import { credentials, fallsBack, PatternsClient, PatternsError, Policy, toPatternsError } from "../src/index.js";
 
 /** A ServiceError as grpc-js makes one from a status with details in its trailers. */
 function serviceError(code: status, details: Any[]): ServiceError {
@@ -101,6 +101,7 @@ describe("conversions and options", () => {
 
   it("refuses an API key over plaintext, and a certificate without its key", () => {
     assert.throws(() => new PatternsClient("localhost:1", { apiKey: "k" }), /only over TLS/);
+    assert.throws(() => new PatternsClient("localhost:1", { apiKey: "k", tls: credentials.createInsecure() }), /only over TLS/);
     assert.throws(() => new PatternsClient("localhost:1", { tls: { cert: "pem" } }), /cert and key go together/);
     assert.throws(() => new PatternsClient("localhost:1", { tls: "system", apiKey: " " }), /empty/);
   });
