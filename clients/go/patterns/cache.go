@@ -177,7 +177,7 @@ func spend[Req, Resp any](
 // Across the fleet one caller computes a cold key (it holds the key's fill lease for
 // LeaseTTL at most) while the others wait up to Wait (5 s) for its value, then compute it
 // themselves, without storing. If compute fails, the lease is given back (the next caller
-// computes at once) and compute's error returned as it is.
+// computes at once) and compute's error returned as it is; a panic gives it back too.
 //
 // The cache costs FallbackAfter (200 ms) at most, all its calls together, plus Wait when
 // the server said another caller is filling the key: when it cannot answer within that
@@ -212,7 +212,7 @@ func (r *Cache) GetOrCompute(ctx context.Context, key string, compute func(ctx c
 		return compute(ctx)
 	}
 	token := response.GetLease().GetToken()
-	value, err := compute(ctx)
+	value, err := r.computeHolding(ctx, b, key, token, compute)
 	if err != nil {
 		r.giveBack(ctx, b, key, token)
 		return nil, err
@@ -226,6 +226,18 @@ func (r *Cache) GetOrCompute(ctx context.Context, key string, compute func(ctx c
 		r.c.logger.Warn("patterns: cache unavailable, value not stored", "key", key, "error", err)
 	}
 	return value, nil
+}
+
+// computeHolding is compute's answer, computed while holding the fill lease token of key:
+// a compute that panics gives the lease back before the panic goes on.
+func (r *Cache) computeHolding(ctx context.Context, b *budget, key, token string, compute func(context.Context) ([]byte, error)) ([]byte, error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.giveBack(ctx, b, key, token)
+			panic(p)
+		}
+	}()
+	return compute(ctx)
 }
 
 // giveBack releases the fill lease token of key, so that a waiter takes the next one at

@@ -283,6 +283,24 @@ func TestGetOrComputeComputesOnceAndGivesTheLeaseBackOnFailure(t *testing.T) {
 	if took := time.Since(started); took > 5*time.Second {
 		t.Errorf("the next caller waited %v: the lease was not given back", took)
 	}
+
+	// A compute that panics gives the lease back too, and the panic goes on.
+	panicking := fresh("panicking")
+	func() {
+		defer func() {
+			if p := recover(); p != "the source broke" {
+				t.Errorf("recovered %v", p)
+			}
+		}()
+		cache.GetOrCompute(ctx, panicking, func(context.Context) ([]byte, error) { panic("the source broke") }, patient)
+	}()
+	started = time.Now()
+	if _, err := cache.GetOrCompute(ctx, panicking, compute, patterns.Wait(20*time.Second), patient); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(started); took > 5*time.Second {
+		t.Errorf("the next caller waited %v: the lease was not given back after a panic", took)
+	}
 }
 
 func TestAHeldLockIsFencedAndFreedAtTheEnd(t *testing.T) {
