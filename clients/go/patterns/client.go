@@ -142,6 +142,11 @@ func NewClient(target string, opts ...Option) (*Client, error) {
 	if s.hasKey && s.apiKey == "" {
 		return nil, errors.New("patterns: the API key is empty")
 	}
+	for _, r := range s.apiKey { // sent as a header; no message names the key, logs keep them
+		if r < ' ' || r > '~' {
+			return nil, errors.New("patterns: the API key must be printable ASCII")
+		}
+	}
 	c := &Client{timeout: s.timeout, logger: s.logger}
 	if c.logger == nil {
 		c.logger = slog.Default()

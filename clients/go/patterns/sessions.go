@@ -2,6 +2,7 @@ package patterns
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -78,7 +79,8 @@ func (r *Sessions) Touch(ctx context.Context, id string) (Session, bool, error) 
 func (r *Sessions) get(ctx context.Context, id string, touch bool) (Session, bool, error) {
 	response, err := call(ctx, r.c, r.stub.Get, &sessionv1.GetRequest{Id: id, Touch: touch})
 	if err != nil {
-		if e, ok := err.(*Error); ok && e.Code == codes.NotFound {
+		var e *Error
+		if errors.As(err, &e) && e.Code == codes.NotFound {
 			return Session{}, false, nil
 		}
 		return Session{}, false, err

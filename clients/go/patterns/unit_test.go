@@ -161,6 +161,9 @@ func TestAnAPIKeyIsRefusedOverPlaintext(t *testing.T) {
 	if _, err := NewClient("127.0.0.1:1", WithAPIKey(" \n")); err == nil {
 		t.Error("an empty key was accepted")
 	}
+	if _, err := NewClient("127.0.0.1:1", WithAPIKey("sécret"), WithTLS(nil)); err == nil || strings.Contains(err.Error(), "sécret") {
+		t.Errorf("a key that is no header value: %v", err)
+	}
 	c, err := NewClient("127.0.0.1:1", WithAPIKey("secret-key"), WithTLS(nil))
 	if err != nil {
 		t.Fatalf("a key over TLS: %v", err)
