@@ -1,0 +1,58 @@
+package io.patterns.client;
+
+import io.grpc.CallCredentials;
+import io.grpc.Channel;
+import io.grpc.StatusRuntimeException;
+import io.grpc.stub.AbstractStub;
+import java.time.Duration;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Function;
+
+/**
+ * How the services' methods make calls: the client's deadline on every unary call (a
+ * deadline is an instant: set per call, never once on a shared stub), its API key on every
+ * call and stream, and every failure thrown as a PatternsException.
+ */
+final class Calls {
+  final Channel channel;
+  final CallCredentials credentials;
+  final Duration timeout;
+
+  Calls(Channel channel, CallCredentials credentials, Duration timeout) {
+    this.channel = channel;
+    this.credentials = credentials;
+    this.timeout = positive(timeout, "timeout");
+  }
+
+  Calls withTimeout(Duration timeout) {
+    return new Calls(channel, credentials, timeout);
+  }
+
+  /** {@code stub} with the client's API key (when it has one). */
+  <S extends AbstractStub<S>> S prepare(S stub) {
+    return credentials == null ? stub : stub.withCallCredentials(credentials);
+  }
+
+  /** {@code call} on {@code stub} with the client's deadline. */
+  <S extends AbstractStub<S>, T> T unary(S stub, Function<S, T> call) {
+    return unary(stub, timeout, call);
+  }
+
+  /** {@code call} on {@code stub} with a deadline {@code within} from now. */
+  static <S extends AbstractStub<S>, T> T unary(S stub, Duration within, Function<S, T> call) {
+    long nanos = Math.max(within.toNanos(), 0);
+    try {
+      return call.apply(stub.withDeadlineAfter(nanos, TimeUnit.NANOSECONDS));
+    } catch (StatusRuntimeException e) {
+      throw PatternsException.from(e);
+    }
+  }
+
+  static Duration positive(Duration length, String name) {
+    Convert.required(length, name);
+    if (length.isNegative() || length.isZero()) {
+      throw new IllegalArgumentException(name + " must be positive, not " + length);
+    }
+    return length;
+  }
+}
