@@ -4,8 +4,11 @@ import io.grpc.CallCredentials;
 import io.grpc.Channel;
 import io.grpc.StatusRuntimeException;
 import io.grpc.stub.AbstractStub;
+import io.grpc.stub.StreamObserver;
 import java.time.Duration;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
+import java.util.function.BiConsumer;
 import java.util.function.Function;
 
 /**
@@ -46,6 +49,32 @@ final class Calls {
     } catch (StatusRuntimeException e) {
       throw PatternsException.from(e);
     }
+  }
+
+  /**
+   * {@code call} on the async {@code stub} with a deadline {@code within} from now, as a
+   * future that fails with a PatternsException.
+   */
+  static <S extends AbstractStub<S>, T> CompletableFuture<T> future(
+      S stub, Duration within, BiConsumer<S, StreamObserver<T>> call) {
+    CompletableFuture<T> answer = new CompletableFuture<>();
+    call.accept(stub.withDeadlineAfter(Math.max(within.toNanos(), 0), TimeUnit.NANOSECONDS), new StreamObserver<T>() {
+      @Override
+      public void onNext(T value) {
+        answer.complete(value);
+      }
+
+      @Override
+      public void onError(Throwable error) {
+        answer.completeExceptionally(PatternsException.from(error));
+      }
+
+      @Override
+      public void onCompleted() {
+        // a unary call's answer came with onNext
+      }
+    });
+    return answer;
   }
 
   static Duration positive(Duration length, String name) {

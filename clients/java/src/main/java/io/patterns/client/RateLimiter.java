@@ -13,15 +13,19 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
 
 /** {@code client.rateLimit()}: checks against policies. */
 public final class RateLimiter {
   private final Calls calls;
   private final RateLimiterGrpc.RateLimiterBlockingStub stub;
+  private final RateLimiterGrpc.RateLimiterStub async;
 
   RateLimiter(Calls calls) {
     this.calls = calls;
     this.stub = calls.prepare(RateLimiterGrpc.newBlockingStub(calls.channel));
+    this.async = calls.prepare(RateLimiterGrpc.newStub(calls.channel));
   }
 
   /** This service with another deadline per call. */
@@ -53,12 +57,7 @@ public final class RateLimiter {
    * Other errors (a wrong argument or API key) throw whatever onUnavailable says.
    */
   public Decision check(String key, Policy policy, CheckOptions options) {
-    CheckRequest request = CheckRequest.newBuilder()
-        .setKey(Convert.required(key, "key"))
-        .setPolicy(policy.message())
-        .setCost(options.cost())
-        .setPeek(options.peek())
-        .build();
+    CheckRequest request = request(key, policy, options);
     if (options.onUnavailable() == OnUnavailable.RAISE) {
       return decision(calls.unary(stub, s -> s.check(request)), policy);
     }
@@ -67,6 +66,25 @@ public final class RateLimiter {
     } catch (PatternsException error) {
       return fallback(policy, options, error);
     }
+  }
+
+  /**
+   * {@link #check(String, Policy, CheckOptions)} without blocking a thread: the decision, the
+   * fallback's included, or a failure with the PatternsException (for a non-blocking server).
+   */
+  public CompletableFuture<Decision> checkAsync(String key, Policy policy, CheckOptions options) {
+    CheckRequest request = request(key, policy, options);
+    boolean raise = options.onUnavailable() == OnUnavailable.RAISE;
+    Duration within = raise ? calls.timeout : options.fallbackAfter();
+    CompletableFuture<CheckResponse> answer = Calls.future(async, within, (s, o) -> s.check(request, o));
+    return answer.handle((response, failure) -> {
+      if (failure == null) {
+        return decision(response, policy);
+      }
+      PatternsException error = PatternsException.from(
+          failure instanceof CompletionException ? failure.getCause() : failure);
+      return fallback(policy, options, error); // throws it when no fallback applies
+    });
   }
 
   /**
@@ -105,6 +123,15 @@ public final class RateLimiter {
    */
   public StreamObserver<CheckStreamRequest> checkStream(StreamObserver<CheckStreamResponse> responses) {
     return calls.prepare(RateLimiterGrpc.newStub(calls.channel)).checkStream(responses);
+  }
+
+  private static CheckRequest request(String key, Policy policy, CheckOptions options) {
+    return CheckRequest.newBuilder()
+        .setKey(Convert.required(key, "key"))
+        .setPolicy(policy.message())
+        .setCost(options.cost())
+        .setPeek(options.peek())
+        .build();
   }
 
   static Decision decision(CheckResponse response, Policy policy) {

@@ -16,6 +16,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.TimeUnit;
+import java.util.function.Consumer;
 
 /**
  * A subscription of {@link Events#subscribe}: a blocking iterator of {@link Events.Event}s
@@ -164,6 +165,30 @@ public final class Subscription implements Iterator<Events.Item>, Iterable<Event
       }
     }
     return next();
+  }
+
+  /**
+   * The listener form: every item is handed to {@code listener} on a thread of this
+   * subscription's own (daemon), in order, until it ends. The future completes when it
+   * does: normally once closed; exceptionally with the failure that ended it, or with what
+   * the listener threw (which closes the subscription). Then do not iterate it yourself.
+   */
+  public CompletableFuture<Void> listen(Consumer<? super Events.Item> listener) {
+    CompletableFuture<Void> ended = new CompletableFuture<>();
+    Thread reader = new Thread(() -> {
+      try {
+        while (hasNext()) {
+          listener.accept(next());
+        }
+        ended.complete(null);
+      } catch (Throwable failure) {
+        close();
+        ended.completeExceptionally(failure);
+      }
+    }, "patterns-subscription");
+    reader.setDaemon(true);
+    reader.start();
+    return ended;
   }
 
   /** End the subscription: its stream is cancelled, and a reader waiting is told there is no more. */

@@ -66,6 +66,19 @@ class LiveServerTest {
   }
 
   @Test
+  void anAsyncCheckAnswersAsTheBlockingOne() {
+    Policy policy = Policy.gcra(1, Duration.ofSeconds(60));
+    assertTrue(client.rateLimit().checkAsync("async:" + run, policy, CheckOptions.failClosed()).join().allowed());
+    Decision refused = client.rateLimit().checkAsync("async:" + run, policy, CheckOptions.defaults()).join();
+    assertFalse(refused.allowed());
+    assertFalse(refused.fallback());
+    // An error no fallback covers fails the future whatever the options say.
+    java.util.concurrent.CompletionException e = assertThrows(java.util.concurrent.CompletionException.class,
+        () -> client.rateLimit().checkAsync("", policy, CheckOptions.failOpen()).join());
+    assertEquals(Status.Code.INVALID_ARGUMENT, assertInstanceOf(PatternsException.class, e.getCause()).code());
+  }
+
+  @Test
   void aRefusedRequestCarriesItsDetails() {
     PatternsException e = assertThrows(PatternsException.class,
         () -> client.rateLimit().check("", Policy.gcra(3, Duration.ofSeconds(60))));
@@ -248,7 +261,24 @@ class LiveServerTest {
       assertNull(subscription.poll(Duration.ofMillis(50)));
       subscription.close();
       assertFalse(subscription.hasNext());
+      assertNull(subscription.poll(Duration.ofSeconds(1)));
       assertThrows(PatternsException.class, () -> subscription.awaitSubscribed(Duration.ofSeconds(1)));
     }
+  }
+
+  @Test
+  void aListenerGetsEveryEventUntilClosed() throws Exception {
+    String channel = "listened:" + run;
+    java.util.concurrent.BlockingQueue<String> heard = new java.util.concurrent.LinkedBlockingQueue<>();
+    Subscription subscription = client.events().subscribe(channel);
+    java.util.concurrent.CompletableFuture<Void> ended = subscription.listen(
+        item -> heard.add(((Events.Event) item).text()));
+    subscription.awaitSubscribed(Duration.ofSeconds(10));
+    client.events().publish(channel, "a");
+    client.events().publish(channel, "b");
+    assertEquals("a", heard.poll(10, TimeUnit.SECONDS));
+    assertEquals("b", heard.poll(10, TimeUnit.SECONDS));
+    subscription.close();
+    ended.get(10, TimeUnit.SECONDS); // completes normally once closed
   }
 }

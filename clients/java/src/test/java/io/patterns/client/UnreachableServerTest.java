@@ -3,6 +3,7 @@ package io.patterns.client;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -43,6 +44,15 @@ class UnreachableServerTest {
     assertEquals(4, decision.limit()); // the burst: the policy's capacity
     assertEquals(1, decision.remaining());
     assertEquals(Duration.ZERO, decision.retryAfter());
+  }
+
+  @Test
+  void anAsyncCheckFailsOpenOrRaises() {
+    Decision decision = client.rateLimit().checkAsync("k", POLICY, CheckOptions.failOpen()).join();
+    assertTrue(decision.allowed() && decision.fallback());
+    java.util.concurrent.CompletionException e = assertThrows(java.util.concurrent.CompletionException.class,
+        () -> client.rateLimit().checkAsync("k", POLICY, CheckOptions.defaults()).join());
+    assertEquals(Status.Code.UNAVAILABLE, assertInstanceOf(PatternsException.class, e.getCause()).code());
   }
 
   @Test
