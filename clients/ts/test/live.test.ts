@@ -1,0 +1,450 @@
+/**
+ * Against a live server: PATTERNS_TARGET (a plaintext server, as `make test` starts one).
+ * These tests fail, not skip, when it is unset. The fallbacks are tested against real
+ * sockets that cannot answer: a port nothing listens on, and one that accepts and stays
+ * silent (as a paused server does).
+ */
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { connect, createServer, type Server, type Socket } from "node:net";
+import { after, before, describe, it } from "node:test";
+import {
+  LockNotAcquiredError,
+  PatternsClient,
+  PatternsError,
+  Policy,
+  status,
+  type SubscriptionItem,
+} from "../src/index.js";
+
+function target(): string {
+  const value = process.env.PATTERNS_TARGET;
+  assert.ok(value, "PATTERNS_TARGET is not set: these tests need a live server (host:port)");
+  return value;
+}
+
+const run = randomBytes(6).toString("hex");
+const name = (what: string) => `ts-test:${what}:${run}`;
+
+/** Whether `check()` comes true within `ms`, asking every 25 ms. */
+async function eventually(ms: number, check: () => Promise<boolean>): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) {
+      return false;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  return true;
+}
+
+/** The next item of a subscription within `ms`. */
+async function nextItem(items: AsyncIterator<SubscriptionItem>, ms = 10_000): Promise<SubscriptionItem> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no item within ${ms} ms`)), ms);
+  });
+  try {
+    const result = await Promise.race([items.next(), late]);
+    assert.ok(!result.done, "the subscription ended");
+    return result.value;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+describe("every service, against PATTERNS_TARGET", () => {
+  let client: PatternsClient;
+  before(() => {
+    client = new PatternsClient(target());
+  });
+  after(() => client.close());
+
+  it("rate limits, and refuses a bad argument with its details", async () => {
+    const policy = Policy.gcra(3, 60_000);
+    const allowed = [];
+    for (let i = 0; i < 4; i++) {
+      allowed.push(await client.ratelimit.check(name("rl"), policy));
+    }
+    assert.deepEqual(
+      allowed.map((d) => d.allowed),
+      [true, true, true, false],
+    );
+    assert.ok(allowed[3].retryAfterMs > 0);
+    assert.equal(allowed[0].limit, 3);
+    assert.equal(allowed[0].fallback, false);
+    // All or nothing: one key under two policies (a burst limit and a daily quota).
+    const many = await client.ratelimit.checkMany(
+      [
+        [name("rl-a"), policy],
+        [name("rl-a"), Policy.fixedWindow(1_000, 86_400_000)],
+      ],
+      { allOrNothing: true },
+    );
+    assert.equal(many.allowed, true);
+    assert.equal(many.decisions.length, 2);
+    await client.ratelimit.reset(name("rl"), policy);
+    assert.ok((await client.ratelimit.check(name("rl"), policy)).allowed);
+    const refused = await client.ratelimit.check("", policy).catch((error: unknown) => error);
+    assert.ok(refused instanceof PatternsError);
+    assert.equal(refused.codeName, "INVALID_ARGUMENT");
+    assert.equal(refused.fieldViolations[0]?.field, "key");
+    assert.equal(refused.reason, "INVALID_ARGUMENT");
+  });
+
+  it("counts unique items", async () => {
+    assert.equal(await client.counter.add(name("c1"), ["a", "b", "a"]), true);
+    await client.counter.add(name("c2"), ["b", "c"], { ttlMs: 60_000 });
+    assert.equal(await client.counter.count(name("c1")), 2);
+    assert.equal(await client.counter.count([name("c1"), name("c2")]), 3);
+    assert.equal(await client.counter.merge(name("c3"), [name("c1"), name("c2")]), 3);
+  });
+
+  it("keeps a leaderboard", async () => {
+    const board = name("board");
+    await client.leaderboard.submit(board, "ann", 10);
+    await client.leaderboard.submit(board, "bob", 5);
+    assert.deepEqual((await client.leaderboard.submit(board, "cid", 1, { mode: "INCREMENT" })).rank, 3);
+    const top = await client.leaderboard.top(board, { limit: 2 });
+    assert.deepEqual(
+      top.entries.map((e) => [e.member, e.rank]),
+      [
+        ["ann", 1],
+        ["bob", 2],
+      ],
+    );
+    assert.equal(top.total, 3);
+    assert.deepEqual(await client.leaderboard.rank(board, "bob"), { member: "bob", score: 5, rank: 2 });
+    assert.equal(await client.leaderboard.rank(board, "nobody"), null);
+    assert.equal((await client.leaderboard.around(board, "bob", { radius: 1 })).length, 3);
+    assert.equal(await client.leaderboard.remove(board, ["cid"]), 1);
+    assert.equal(await client.leaderboard.size(board), 2);
+    assert.equal(await client.leaderboard.size({ name: board, order: "LOW_FIRST", period: "DAILY" }), 0);
+  });
+
+  it("keeps sessions", async () => {
+    const user = name("user");
+    const session = await client.sessions.create(user, { attributes: { agent: "ts" }, ttlMs: 60_000 });
+    assert.equal(session.userId, user);
+    assert.equal((await client.sessions.get(session.id, { touch: true }))?.attributes.agent, "ts");
+    const updated = await client.sessions.update(session.id, { set: { plan: "pro" }, remove: ["agent"] });
+    assert.deepEqual(updated.attributes, { plan: "pro" });
+    const rotated = await client.sessions.rotate(session.id);
+    assert.notEqual(rotated.id, session.id);
+    assert.equal(await client.sessions.get(session.id), null);
+    const other = await client.sessions.create(user, { ttlMs: 60_000 });
+    assert.equal((await client.sessions.list(user)).total, 2);
+    assert.equal(await client.sessions.destroyAll(user, { exceptId: other.id }), 1);
+    assert.equal(await client.sessions.destroy(other.id), true);
+    assert.equal(await client.sessions.get(other.id), null);
+  });
+
+  it("caches values with tags", async () => {
+    assert.equal(await client.cache.set(name("k1"), "v1", { ttlMs: 60_000, tags: [name("tag")] }), true);
+    await client.cache.set(name("k2"), Buffer.from([0, 1, 2]));
+    const entry = await client.cache.get(name("k1"));
+    assert.equal(entry?.value.toString(), "v1");
+    assert.ok((entry?.ttlRemainingMs ?? 0) > 0);
+    const [first, second, missing] = await client.cache.getMany([name("k1"), name("k2"), name("none")]);
+    assert.equal(first?.value.toString(), "v1");
+    assert.deepEqual([...(second?.value ?? [])], [0, 1, 2]);
+    assert.equal(missing, null);
+    assert.equal(await client.cache.set(name("k1"), "v2", { onlyIfAbsent: true }), false);
+    assert.equal(await client.cache.invalidateTags([name("tag")]), 1);
+    assert.equal(await client.cache.delete(name("k2")), 1);
+    await client.cache.set(`${name("p")}:1`, "x");
+    assert.equal(await client.cache.invalidatePrefix(`${name("p")}:`), 1);
+  });
+
+  it("computes a cold key once, and gives the lease back when compute fails", async () => {
+    let computed = 0;
+    const compute = async () => {
+      computed += 1;
+      return "v1";
+    };
+    assert.equal((await client.cache.getOrCompute(name("goc"), compute, { ttlMs: 60_000 })).toString(), "v1");
+    assert.equal((await client.cache.getOrCompute(name("goc"), compute)).toString(), "v1");
+    assert.equal(computed, 1);
+
+    const failure = new Error("the source failed");
+    await assert.rejects(
+      client.cache.getOrCompute(name("fail"), () => Promise.reject(failure)),
+      (error) => error === failure,
+    );
+    // The lease was released: the next caller gets it at once, not after the 20 s wait.
+    const started = Date.now();
+    assert.equal((await client.cache.getOrCompute(name("fail"), () => "v2", { waitMs: 20_000 })).toString(), "v2");
+    assert.ok(Date.now() - started < 10_000);
+
+    // "Not found", cached as such when asked to.
+    assert.equal(await client.cache.getOrCompute(name("absent"), () => null, { cacheMissesForMs: 60_000 }), null);
+    assert.equal(
+      await client.cache.getOrCompute(name("absent"), () => "never", { cacheMissesForMs: 60_000 }),
+      null,
+    );
+  });
+
+  it("takes, extends, inspects and releases leases", async () => {
+    const lock = name("lease");
+    const lease = await client.locks.acquire(lock, { ttlMs: 10_000 });
+    assert.ok(lease !== null && lease.fencingToken > 0);
+    assert.equal(await client.locks.acquire(lock, { ttlMs: 10_000, waitMs: 100 }), null);
+    assert.ok((await client.locks.extend(lease, { ttlMs: 20_000 })) !== null);
+    const state = await client.locks.inspect(lock);
+    assert.ok(state.held && state.ttlRemainingMs > 10_000);
+    assert.equal(state.fencingToken, lease.fencingToken);
+    assert.equal(await client.locks.release(lease), "RELEASED");
+    assert.equal(await client.locks.release(lease), "NOT_HELD");
+    assert.equal(await client.locks.forceRelease(lock), false);
+  });
+
+  it("holds a lock for a block and releases it at the end", async () => {
+    const lock = name("hold");
+    let token = 0;
+    {
+      await using held = await client.locks.hold(lock, { ttlMs: 3_000 });
+      token = held.fencingToken;
+      assert.ok(token > 0);
+      assert.ok(!held.signal.aborted);
+      assert.ok((await client.locks.inspect(lock)).held);
+      await assert.rejects(client.locks.hold(lock, { ttlMs: 3_000, waitMs: 100 }), LockNotAcquiredError);
+    }
+    assert.ok(await eventually(5_000, async () => !(await client.locks.inspect(lock)).held));
+    // try/finally works as well as `await using`.
+    const held = await client.locks.hold(lock, { ttlMs: 3_000 });
+    try {
+      assert.ok(held.fencingToken > token);
+    } finally {
+      await held.release();
+    }
+  });
+
+  it("reports a lost lock through the signal, and releasing it then does not throw", async () => {
+    const lock = name("lost");
+    const held = await client.locks.hold(lock, { ttlMs: 1_500 });
+    assert.equal(await client.locks.forceRelease(lock), true);
+    assert.ok(await eventually(10_000, async () => held.signal.aborted));
+    assert.ok(held.lost);
+    assert.ok(held.signal.reason instanceof PatternsError);
+    await held.release();
+  });
+
+  it("subscribes, waits until subscribed, and receives events one by one", async () => {
+    const channel = name("orders");
+    const subscription = client.events.subscribe({ channels: [channel] });
+    await subscription.waitSubscribed({ timeoutMs: 10_000 });
+    assert.ok(subscription.subscribed);
+    for (const payload of ["1", "2", "3"]) {
+      await client.events.publish(channel, payload);
+    }
+    const received = [];
+    for await (const item of subscription) {
+      assert.equal(item.type, "event");
+      if (item.type === "event") {
+        assert.equal(item.channel, channel);
+        received.push(item.payload.toString());
+      }
+      if (received.length === 3) {
+        break; // leaving the loop ends the subscription
+      }
+    }
+    assert.deepEqual(received, ["1", "2", "3"]);
+    assert.equal((await subscription.next()).done, true);
+  });
+
+  it("ends a subscription when its signal aborts", async () => {
+    const stop = new AbortController();
+    const subscription = client.events.subscribe({ channels: [name("stopped")], signal: stop.signal });
+    await subscription.waitSubscribed({ timeoutMs: 10_000 });
+    const pending = subscription.next();
+    stop.abort();
+    assert.equal((await pending).done, true);
+  });
+
+  it("matches patterns", async () => {
+    await using subscription = client.events.subscribe({ patterns: [name("room:*")] });
+    await subscription.waitSubscribed({ timeoutMs: 10_000 });
+    await client.events.publish(name("room:1"), Buffer.from("hi"));
+    const item = await nextItem(subscription);
+    assert.ok(item.type === "event" && item.pattern === name("room:*") && item.payload.toString() === "hi");
+  });
+});
+
+/**
+ * A TCP proxy to PATTERNS_TARGET whose connections can be cut (as a server restart cuts
+ * them) or held (as a paused server holds them: the sockets stay open, nothing passes).
+ */
+class Proxy {
+  readonly #pairs = new Set<[Socket, Socket]>();
+  readonly #server: Server;
+  #holding = false;
+
+  constructor(to: string) {
+    const [host, port] = [to.slice(0, to.lastIndexOf(":")), Number(to.slice(to.lastIndexOf(":") + 1))];
+    this.#server = createServer((inbound) => {
+      const outbound = connect(port, host);
+      const pair: [Socket, Socket] = [inbound, outbound];
+      this.#pairs.add(pair);
+      inbound.pipe(outbound).on("error", () => undefined);
+      outbound.pipe(inbound).on("error", () => undefined);
+      for (const socket of pair) {
+        socket.on("error", () => undefined);
+        socket.on("close", () => {
+          pair.forEach((each) => each.destroy());
+          this.#pairs.delete(pair);
+        });
+        if (this.#holding) {
+          socket.pause();
+        }
+      }
+    });
+  }
+
+  async listen(): Promise<string> {
+    this.#server.listen(0, "127.0.0.1");
+    await once(this.#server, "listening");
+    return `127.0.0.1:${(this.#server.address() as { port: number }).port}`;
+  }
+
+  /** Close every connection through it; new ones are taken as before. */
+  cut(): void {
+    for (const pair of this.#pairs) {
+      pair.forEach((socket) => socket.destroy());
+    }
+  }
+
+  /** Pass nothing more, in either direction, until release(). */
+  hold(): void {
+    this.#holding = true;
+    for (const pair of this.#pairs) {
+      pair.forEach((socket) => socket.unpipe().pause());
+    }
+  }
+
+  close(): void {
+    this.cut();
+    this.#server.close();
+  }
+}
+
+describe("interruptions, through a proxy to PATTERNS_TARGET", () => {
+  let proxy: Proxy;
+  let client: PatternsClient;
+  before(async () => {
+    proxy = new Proxy(target());
+    client = new PatternsClient(await proxy.listen());
+  });
+  after(() => {
+    client.close();
+    proxy.close();
+  });
+
+  it("resubscribes after the connection is cut, yields a gap, then events again", async () => {
+    const channel = name("cut");
+    const subscription = client.events.subscribe({ channels: [channel] });
+    await subscription.waitSubscribed({ timeoutMs: 10_000 });
+    await client.events.publish(channel, "before");
+    const first = await nextItem(subscription);
+    assert.ok(first.type === "event" && first.payload.toString() === "before");
+    proxy.cut();
+    const gap = await nextItem(subscription, 30_000);
+    assert.equal(gap.type, "gap");
+    assert.ok(gap.type === "gap" && gap.error.code === status.UNAVAILABLE, gap.type === "gap" ? gap.error.message : "");
+    assert.ok(subscription.subscribed);
+    await client.events.publish(channel, "after");
+    const second = await nextItem(subscription);
+    assert.ok(second.type === "event" && second.payload.toString() === "after");
+    await subscription.close();
+  });
+
+  it("falls back within the budget when an open connection goes silent", async () => {
+    const policy = Policy.gcra(3, 60_000);
+    assert.equal((await client.ratelimit.check(name("held"), policy, { onUnavailable: "allow" })).fallback, false);
+    proxy.hold();
+    let started = performance.now();
+    const decision = await client.ratelimit.check(name("held"), policy, { onUnavailable: "allow" });
+    assert.deepEqual([decision.allowed, decision.fallback], [true, true]);
+    assert.ok(performance.now() - started < 2_000);
+    started = performance.now();
+    assert.equal((await client.cache.getOrCompute(name("held"), () => "v3")).toString(), "v3");
+    assert.ok(performance.now() - started < 2_000);
+  });
+});
+
+describe("fallbacks, against sockets that cannot answer", () => {
+  let silent: Server;
+  const sockets: Socket[] = [];
+  let silentTarget = "";
+  let closedTarget = "";
+
+  before(async () => {
+    // Accepts connections and never answers, as a paused server does.
+    silent = createServer((socket) => sockets.push(socket)).listen(0, "127.0.0.1");
+    await once(silent, "listening");
+    silentTarget = `127.0.0.1:${(silent.address() as { port: number }).port}`;
+    // A port nothing listens on.
+    const closed = createServer().listen(0, "127.0.0.1");
+    await once(closed, "listening");
+    closedTarget = `127.0.0.1:${(closed.address() as { port: number }).port}`;
+    closed.close();
+  });
+  after(() => {
+    sockets.forEach((socket) => socket.destroy());
+    silent.close();
+  });
+
+  for (const [kind, of] of [
+    ["silent", () => silentTarget],
+    ["closed", () => closedTarget],
+  ] as const) {
+    it(`fails open, or closed, within the budget (${kind} server)`, async () => {
+      const client = new PatternsClient(of(), { timeoutMs: 300 });
+      try {
+        const policy = Policy.tokenBucket(10, 1_000, 20);
+        let started = performance.now();
+        const open = await client.ratelimit.check(name("fo"), policy, { onUnavailable: "allow", cost: 2 });
+        assert.ok(performance.now() - started < 2_000);
+        assert.deepEqual([open.allowed, open.fallback, open.limit, open.remaining], [true, true, 20, 18]);
+        const shut = await client.ratelimit.check(name("fc"), policy, { onUnavailable: "deny", fallbackAfterMs: 100 });
+        assert.deepEqual([shut.allowed, shut.fallback, shut.remaining], [false, true, 0]);
+        assert.ok(shut.retryAfterMs > 0);
+        await assert.rejects(client.ratelimit.check(name("r"), policy), (error: unknown) => {
+          assert.ok(error instanceof PatternsError);
+          assert.ok([status.DEADLINE_EXCEEDED, status.UNAVAILABLE].includes(error.code), error.codeName);
+          return true;
+        });
+        started = performance.now();
+        const value = await client.cache.getOrCompute(name("cf"), () => "v3");
+        assert.equal(value.toString(), "v3");
+        assert.ok(performance.now() - started < 2_000);
+      } finally {
+        client.close();
+      }
+    });
+  }
+
+  it("gives up a hold whose first answer does not come", async () => {
+    const client = new PatternsClient(silentTarget, { timeoutMs: 300 });
+    try {
+      await assert.rejects(client.locks.hold(name("h"), { ttlMs: 3_000 }), (error: unknown) => {
+        assert.ok(error instanceof PatternsError && error.code === status.DEADLINE_EXCEEDED);
+        return true;
+      });
+    } finally {
+      client.close();
+    }
+  });
+
+  it("keeps resubscribing while the server is down, until closed", async () => {
+    const client = new PatternsClient(closedTarget);
+    const subscription = client.events.subscribe({ channels: [name("nowhere")] });
+    await assert.rejects(subscription.waitSubscribed({ timeoutMs: 300 }), (error: unknown) => {
+      assert.ok(error instanceof PatternsError && error.code === status.DEADLINE_EXCEEDED);
+      return true;
+    });
+    const pending = subscription.next();
+    client.close(); // ends the subscription too
+    assert.equal((await pending).done, true);
+  });
+});
