@@ -1,5 +1,6 @@
 package example;
 
+import io.patterns.client.CheckOptions;
 import io.patterns.client.Decision;
 import io.patterns.client.Events;
 import io.patterns.client.FillOptions;
@@ -8,7 +9,6 @@ import io.patterns.client.PatternsClient;
 import io.patterns.client.PatternsException;
 import io.patterns.client.Policy;
 import io.patterns.client.Subscription;
-import io.patterns.client.CheckOptions;
 import java.io.BufferedReader;
 import java.io.IOException;
 import java.io.InputStreamReader;
@@ -38,7 +38,8 @@ public final class Main {
     new SecureRandom().nextBytes(random);
     String run = HexFormat.of().formatHex(random);
 
-    try (PatternsClient client = PatternsClient.fromEnv().build()) {
+    // A generous deadline per call: the driver runs this on a busy machine.
+    try (PatternsClient client = PatternsClient.fromEnv().timeout(Duration.ofSeconds(10)).build()) {
       // Rate limit: GCRA, 3 per 60 s, checked 4 times.
       Policy policy = Policy.gcra(3, Duration.ofSeconds(60));
       List<String> allowed = new ArrayList<>();
@@ -66,19 +67,20 @@ public final class Main {
       var best = client.leaderboard().top(board, 10).standings().get(0);
       say("leaderboard: " + best.member() + " " + best.rank() + " " + client.leaderboard().size(board));
 
-      var session = client.sessions().create("user:" + run, Duration.ofMinutes(30));
+      var session = client.sessions().create("user:" + run, Duration.ofMinutes(5));
       boolean found = client.sessions().get(session.id()).isPresent();
       client.sessions().destroy(session.id());
       say("sessions: " + found + " " + client.sessions().get(session.id()).isPresent());
 
-      // getOrCompute: computed once, then a hit.
+      // getOrCompute: computed once, then a hit. Values live a minute: nothing is left behind.
+      FillOptions minute = FillOptions.defaults().ttl(Duration.ofMinutes(1));
       AtomicInteger computed = new AtomicInteger();
       byte[] value = null;
       for (int i = 0; i < 2; i++) {
         value = client.cache().getOrCompute("page:" + run, () -> {
           computed.incrementAndGet();
           return bytes("v1");
-        });
+        }, minute);
       }
       say("cache: " + text(value) + " computed " + computed.get());
 
@@ -88,21 +90,21 @@ public final class Main {
       try {
         client.cache().getOrCompute("report:" + run, () -> {
           throw broken;
-        });
+        }, minute);
         same = false;
       } catch (RuntimeException e) {
         same = e == broken;
       }
       long started = System.nanoTime();
       client.cache().getOrCompute("report:" + run, () -> bytes("v2"),
-          FillOptions.defaults().waitFor(Duration.ofSeconds(20)));
+          minute.waitFor(Duration.ofSeconds(20)));
       say("cache failed compute: " + same + " " + (millisSince(started) < 10_000));
 
       // A lock held for a block: released when the block ends.
       String name = "job:" + run;
       boolean ran = false;
       long fencing;
-      try (HeldLock held = client.locks().hold(name, Duration.ofSeconds(5))) {
+      try (HeldLock held = client.locks().hold(name, Duration.ofSeconds(5), Duration.ofSeconds(5))) {
         ran = true;
         fencing = held.fencingToken();
       }
@@ -111,7 +113,7 @@ public final class Main {
       // A lock force-released while held: the loss is reported, and leaving the block is quiet.
       String other = "other:" + run;
       boolean reported;
-      try (HeldLock held = client.locks().hold(other, Duration.ofSeconds(5))) {
+      try (HeldLock held = client.locks().hold(other, Duration.ofSeconds(5), Duration.ofSeconds(5))) {
         client.locks().forceRelease(other);
         try {
           held.lost().get(15, TimeUnit.SECONDS);
@@ -137,11 +139,11 @@ public final class Main {
       // A paused server: the recipes fall back within their budget (200 ms).
       ask("pause");
       started = System.nanoTime();
-      Decision open = client.rateLimit().check("user:" + run, policy, CheckOptions.failOpen());
+      Decision open = client.rateLimit().check("paused:" + run, policy, CheckOptions.failOpen());
       long checkTook = millisSince(started);
       say("fail-open: " + open.allowed() + " " + open.fallback());
       started = System.nanoTime();
-      byte[] fallback = client.cache().getOrCompute("fresh:" + run, () -> bytes("v3"));
+      byte[] fallback = client.cache().getOrCompute("fallback:" + run, () -> bytes("v3"), minute);
       long cacheTook = millisSince(started);
       say("cache fallback: " + text(fallback));
       say("fallbacks took " + checkTook + " " + cacheTook);
