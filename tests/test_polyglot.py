@@ -43,7 +43,6 @@ from tests.tenants import Tenant, write_auth_file
 ROOT = Path(__file__).parents[1]
 CLIENTS = ROOT / "clients"
 EXAMPLES = ROOT / "examples"
-on_redis7 = pytest.mark.parametrize("backend_url", ["redis7"], indirect=True)
 # A first build downloads its dependencies: each step has a timeout of its own (1,200 s for
 # Maven's builds, 600 s for any other step, though a warm run takes seconds), so the suite's
 # 300 s per test is too short here.
@@ -94,6 +93,21 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "client_key": client.key,
         "auth_file": write_auth_file(folder / "tenants.toml", [CONSUMERS]),
     }
+
+
+@pytest.fixture(scope="module")
+def plaintext(redis7: RedisServer) -> Iterator[dict[str, str]]:
+    """The settings of the clients' own live tests: a plaintext server without keys
+    (PATTERNS_TARGET), and its Prometheus metrics (PATTERNS_METRICS_URL), where a test can
+    see which RPCs its client made (compare before and after: the languages share it)."""
+    server = PatternsServer(redis7.url, "--metrics-listen", "127.0.0.1:0").start()
+    try:
+        server.wait_for_log("metrics on http://")
+        metrics = re.search(r"metrics on (http://[\d.]+:\d+/metrics)", server.log)
+        assert metrics
+        yield {"PATTERNS_TARGET": server.address, "PATTERNS_METRICS_URL": metrics.group(1)}
+    finally:
+        server.stop()
 
 
 @pytest.fixture
@@ -241,15 +255,14 @@ def test_a_python_consumer_uses_every_recipe(guarded: PatternsServer, pki: dict[
 # Go ---------------------------------------------------------------------------------------
 
 
-@on_redis7
-def test_the_go_client_passes_its_own_tests(server: PatternsServer) -> None:
+def test_the_go_client_passes_its_own_tests(plaintext: dict[str, str]) -> None:
     go = require_tool("go")
     directory = CLIENTS / "go"
     output_of([go, "vet", "./..."], directory)
     assert output_of(["gofmt", "-l", "."], directory) == ""
     result = subprocess.run(
         [go, "test", "-count=1", "-json", "./..."], cwd=directory, capture_output=True,
-        text=True, timeout=600, env=environment({"PATTERNS_TARGET": server.address}),
+        text=True, timeout=600, env=environment(plaintext),
     )  # fmt: skip
     events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     tests = [e for e in events if e.get("Test") and e["Action"] in ("pass", "fail")]
@@ -280,15 +293,14 @@ def npm_ci(npm: str, directory: Path) -> None:
         output_of([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], directory)
 
 
-@on_redis7
-def test_the_typescript_client_passes_its_own_tests(server: PatternsServer) -> None:
+def test_the_typescript_client_passes_its_own_tests(plaintext: dict[str, str]) -> None:
     npm = require_tool("npm")
     directory = CLIENTS / "ts"
     npm_ci(npm, directory)
     result = subprocess.run(
         [npm, "test", "--silent", "--", "--test-reporter=tap"], cwd=directory,
         capture_output=True, text=True, timeout=600,
-        env=environment({"PATTERNS_TARGET": server.address}),
+        env=environment(plaintext),
     )  # fmt: skip
     tap = result.stdout
     passed, failed = (
@@ -325,8 +337,7 @@ def test_a_typescript_consumer_uses_every_recipe(
 # Java ---------------------------------------------------------------------------------------
 
 
-@on_redis7
-def test_the_java_client_passes_its_own_tests(server: PatternsServer) -> None:
+def test_the_java_client_passes_its_own_tests(plaintext: dict[str, str]) -> None:
     mvn = require_tool("mvn")
     require_tool("java")
     directory = CLIENTS / "java"
@@ -334,7 +345,7 @@ def test_the_java_client_passes_its_own_tests(server: PatternsServer) -> None:
     shutil.rmtree(reports, ignore_errors=True)
     # `install` runs the tests, then puts the jar in ~/.m2 for the consumer's build.
     output_of([mvn, *MAVEN_QUIET, "install"], directory, timeout=1_200,
-              settings={"PATTERNS_TARGET": server.address})  # fmt: skip
+              settings=plaintext)  # fmt: skip
     passed = failed = 0
     for report in reports.glob("TEST-*.xml"):
         suite = ElementTree.parse(report).getroot()
