@@ -10,6 +10,7 @@ import { RateLimiterClient } from "./gen/patterns/ratelimit/v1/ratelimit.js";
 import { SessionsClient } from "./gen/patterns/session/v1/session.js";
 import { Cache } from "./cache.js";
 import { Calls } from "./calls.js";
+import { CheckStream } from "./checkstream.js";
 import { UniqueCounter } from "./counter.js";
 import { Events } from "./events.js";
 import { Leaderboard } from "./leaderboard.js";
@@ -48,6 +49,9 @@ export interface PatternsClientOptions {
   channelOptions?: ChannelOptions;
   /** Metadata sent with every call. */
   metadata?: Metadata;
+  /** Send `ratelimit.check`s over one shared RateLimiter.CheckStream (default true); false:
+   * a unary Check each. */
+  streamChecks?: boolean;
 }
 
 function channelCredentials(tls: PatternsClientOptions["tls"]): ChannelCredentials | undefined {
@@ -124,7 +128,9 @@ export class PatternsClient implements Disposable {
     // Every stub shares the one channel (its address and credentials are the channel's).
     const over = { channelOverride: this.channel };
     const insecure = credentials.createInsecure();
-    this.ratelimit = new RateLimiter(this.#calls, new RateLimiterClient(target, insecure, over));
+    const rateLimiter = new RateLimiterClient(target, insecure, over);
+    const checkStream = options.streamChecks === false ? undefined : new CheckStream(this.#calls, rateLimiter);
+    this.ratelimit = new RateLimiter(this.#calls, rateLimiter, checkStream);
     this.counter = new UniqueCounter(this.#calls, new UniqueCounterClient(target, insecure, over));
     this.events = new Events(this.#calls, new EventsClient(target, insecure, over));
     this.locks = new Locks(this.#calls, new LockerClient(target, insecure, over));
