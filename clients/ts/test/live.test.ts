@@ -5,11 +5,13 @@
  * silent (as a paused server does).
  */
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import {
+  type Decision,
   LockNotAcquiredError,
   PatternsClient,
   PatternsError,
@@ -22,6 +24,47 @@ function target(): string {
   const value = process.env.PATTERNS_TARGET;
   assert.ok(value, "PATTERNS_TARGET is not set: these tests need a live server (host:port)");
   return value;
+}
+
+/** The Prometheus metrics of the server at PATTERNS_TARGET (PATTERNS_METRICS_URL). */
+function metricsUrl(): string {
+  const value = process.env.PATTERNS_METRICS_URL;
+  assert.ok(value, "PATTERNS_METRICS_URL is not set: these tests read the server's metrics (http://host:port/metrics)");
+  return value;
+}
+
+const RATE_LIMITER = "patterns.ratelimit.v1.RateLimiter";
+
+/** What the server has served, from one scrape: unary Checks (any code), and CheckStreams
+ * open and ended (their sum grows by one per stream opened, whenever it ends). */
+async function served(): Promise<{ checks: number; streams: number }> {
+  const text = await (await fetch(metricsUrl())).text();
+  let checks = 0;
+  let streams = 0;
+  for (const line of text.split("\n")) {
+    const sample = /^(\w+)\{([^}]*)\} (\S+)$/.exec(line);
+    if (sample === null || !sample[2].includes(`service="${RATE_LIMITER}"`)) {
+      continue;
+    }
+    const [, metric, labels, value] = sample;
+    if (metric === "patterns_rpcs_total" && labels.includes('method="Check"')) {
+      checks += Number(value);
+    } else if (
+      (metric === "patterns_rpcs_total" || metric === "patterns_streams_open") &&
+      labels.includes('method="CheckStream"')
+    ) {
+      streams += Number(value);
+    }
+  }
+  return { checks, streams };
+}
+
+/** How many unary Checks and CheckStreams the server saw while `work` ran. */
+async function metered<T>(work: () => Promise<T>): Promise<{ result: T; checks: number; streams: number }> {
+  const before = await served();
+  const result = await work();
+  const after = await served();
+  return { result, checks: after.checks - before.checks, streams: after.streams - before.streams };
 }
 
 const run = randomBytes(6).toString("hex");
@@ -322,6 +365,15 @@ class Proxy {
     }
   }
 
+  /** Pass everything again, what was held first. */
+  release(): void {
+    this.#holding = false;
+    for (const [inbound, outbound] of this.#pairs) {
+      inbound.pipe(outbound);
+      outbound.pipe(inbound);
+    }
+  }
+
   close(): void {
     this.cut();
     this.#server.close();
@@ -394,12 +446,14 @@ describe("fallbacks, against sockets that cannot answer", () => {
     silent.close();
   });
 
-  for (const [kind, of] of [
-    ["silent", () => silentTarget],
-    ["closed", () => closedTarget],
+  for (const [kind, of, streamChecks] of [
+    ["silent", () => silentTarget, true],
+    ["closed", () => closedTarget, true],
+    ["silent", () => silentTarget, false],
+    ["closed", () => closedTarget, false],
   ] as const) {
-    it(`fails open, or closed, within the budget (${kind} server)`, async () => {
-      const client = new PatternsClient(of(), { timeoutMs: 300 });
+    it(`fails open, or closed, within the budget (${kind} server, ${streamChecks ? "stream" : "unary"})`, async () => {
+      const client = new PatternsClient(of(), { timeoutMs: 300, streamChecks });
       try {
         const policy = Policy.tokenBucket(10, 1_000, 20);
         let started = performance.now();
@@ -424,6 +478,15 @@ describe("fallbacks, against sockets that cannot answer", () => {
     });
   }
 
+  it("cancels the checks in progress on the stream at close()", async () => {
+    const client = new PatternsClient(silentTarget, { timeoutMs: 30_000 });
+    const pending = client.ratelimit.check(name("closing"), Policy.gcra(3, 60_000)).catch((error: unknown) => error);
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the stream waits for its connection
+    client.close();
+    const error = await pending;
+    assert.ok(error instanceof PatternsError && error.code === status.CANCELLED, String(error));
+  });
+
   it("gives up a hold whose first answer does not come", async () => {
     const client = new PatternsClient(silentTarget, { timeoutMs: 300 });
     try {
@@ -446,5 +509,233 @@ describe("fallbacks, against sockets that cannot answer", () => {
     const pending = subscription.next();
     client.close(); // ends the subscription too
     assert.equal((await pending).done, true);
+  });
+});
+
+/** Exact over any rolling hour, so no window rolls over while a test runs. */
+const LIMIT = 10;
+const HOUR_LOG = Policy.slidingWindowLog(LIMIT, 3_600_000);
+const CONCURRENT = 64;
+
+function exactlyTheLimit(decisions: Decision[]): void {
+  assert.equal(decisions.length, CONCURRENT);
+  assert.ok(!decisions.some((d) => d.fallback));
+  assert.equal(decisions.filter((d) => d.allowed).length, LIMIT);
+  assert.deepEqual(
+    decisions
+      .filter((d) => d.allowed)
+      .map((d) => d.remaining)
+      .sort((a, b) => a - b),
+    [...Array(LIMIT).keys()],
+  );
+}
+
+/** A period of 1 to 2 hours whose current window (aligned on epoch multiples of it, as the
+ * server's are) is between a quarter and three quarters gone: no window boundary passes
+ * while a test runs, at any time of day. */
+function calmPeriodMs(): number {
+  const now = Date.now();
+  for (let period = 3_600_000; ; period += 60_000) {
+    const gone = (now % period) / period;
+    if (gone > 0.25 && gone < 0.75) {
+      return period;
+    }
+  }
+}
+
+describe("checks over one CheckStream, against PATTERNS_TARGET and its metrics", () => {
+  it("admits exactly the limit of 64 concurrent checks, over one stream and no unary Check", async () => {
+    const client = new PatternsClient(target());
+    try {
+      const key = name("burst");
+      const { result, checks, streams } = await metered(() =>
+        Promise.all(Array.from({ length: CONCURRENT }, () => client.ratelimit.check(key, HOUR_LOG))),
+      );
+      exactlyTheLimit(result);
+      assert.deepEqual({ checks, streams }, { checks: 0, streams: 1 });
+    } finally {
+      client.close();
+    }
+  });
+
+  it("sends unary Checks with streamChecks: false", async () => {
+    const client = new PatternsClient(target(), { streamChecks: false });
+    try {
+      const key = name("unary-burst");
+      const { result, checks, streams } = await metered(() =>
+        Promise.all(Array.from({ length: CONCURRENT }, () => client.ratelimit.check(key, HOUR_LOG))),
+      );
+      exactlyTheLimit(result);
+      assert.deepEqual({ checks, streams }, { checks: CONCURRENT, streams: 0 });
+    } finally {
+      client.close();
+    }
+  });
+
+  it("answers as unary Checks do, decisions and errors", async () => {
+    const period = calmPeriodMs();
+    const policies = [
+      Policy.fixedWindow(3, period),
+      Policy.slidingWindowLog(3, period),
+      Policy.slidingWindowCounter(3, period),
+      Policy.tokenBucket(3, period, 4),
+      Policy.gcra(3, period, 4),
+    ];
+    const history: [number, boolean][] = [
+      [1, false],
+      [1, true],
+      [2, false],
+      [1, false],
+      [1, false],
+    ]; // [cost, peek]
+    const bad: [string, Policy][] = [
+      ["", HOUR_LOG], // an empty key
+      ["k", Policy.fixedWindow(0, 3_600_000)], // a limit of 0
+      ["k", Policy.gcra(3, 0)], // no period
+    ];
+    const answers = async (streamChecks: boolean) => {
+      const client = new PatternsClient(target(), { streamChecks });
+      try {
+        const decisions = [];
+        for (const [number, policy] of policies.entries()) {
+          for (const [cost, peek] of history) {
+            const d = await client.ratelimit.check(name(`same:${streamChecks}:${number}`), policy, { cost, peek });
+            decisions.push([d.allowed, d.limit, d.remaining, d.retryAfterMs > 0, d.fallback]);
+          }
+        }
+        const errors = [];
+        for (const [key, policy] of bad) {
+          // Not an error a fallback covers, whatever onUnavailable says.
+          const options = { onUnavailable: "allow", fallbackAfterMs: 10_000 } as const;
+          const error = await client.ratelimit.check(key, policy, options).catch((e: unknown) => e);
+          assert.ok(error instanceof PatternsError, String(error));
+          errors.push({
+            code: error.code,
+            reason: error.reason,
+            details: error.details,
+            message: error.message,
+            fieldViolations: error.fieldViolations,
+            retryAfterMs: error.retryAfterMs,
+          });
+        }
+        return { decisions, errors };
+      } finally {
+        client.close();
+      }
+    };
+    const unary = await metered(() => answers(false));
+    const stream = await metered(() => answers(true));
+    assert.deepEqual(stream.result, unary.result);
+    assert.deepEqual(
+      stream.result.errors.map((error) => error.fieldViolations[0]?.field),
+      ["key", "policy.limit", "policy.period"],
+    );
+    assert.deepEqual([stream.checks, stream.streams], [0, 1]);
+    assert.deepEqual([unary.checks, unary.streams], [policies.length * history.length + bad.length, 0]);
+  });
+
+  it("sends the checks beyond the stream's 1,000 in progress as unary Checks", async () => {
+    const client = new PatternsClient(target(), { timeoutMs: 30_000 });
+    try {
+      const key = name("many");
+      // Sent in one go, before any answer is read: 1,000 on the stream, 100 unary.
+      const { result, checks, streams } = await metered(() =>
+        Promise.all(Array.from({ length: 1_100 }, () => client.ratelimit.check(key, HOUR_LOG))),
+      );
+      assert.equal(result.filter((d) => d.allowed).length, LIMIT);
+      assert.ok(!result.some((d) => d.fallback));
+      assert.deepEqual({ checks, streams }, { checks: 100, streams: 1 });
+    } finally {
+      client.close();
+    }
+  });
+
+  it("lets a program that never calls close() exit", async () => {
+    // The stream, once idle, ends: an open call would keep Node's event loop alive.
+    const index = new URL("../src/index.js", import.meta.url).href;
+    const program = `
+      import { PatternsClient, Policy } from ${JSON.stringify(index)};
+      const client = new PatternsClient(${JSON.stringify(target())});
+      const decision = await client.ratelimit.check(${JSON.stringify(name("exit"))}, Policy.gcra(3, 60_000));
+      console.log(decision.allowed, decision.fallback);
+    `;
+    const { result, streams } = await metered(
+      () =>
+        new Promise<string>((resolve, reject) => {
+          const child = execFile(process.execPath, ["--input-type=module", "-e", program], { timeout: 30_000 });
+          let output = "";
+          child.stdout?.on("data", (chunk) => (output += chunk));
+          child.on("error", reject);
+          child.on("exit", (code, signal) => resolve(`${output.trim()} exit ${code ?? signal}`));
+        }),
+    );
+    assert.equal(result, "true false exit 0");
+    assert.equal(streams, 1);
+  });
+});
+
+describe("a CheckStream interrupted, through a proxy to PATTERNS_TARGET", () => {
+  let proxy: Proxy;
+  let address = "";
+  before(async () => {
+    proxy = new Proxy(target());
+    address = await proxy.listen();
+  });
+  after(() => proxy.close());
+
+  it("fails the checks in progress when the connection is cut, then opens a new stream", async () => {
+    // A timeout no check reaches here: the cut, not a deadline, must end them.
+    const client = new PatternsClient(address, { timeoutMs: 30_000 });
+    try {
+      const { checks, streams } = await metered(async () => {
+        const policy = Policy.gcra(1_000, 60_000);
+        assert.equal((await client.ratelimit.check(name("cut"), policy)).fallback, false);
+        proxy.hold();
+        const raised = client.ratelimit.check(name("cut"), policy).catch((error: unknown) => error);
+        const open = client.ratelimit.check(name("cut"), policy, { onUnavailable: "allow", fallbackAfterMs: 30_000 });
+        proxy.cut();
+        const error = await raised;
+        assert.ok(error instanceof PatternsError && error.code === status.UNAVAILABLE, String(error));
+        assert.deepEqual([(await open).allowed, (await open).fallback], [true, true]);
+        proxy.release();
+        // grpc-js reconnects with its backoff; the next checks open a new stream.
+        const answered = await eventually(30_000, async () => {
+          const decision = await client.ratelimit.check(name("cut"), policy, { onUnavailable: "allow" });
+          return !decision.fallback;
+        });
+        assert.ok(answered, "no check answered after the cut");
+      });
+      assert.equal(checks, 0);
+      assert.ok(streams >= 2, `${streams} streams`);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("drops the answers of checks that gave up, and answers the next ones on the stream", async () => {
+    const client = new PatternsClient(address, { timeoutMs: 30_000 });
+    try {
+      const fresh = Policy.fixedWindow(5, 3_600_000);
+      assert.equal((await client.ratelimit.check(name("warm"), HOUR_LOG)).fallback, false);
+      proxy.hold();
+      const stale = await Promise.all(
+        Array.from({ length: 5 }, (_, n) =>
+          client.ratelimit.check(name(`stale:${n}`), HOUR_LOG, { onUnavailable: "deny", fallbackAfterMs: 300 }),
+        ),
+      );
+      proxy.release(); // the late answers arrive now, and are dropped
+      assert.ok(stale.every((d) => d.fallback && !d.allowed));
+      const later = [];
+      for (let n = 0; n < 20; n++) {
+        later.push(await client.ratelimit.check(name(`fresh:${n}`), fresh));
+      }
+      // Each fresh key checked once: its own answer has 4 left; a stale answer would not.
+      assert.deepEqual(
+        later.map((d) => [d.allowed, d.remaining, d.fallback]),
+        Array(20).fill([true, 4, false]),
+      );
+    } finally {
+      client.close();
+    }
   });
 });
