@@ -96,6 +96,7 @@ class Stream implements Closable {
     // them: the stream is over at "end", with that failure.
     this.#call.on("error", (error) => {
       this.#failure ??= error;
+      this.ended = true; // the call is over: the next check opens another
     });
     this.#call.on("end", () => this.#end());
   }
@@ -174,6 +175,16 @@ class Stream implements Closable {
     }
   }
 
+  /** End the stream politely (the server answers what it still has, dropped here, and ends
+   * it OK); a server that never answers is cancelled after the client's timeout, as the
+   * call would otherwise keep the process alive. */
+  #endIdle(): void {
+    this.ended = true;
+    this.#call.end();
+    this.#idle = setTimeout(() => this.#call.cancel(), this.calls.timeoutMs);
+    this.#idle.unref();
+  }
+
   /** With no check in progress, end the stream once IDLE_END_MS passed since the last check
    * was sent (one timer, looked at again when it fires rather than reset per check). */
   #whenIdle(): void {
@@ -187,7 +198,7 @@ class Stream implements Closable {
         return; // busy again: the next quiet moment arms it anew
       }
       if (performance.now() - this.#lastSent >= IDLE_END_MS) {
-        this.close(); // nothing in progress, so nothing is cancelled but the call
+        this.#endIdle();
       } else {
         this.#whenIdle();
       }

@@ -14,6 +14,7 @@ import {
   type Decision,
   LockNotAcquiredError,
   PatternsClient,
+  type PatternsClientOptions,
   PatternsError,
   Policy,
   status,
@@ -37,10 +38,11 @@ const RATE_LIMITER = "patterns.ratelimit.v1.RateLimiter";
 
 /** What the server has served, from one scrape: unary Checks (any code), and CheckStreams
  * open and ended (their sum grows by one per stream opened, whenever it ends). */
-async function served(): Promise<{ checks: number; streams: number }> {
+async function served(): Promise<{ checks: number; streams: number; open: number }> {
   const text = await (await fetch(metricsUrl())).text();
   let checks = 0;
   let streams = 0;
+  let open = 0;
   for (const line of text.split("\n")) {
     const sample = /^(\w+)\{([^}]*)\} (\S+)$/.exec(line);
     if (sample === null || !sample[2].includes(`service="${RATE_LIMITER}"`)) {
@@ -54,17 +56,45 @@ async function served(): Promise<{ checks: number; streams: number }> {
       labels.includes('method="CheckStream"')
     ) {
       streams += Number(value);
+      open += metric === "patterns_streams_open" ? Number(value) : 0;
     }
   }
-  return { checks, streams };
+  return { checks, streams, open };
 }
 
-/** How many unary Checks and CheckStreams the server saw while `work` ran. */
+/** The counts once no CheckStream is open on the server (every client closed): a scrape
+ * reads one metric after the other, so a stream ending meanwhile could be half counted. */
+async function quiet(): Promise<{ checks: number; streams: number }> {
+  let counts = await served();
+  const settled = await eventually(10_000, async () => {
+    counts = await served();
+    return counts.open === 0;
+  });
+  assert.ok(settled, "CheckStreams still open on the server");
+  return counts;
+}
+
+/** How many unary Checks and CheckStreams the server saw while `work` ran (which closes its
+ * clients). */
 async function metered<T>(work: () => Promise<T>): Promise<{ result: T; checks: number; streams: number }> {
-  const before = await served();
+  const before = await quiet();
   const result = await work();
-  const after = await served();
+  const after = await quiet();
   return { result, checks: after.checks - before.checks, streams: after.streams - before.streams };
+}
+
+/** `use(client)` with a client to `to` (PATTERNS_TARGET), closed after. */
+async function using<T>(
+  options: PatternsClientOptions,
+  use: (client: PatternsClient) => Promise<T>,
+  to = target(),
+): Promise<T> {
+  const client = new PatternsClient(to, options);
+  try {
+    return await use(client);
+  } finally {
+    client.close();
+  }
 }
 
 const run = randomBytes(6).toString("hex");
@@ -545,31 +575,23 @@ function calmPeriodMs(): number {
 
 describe("checks over one CheckStream, against PATTERNS_TARGET and its metrics", () => {
   it("admits exactly the limit of 64 concurrent checks, over one stream and no unary Check", async () => {
-    const client = new PatternsClient(target());
-    try {
-      const key = name("burst");
-      const { result, checks, streams } = await metered(() =>
-        Promise.all(Array.from({ length: CONCURRENT }, () => client.ratelimit.check(key, HOUR_LOG))),
-      );
-      exactlyTheLimit(result);
-      assert.deepEqual({ checks, streams }, { checks: 0, streams: 1 });
-    } finally {
-      client.close();
-    }
+    const key = name("burst");
+    const { result, checks, streams } = await metered(() =>
+      using({}, (client) => Promise.all(Array.from({ length: CONCURRENT }, () => client.ratelimit.check(key, HOUR_LOG)))),
+    );
+    exactlyTheLimit(result);
+    assert.deepEqual({ checks, streams }, { checks: 0, streams: 1 });
   });
 
   it("sends unary Checks with streamChecks: false", async () => {
-    const client = new PatternsClient(target(), { streamChecks: false });
-    try {
-      const key = name("unary-burst");
-      const { result, checks, streams } = await metered(() =>
+    const key = name("unary-burst");
+    const { result, checks, streams } = await metered(() =>
+      using({ streamChecks: false }, (client) =>
         Promise.all(Array.from({ length: CONCURRENT }, () => client.ratelimit.check(key, HOUR_LOG))),
-      );
-      exactlyTheLimit(result);
-      assert.deepEqual({ checks, streams }, { checks: CONCURRENT, streams: 0 });
-    } finally {
-      client.close();
-    }
+      ),
+    );
+    exactlyTheLimit(result);
+    assert.deepEqual({ checks, streams }, { checks: CONCURRENT, streams: 0 });
   });
 
   it("answers as unary Checks do, decisions and errors", async () => {
@@ -593,9 +615,8 @@ describe("checks over one CheckStream, against PATTERNS_TARGET and its metrics",
       ["k", Policy.fixedWindow(0, 3_600_000)], // a limit of 0
       ["k", Policy.gcra(3, 0)], // no period
     ];
-    const answers = async (streamChecks: boolean) => {
-      const client = new PatternsClient(target(), { streamChecks });
-      try {
+    const answers = (streamChecks: boolean) =>
+      using({ streamChecks }, async (client) => {
         const decisions = [];
         for (const [number, policy] of policies.entries()) {
           for (const [cost, peek] of history) {
@@ -619,10 +640,7 @@ describe("checks over one CheckStream, against PATTERNS_TARGET and its metrics",
           });
         }
         return { decisions, errors };
-      } finally {
-        client.close();
-      }
-    };
+      });
     const unary = await metered(() => answers(false));
     const stream = await metered(() => answers(true));
     assert.deepEqual(stream.result, unary.result);
@@ -635,19 +653,16 @@ describe("checks over one CheckStream, against PATTERNS_TARGET and its metrics",
   });
 
   it("sends the checks beyond the stream's 1,000 in progress as unary Checks", async () => {
-    const client = new PatternsClient(target(), { timeoutMs: 30_000 });
-    try {
-      const key = name("many");
-      // Sent in one go, before any answer is read: 1,000 on the stream, 100 unary.
-      const { result, checks, streams } = await metered(() =>
+    const key = name("many");
+    // Sent in one go, before any answer is read: 1,000 on the stream, 100 unary.
+    const { result, checks, streams } = await metered(() =>
+      using({ timeoutMs: 30_000 }, (client) =>
         Promise.all(Array.from({ length: 1_100 }, () => client.ratelimit.check(key, HOUR_LOG))),
-      );
-      assert.equal(result.filter((d) => d.allowed).length, LIMIT);
-      assert.ok(!result.some((d) => d.fallback));
-      assert.deepEqual({ checks, streams }, { checks: 100, streams: 1 });
-    } finally {
-      client.close();
-    }
+      ),
+    );
+    assert.equal(result.filter((d) => d.allowed).length, LIMIT);
+    assert.ok(!result.some((d) => d.fallback));
+    assert.deepEqual({ checks, streams }, { checks: 100, streams: 1 });
   });
 
   it("lets a program that never calls close() exit", async () => {
@@ -684,11 +699,10 @@ describe("a CheckStream interrupted, through a proxy to PATTERNS_TARGET", () => 
   after(() => proxy.close());
 
   it("fails the checks in progress when the connection is cut, then opens a new stream", async () => {
+    const policy = Policy.gcra(1_000, 60_000);
     // A timeout no check reaches here: the cut, not a deadline, must end them.
-    const client = new PatternsClient(address, { timeoutMs: 30_000 });
-    try {
-      const { checks, streams } = await metered(async () => {
-        const policy = Policy.gcra(1_000, 60_000);
+    const { checks, streams } = await metered(() =>
+      using({ timeoutMs: 30_000 }, async (client) => {
         assert.equal((await client.ratelimit.check(name("cut"), policy)).fallback, false);
         proxy.hold();
         const raised = client.ratelimit.check(name("cut"), policy).catch((error: unknown) => error);
@@ -704,12 +718,10 @@ describe("a CheckStream interrupted, through a proxy to PATTERNS_TARGET", () => 
           return !decision.fallback;
         });
         assert.ok(answered, "no check answered after the cut");
-      });
-      assert.equal(checks, 0);
-      assert.ok(streams >= 2, `${streams} streams`);
-    } finally {
-      client.close();
-    }
+      }, address),
+    );
+    assert.equal(checks, 0);
+    assert.ok(streams >= 2, `${streams} streams`);
   });
 
   it("drops the answers of checks that gave up, and answers the next ones on the stream", async () => {
