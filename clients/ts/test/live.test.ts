@@ -517,6 +517,24 @@ describe("fallbacks, against sockets that cannot answer", () => {
     assert.ok(error instanceof PatternsError && error.code === status.CANCELLED, String(error));
   });
 
+  it("cancels a check on the stream when its signal aborts, and only that check", async () => {
+    const client = new PatternsClient(silentTarget, { timeoutMs: 30_000 });
+    try {
+      const policy = Policy.gcra(3, 60_000);
+      const stop = new AbortController();
+      const cancelled = client.ratelimit.check(name("aborted"), policy, { signal: stop.signal }).catch((e: unknown) => e);
+      const other = client.ratelimit.check(name("other"), policy, { onUnavailable: "allow", fallbackAfterMs: 500 });
+      stop.abort();
+      const error = await cancelled;
+      assert.ok(error instanceof PatternsError && error.code === status.CANCELLED, String(error));
+      // The other check waited on, until its own budget ran out (a stream cancelled with it
+      // would have rejected it CANCELLED, which no fallback covers).
+      assert.equal((await other).fallback, true);
+    } finally {
+      client.close();
+    }
+  });
+
   it("gives up a hold whose first answer does not come", async () => {
     const client = new PatternsClient(silentTarget, { timeoutMs: 300 });
     try {
