@@ -124,12 +124,8 @@ class Stream implements Closable {
     }
   }
 
-  /** How many checks wait for an answer. */
-  get inProgress(): number {
-    return this.#waiting.size;
-  }
-
-  /** Cancel the call: the checks in progress fail CANCELLED, as a unary call's would. */
+  /** Cancel the call (the client's close()): the checks in progress fail CANCELLED, as a
+   * unary call's would. */
   close(): void {
     this.ended = true;
     this.#call.cancel();
@@ -208,7 +204,7 @@ class Stream implements Closable {
 }
 
 /** The checks of one client, over one shared CheckStream (opened by the first check, again
- * by the first check after it ended). */
+ * by the first check after it ended; the client's close() ends it, as its other streams). */
 export class CheckStream {
   #stream: Stream | undefined;
   #nextId = 1; // unique across the client's streams
@@ -267,17 +263,6 @@ export class CheckStream {
         resolve(this.#unary(request, timeoutMs, signal));
       }
     });
-  }
-
-  /** How many checks wait for the stream's answer now (for tests and diagnostics). */
-  get inProgress(): number {
-    return this.#stream?.inProgress ?? 0;
-  }
-
-  /** End the stream (the checks in progress fail CANCELLED); a later check opens another. */
-  close(): void {
-    this.#stream?.close();
-    this.#stream = undefined;
   }
 
   /** The open stream, opened now if there is none (or it ended); undefined when checks go

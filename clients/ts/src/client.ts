@@ -157,8 +157,9 @@ export class PatternsClient implements Disposable {
     });
   }
 
-  /** End the client's open streams (subscriptions, held locks: the server releases them)
-   * and close the channel it made (not one it was given). */
+  /** End the client's open streams (subscriptions, held locks: the server releases them;
+   * the check stream: its checks in progress reject CANCELLED) and close the channel it
+   * made (not one it was given). */
   close(): void {
     for (const open of [...this.#calls.open]) {
       open.close();
