@@ -9,6 +9,7 @@ pattern, `envoy`, in the caller's namespace: RateLimiter's keys are never touche
 """
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -88,7 +89,8 @@ class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         if not 1 <= count <= MAX_CHECKS:
             raise InvalidArgument("descriptors", f"must hold 1 to {MAX_CHECKS:,} descriptors")
         limits = _limits(self.config, request)
-        statuses = [pb.RateLimitResponse.DescriptorStatus(code=OK) for _ in limits]
+        response = pb.RateLimitResponse()
+        statuses = [response.statuses.add(code=OK) for _ in limits]  # filled in place
         checks: list[Check] = []
         checked: list[tuple[int, Limit, bool]] = []  # index, limit, beyond its capacity
         request_addend = request.hits_addend or 1
@@ -119,10 +121,7 @@ class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
             decisions = await self._decide(checks, context)
             for (index, limit, beyond), decision in zip(checked, decisions, strict=True):
                 _fill(statuses[index], limit, decision, beyond)
-        response = pb.RateLimitResponse(
-            overall_code=OVER_LIMIT if any(s.code == OVER_LIMIT for s in statuses) else OK,
-            statuses=statuses,
-        )
+        response.overall_code = OVER_LIMIT if any(s.code == OVER_LIMIT for s in statuses) else OK
         if self._headers is not None:
             response.response_headers_to_add.extend(_headers(self._headers, statuses))
         return response
@@ -135,7 +134,11 @@ class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         failing closed, the call fails UNAVAILABLE, so that Envoy applies its own failure
         mode (failure_mode_deny) at once rather than after its timeout."""
         within = time_left(context, MIN_DEADLINE_MARGIN)
-        decision = self._limiter.check_many(checks, all_or_nothing=False, within=within)
+        decision = (
+            self._limiter.check_many(checks, all_or_nothing=False, within=within)
+            if len(checks) > 1
+            else self._single(checks[0], within)
+        )
         if within is None or self._fail_open:
             return await decision
         try:
@@ -145,6 +148,10 @@ class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
             raise Unavailable(
                 "Redis did not decide within the call's deadline", "REDIS_TIMEOUT"
             ) from None
+
+    async def _single(self, check: Check, within: float | None) -> list[Decision]:
+        """One descriptor: RateLimiter.check, a lighter path than check_many's."""
+        return [await self._limiter.check(check, within)]
 
 
 def _limits(
@@ -200,7 +207,9 @@ def _counter_name(domain: str, entries: Sequence[tuple[str, str]]) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=4096)
 def _current_limit(limit: Limit) -> pb.RateLimitResponse.RateLimit:
+    """Made once per limit (a configuration has few): each status copies it."""
     return pb.RateLimitResponse.RateLimit(
         name=limit.name,
         requests_per_unit=limit.requests_per_unit,
