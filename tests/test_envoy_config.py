@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from patterns_server.ratelimit.envoy_config import (
     EnvoyConfig,
@@ -260,3 +261,24 @@ def test_a_bad_version_keeps_the_last_good_one_and_a_change_is_picked_up(
         return source.config.domains
 
     assert asyncio.run(watched()) == ["three"]
+
+
+def test_the_examples_are_what_the_docs_show() -> None:
+    """examples/envoy/ratelimit.yaml loads, and docs/envoy.md shows it (less its header);
+    envoy.yaml asks the rate limit service through transport_api_version V3."""
+    root = Path(__file__).parents[1]
+    example = root / "examples" / "envoy" / "ratelimit.yaml"
+    config = load_config(example)
+    assert config.domains == ["edge"]
+    login = config.limit_for("edge", [("user", "42"), ("path", "/login")])
+    assert login is not None and login.limit.unit_multiplier == 5
+    body = "".join(
+        line for line in example.read_text().splitlines(True) if not line.startswith("# ")
+    )
+    assert f"```yaml\n{body}```" in (root / "docs" / "envoy.md").read_text()
+    envoy = yaml.safe_load((root / "examples" / "envoy" / "envoy.yaml").read_text())
+    listener = envoy["static_resources"]["listeners"][0]
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    ratelimit = manager["http_filters"][0]["typed_config"]
+    assert ratelimit["domain"] == "edge"
+    assert ratelimit["rate_limit_service"]["transport_api_version"] == "V3"
