@@ -428,7 +428,9 @@ def test_a_changed_file_is_reloaded_and_a_bad_one_keeps_the_last_good(
             rate_limit: {unit: hour, requests_per_unit: 7, algorithm: leaky}
         """)
     )
-    server.wait_for_log(f"the previous version stays in force: {path}: line 4: unknown algorithm")
+    server.wait_for_log(
+        f"the previous version stays in force: {path}: line 4: unknown algorithm", timeout=20
+    )
     assert limit_now(server.address, "k") == 6
     # SIGHUP reads it at once (the watch would too, later).
     path.write_text(
@@ -469,11 +471,11 @@ def test_a_frozen_redis_is_answered_within_the_deadline(
         try:
             started = time.monotonic()
             if mode == "closed":
-                error = rpc_error(lambda: rls.ShouldRateLimit(request, timeout=0.5))
+                error = rpc_error(lambda: rls.ShouldRateLimit(request, timeout=2))
                 assert error.code() == grpc.StatusCode.UNAVAILABLE, error
                 assert details(error)["ErrorInfo"].reason == "REDIS_TIMEOUT"
             else:
-                answer = rls.ShouldRateLimit(request, timeout=0.5)
+                answer = rls.ShouldRateLimit(request, timeout=2)
                 assert answer.overall_code == OK
                 assert codes(answer) == [(OK, 2)]
             assert time.monotonic() - started < 5  # not --redis-timeout's 30 s
