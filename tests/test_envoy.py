@@ -66,6 +66,9 @@ descriptors:
     rate_limit: {{unlimited: true}}
   - key: closed
     rate_limit: {{unit: hour, requests_per_unit: 0}}
+  - key: watched
+    shadow_mode: true
+    rate_limit: {{unit: hour, requests_per_unit: 0}}
   - key: premium
     rate_limit:
       unit: hour
@@ -251,6 +254,8 @@ def test_unlimited_zero_and_replaced_limits(rls: rls_pb2_grpc.RateLimitServiceSt
     assert codes(free) == [(OK, MAX_UINT32)] and not free.statuses[0].HasField("current_limit")
     closed = ask(rls, descriptor(("closed", fresh())))
     assert closed.overall_code == OVER_LIMIT and codes(closed) == [(OVER_LIMIT, 0)]
+    watched = ask(rls, descriptor(("watched", fresh())))  # in shadow mode
+    assert watched.overall_code == OK and codes(watched) == [(OK, 0)]
     basic = descriptor(("basic", fresh()))
     assert codes(ask(rls, basic)) == [(OK, 0)]
     assert codes(ask(rls, basic)) == [(OVER_LIMIT, 0)]

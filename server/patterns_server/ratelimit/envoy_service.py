@@ -103,8 +103,8 @@ class EnvoyRateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
                 status.limit_remaining = MAX_UINT32
                 continue
             status.current_limit.CopyFrom(_current_limit(limit))
-            if limit.policy is None:  # requests_per_unit: 0
-                status.code = OVER_LIMIT
+            if limit.policy is None:  # requests_per_unit: 0, every request over it
+                status.code = OK if limit.shadow_mode else OVER_LIMIT
                 continue
             addend = request_addend
             peek = False
