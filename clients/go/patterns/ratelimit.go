@@ -205,13 +205,13 @@ func (r *RateLimiter) Check(ctx context.Context, key string, policy Policy, opts
 	}
 	request := &ratelimitv1.CheckRequest{Key: key, Policy: policy.message(), Cost: s.cost, Peek: s.peek}
 	if s.onUnavailable == 0 {
-		response, err := call(ctx, r.c, r.stub.Check, request)
+		response, err := r.decide(ctx, request, 0)
 		if err != nil {
 			return Decision{}, err
 		}
 		return decision(response, policy), nil
 	}
-	response, err := unary(ctx, r.c, r.stub.Check, request, 0, positive(s.fallbackAfter, DefaultFallbackAfter))
+	response, err := r.decide(ctx, request, positive(s.fallbackAfter, DefaultFallbackAfter))
 	if err != nil {
 		if !FallsBack(err) {
 			return Decision{}, err
@@ -219,6 +219,17 @@ func (r *RateLimiter) Check(ctx context.Context, key string, policy Policy, opts
 		return fallbackDecision(policy, s.cost, err, s.onUnavailable == allow), nil
 	}
 	return decision(response, policy), nil
+}
+
+// decide is request's answer with the client's deadline (or budget, when > 0: see
+// unary), over the client's stream of checks or, without one, as a unary Check.
+func (r *RateLimiter) decide(ctx context.Context, request *ratelimitv1.CheckRequest, budget time.Duration) (*ratelimitv1.CheckResponse, error) {
+	if r.c.checks == nil {
+		return unary(ctx, r.c, r.stub.Check, request, 0, budget)
+	}
+	ctx, cancel := r.c.callContext(ctx, 0, budget)
+	defer cancel()
+	return r.c.checks.check(ctx, request)
 }
 
 // fallbackDecision is what FailOpen (allowed) or FailClosed decides after err, as the
