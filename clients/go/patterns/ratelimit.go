@@ -197,7 +197,8 @@ func (o FallbackOption) applyCompute(s *computeSettings) { s.fallbackAfter = o.d
 // if so. Without FailOpen or FailClosed a failure is returned as an *Error, after the
 // client's timeout at most; with either, the check waits FallbackAfter (200 ms) at most
 // and then decides on its own (Decision.Fallback) when the server had no answer or
-// answered that it cannot serve (FallsBack).
+// answered that it cannot serve (FallsBack). The check goes over the client's shared
+// CheckStream unless WithStreamChecks(false) (see checkstream.go): the same answers.
 func (r *RateLimiter) Check(ctx context.Context, key string, policy Policy, opts ...CheckOption) (Decision, error) {
 	s := checkSettings{cost: 1, fallbackAfter: DefaultFallbackAfter}
 	for _, opt := range opts {
