@@ -40,6 +40,11 @@ public final class RateLimiter {
     return new RateLimiter(calls.withTimeout(timeout), checkStream);
   }
 
+  /** The client's shared check stream; null when its checks are unary. */
+  CheckStream checkStream() {
+    return checkStream;
+  }
+
   /** {@code request}'s answer within {@code within}, over the stream or unary. */
   private CheckResponse decide(CheckRequest request, Duration within) {
     if (checkStream != null) {
