@@ -90,12 +90,18 @@ class CheckStreamTest {
   void concurrentChecksOverOneStreamAdmitExactlyTheLimit() throws Exception {
     double unary = Metrics.unaryChecks();
     double opened = Metrics.checkStreamsOpened();
-    try (PatternsClient client = client(Live.target())) {
+    PatternsClient client = client(Live.target());
+    try {
       assertExactlyTheLimit(burst(client, "one:" + run));
       assertEquals(opened + 1, Metrics.checkStreamsOpened(), "one CheckStream for all the checks");
       assertTrue(Metrics.checkStreamsOpen() >= 1);
+    } finally {
+      client.close();
     }
     assertEquals(unary, Metrics.unaryChecks(), "no unary Check");
+    // After close(), a check fails as a unary call on the closed channel does.
+    PatternsException closed = assertThrows(PatternsException.class, () -> client.rateLimit().check("one:" + run, POLICY));
+    assertEquals(Status.Code.UNAVAILABLE, closed.code());
   }
 
   /** What must agree between two checks of the same history on different keys. */
