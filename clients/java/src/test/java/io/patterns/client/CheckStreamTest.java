@@ -198,6 +198,33 @@ class CheckStreamTest {
     }
   }
 
+  @Test
+  void lateAnswersAreDroppedAndTheStreamGoesOn() throws Exception {
+    double opened = Metrics.checkStreamsOpened();
+    Policy fresh = Policy.slidingWindowLog(5, HOUR);
+    try (CuttableProxy proxy = new CuttableProxy(Live.target()); PatternsClient client = client(proxy.target())) {
+      assertTrue(client.rateLimit().check("warm:" + run, POLICY).allowed()); // the stream is open
+      proxy.hold();
+      List<Decision> stale = new ArrayList<>();
+      try {
+        for (int n = 0; n < 5; n++) {
+          stale.add(client.rateLimit().check("stale:" + run + ":" + n, POLICY,
+              CheckOptions.failClosed().fallbackAfter(Duration.ofMillis(300))));
+        }
+      } finally {
+        proxy.release(); // the held checks reach the server, and their answers the client
+      }
+      assertTrue(stale.stream().allMatch(d -> d.fallback() && !d.allowed()));
+      assertEquals(0, client.rateLimit().checkStream().inProgress());
+      // Each fresh key checked once: its own answer has 4 left; a stale answer would not.
+      for (int n = 0; n < 20; n++) {
+        Decision decision = client.rateLimit().check("fresh:" + run + ":" + n, fresh);
+        assertEquals(List.of(true, 4L, false), List.of(decision.allowed(), decision.remaining(), decision.fallback()));
+      }
+      assertEquals(opened + 1, Metrics.checkStreamsOpened(), "the one stream, which the hold did not end");
+    }
+  }
+
   /**
    * A gRPC server of its own on a real socket, serving RateLimiter.Check only (forwarded to
    * the live server), as a server older than CheckStream: it answers CheckStream UNIMPLEMENTED.

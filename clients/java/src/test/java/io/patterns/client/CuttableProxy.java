@@ -37,10 +37,16 @@ final class CuttableProxy implements AutoCloseable {
 
   /**
    * Stop relaying: what either side sends is kept, as by a network that stopped carrying
-   * packets, until {@link #cut}.
+   * packets, until {@link #release} or {@link #cut}.
    */
   synchronized void hold() {
     held = true;
+  }
+
+  /** Relay again, what was held first. */
+  synchronized void release() {
+    held = false;
+    notifyAll();
   }
 
   /** Close every connection relayed so far (what was held is lost); new ones are relayed as before. */
