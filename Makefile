@@ -11,6 +11,17 @@ CONTRACT := server/patterns_server/contract.binpb
 # into $$out/contract.binpb.
 GEN    := $(BIN)/python -m grpc_tools.protoc -I protos --python_out=$$out --grpc_python_out=$$out \
 	--pyi_out=$$out --include_source_info --descriptor_set_out=$$out/contract.binpb $(PROTOS)
+# Envoy's rate limit service (envoy.service.ratelimit.v3) and what it imports, vendored under
+# third_party/ with their licences: Python stubs into $$out/{envoy,udpa,xds,validate}/ (top-level
+# packages, as protoc's imports name them; the server's distribution ships them from server/),
+# and their descriptor set with comments into $$out/envoy.binpb (served by reflection).
+VENDORED := third_party/envoy third_party/xds third_party/protoc-gen-validate
+VENDORED_PROTOS := $(shell find $(VENDORED) -name '*.proto' | sort)
+VENDORED_STUBS := envoy udpa xds validate
+ENVOY_GEN := $(BIN)/python -m grpc_tools.protoc $(patsubst %,-I %,$(VENDORED)) --python_out=$$out \
+	--grpc_python_out=$$out --pyi_out=$$out --include_source_info \
+	--descriptor_set_out=$$out/envoy.binpb $(VENDORED_PROTOS)
+ENVOY_CONTRACT := server/patterns_server/envoy.binpb
 
 # What `buf breaking` compares the contract with: the main branch, as committed.
 BREAKING_AGAINST ?= .git\#branch=main,subdir=protos
@@ -92,6 +103,8 @@ docs: $(STAMP)
 protos: $(STAMP) plugins
 	find clients/python/patterns \( -name '*_pb2*.py' -o -name '*_pb2.pyi' \) -delete 2>/dev/null || true
 	out=clients/python; $(GEN) && mv $$out/contract.binpb $(CONTRACT)
+	cd server && rm -rf $(VENDORED_STUBS)
+	out=server; $(ENVOY_GEN) && mv $$out/envoy.binpb $(ENVOY_CONTRACT)
 	rm -rf clients/go/patterns/*/ clients/ts/src/gen
 	$(BUF) generate --template buf.gen.go.yaml
 	$(BUF) generate --template buf.gen.ts.yaml
@@ -102,6 +115,10 @@ protos-check: $(STAMP) plugins
 	@out=$$(mktemp -d); $(GEN) && \
 	diff -r -x '__pycache__' $$out/patterns clients/python/patterns \
 		&& cmp $$out/contract.binpb $(CONTRACT) \
+		&& mkdir $$out/server && (out=$$out/server; $(ENVOY_GEN)) \
+		&& for stubs in $(VENDORED_STUBS); do \
+			diff -r -x '__pycache__' $$out/server/$$stubs server/$$stubs || exit 1; done \
+		&& cmp $$out/server/envoy.binpb $(ENVOY_CONTRACT) \
 		&& $(BUF) generate --template buf.gen.go.yaml -o $$out \
 		&& (for d in $$(cd $$out/clients/go/patterns && ls -d */) $$(cd clients/go/patterns && ls -d */); do \
 			diff -r $$out/clients/go/patterns/$$d clients/go/patterns/$$d || exit 1; done) \

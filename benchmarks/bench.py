@@ -9,6 +9,8 @@ processes (pinned to the other cores, beside Redis):
   noop-single  the no-op RPC, one call at a time: the latency floor of gRPC in Python
   check-single RateLimiter/Check, one call at a time: the latency of an unloaded call
   check-refused RateLimiter/Check refused (one unit an hour on 100 keys): a refusal's cost
+  envoy        Envoy's ShouldRateLimit of one descriptor, whose configured limit is Check's
+               policy (GCRA, 1,000 a second, over the same 10,000 users)
   checkmany    RateLimiter/CheckMany of 100 checks
   checkstream  RateLimiter/CheckStream, one check per message, --in-flight checks at once
                carried over 2 streams per client process (calls/s: checks answered/s)
@@ -70,6 +72,7 @@ from benchmarks.fanout import FanoutResult, run_fanout
 from benchmarks.load import (
     BOARD,
     BOARD_SIZE,
+    ENVOY_DOMAIN,
     SESSION_IDS_FILE,
     Window,
     WorkerResult,
@@ -99,6 +102,7 @@ SCENARIOS = (
     "noop-single",
     "check-single",
     "check-refused",
+    "envoy",
     "checkmany",
     "checkstream",
     "client-check",
@@ -117,6 +121,12 @@ SCENARIOS = (
     "check-workers",
 )
 DIRECT = ("direct", "direct-get", "direct-set")
+# The envoy scenario's limit: Check's policy (benchmarks/load.py), in Envoy's configuration.
+ENVOY_CONFIG = f"""domain: {ENVOY_DOMAIN}
+descriptors:
+  - key: user
+    rate_limit: {{unit: second, requests_per_unit: 1000, algorithm: gcra}}
+"""
 # Scenario suffixes served by a second, differently set server.
 VARIANTS = ("auth", "metrics", "workers")
 WORKER_CONNECTIONS = 8  # per client process, against the server of --workers
@@ -173,8 +183,16 @@ class Processes:
         self.redis = RedisServer(self.directory, str(binary), cores=client_cores)
         self.redis.start()
         self.redis_version = server_version(self.redis.client().info("server"))
+        envoy_config = self.directory / "envoy.yaml"
+        envoy_config.write_text(ENVOY_CONFIG)
         self.server = PatternsServer(
-            self.redis.url, "--health-interval", "1", *server_args, cores=server_cores
+            self.redis.url,
+            "--health-interval",
+            "1",
+            "--envoy-config",
+            str(envoy_config),
+            *server_args,
+            cores=server_cores,
         ).start()
         self.variants: dict[str, PatternsServer] = {}  # by scenario suffix: "auth", ...
         self.api_key = ""
@@ -388,6 +406,13 @@ RATIOS = [
         "server_cpu_us_per_call",
     ),
     ("refused Check calls/s ÷ no-op RPC calls/s", "check-refused", "noop", "rps"),
+    ("Envoy ShouldRateLimit calls/s ÷ Check calls/s", "envoy", "check", "rps"),
+    (
+        "server CPU per Envoy ShouldRateLimit ÷ per Check",
+        "envoy",
+        "check",
+        "server_cpu_us_per_call",
+    ),
     (
         "Check with an API key (--auth-file) calls/s ÷ no-op RPC calls/s",
         "check-auth",

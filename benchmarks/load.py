@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import grpc
 import uvloop
+from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as envoy_common
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from patterns.cache.v1 import cache_pb2, cache_pb2_grpc
@@ -32,6 +34,8 @@ REFUSING_POLICY = pb.Policy(
     algorithm=pb.ALGORITHM_FIXED_WINDOW, limit=1, period=Duration(seconds=3_600)
 )
 REFUSED_KEYS = 100
+# The domain of the envoy scenario's configuration (benchmarks/bench.py's ENVOY_CONFIG).
+ENVOY_DOMAIN = "bench"
 BATCH = 100
 # The checkstream scenario carries each worker's checks in flight over this many streams.
 STREAMS_PER_WORKER = 2
@@ -77,6 +81,18 @@ def _requests_for(scenario: str) -> tuple[list[object], int]:
     if scenario == "check-refused":
         refused = [f"refused:{n}" for n in range(REFUSED_KEYS)]
         return [pb.CheckRequest(key=key, policy=REFUSING_POLICY) for key in refused], 1
+    if scenario == "envoy":
+        return [
+            rls_pb2.RateLimitRequest(
+                domain=ENVOY_DOMAIN,
+                descriptors=[
+                    envoy_common.RateLimitDescriptor(
+                        entries=[envoy_common.RateLimitDescriptor.Entry(key="user", value=key)]
+                    )
+                ],
+            )
+            for key in keys
+        ], 1
     if scenario == "checkstream":  # each its own id, unique among the checks in flight
         return [
             pb.CheckStreamRequest(id=n, check=pb.CheckRequest(key=key, policy=POLICY))
@@ -117,6 +133,8 @@ def _method(channel: grpc.aio.Channel, scenario: str) -> Callable[..., Awaitable
     if scenario.startswith("lb-"):
         board = leaderboard_pb2_grpc.LeaderboardStub(channel)
         return board.Submit if scenario == "lb-submit" else board.Top  # type: ignore[no-any-return]
+    if scenario == "envoy":
+        return rls_pb2_grpc.RateLimitServiceStub(channel).ShouldRateLimit  # type: ignore[no-any-return]
     if scenario.startswith("session-"):
         return session_pb2_grpc.SessionsStub(channel).Get  # type: ignore[no-any-return]
     if scenario.startswith("cache-"):

@@ -32,6 +32,8 @@ from devtools.processes import (
 )
 from tests.windows import Windows
 
+# The shared servers' Envoy rate limit configuration (one domain, `numeric`).
+ENVOY_CONFIG = Path(__file__).parent / "envoy.yaml"
 BACKENDS = ["redis7", "redis6.2", "cluster", "valkey8", "valkey8-cluster"]
 # The fixture that starts each (once per session, and per pytest-xdist worker).
 BACKEND_FIXTURES = {
@@ -183,7 +185,9 @@ def servers() -> Iterator[dict[str, PatternsServer]]:
 @pytest.fixture(scope="session")
 def server(backend_url: str, servers: dict[str, PatternsServer]) -> PatternsServer:
     if backend_url not in servers:
-        servers[backend_url] = PatternsServer(backend_url).start()
+        servers[backend_url] = PatternsServer(
+            backend_url, "--envoy-config", str(ENVOY_CONFIG)
+        ).start()
     return servers[backend_url]
 
 

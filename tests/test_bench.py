@@ -44,6 +44,7 @@ def test_bench_runs_every_scenario_briefly() -> None:
     assert "Sessions Get+touch calls/s ÷ no-op RPC calls/s" in result.stdout
     assert "CheckMany(100) decisions/s ÷ direct redis-py decisions/s" in result.stdout
     assert "CheckStream decisions/s ÷ Check calls/s" in result.stdout
+    assert "server CPU per Envoy ShouldRateLimit ÷ per Check" in result.stdout
     assert "server CPU per decision, aio client over its CheckStream ÷ unary" in result.stdout
     assert "blocking client (threads) over its CheckStream ÷ unary" in result.stdout
     assert "Check calls/s, --workers 2 ÷ one process" in result.stdout

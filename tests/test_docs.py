@@ -296,7 +296,9 @@ def docs_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer
 
 @pytest.fixture(scope="module")
 def docs_server(docs_redis: RedisServer) -> Iterator[PatternsServer]:
-    server = PatternsServer(docs_redis.url).start()
+    # docs/envoy.md's session asks Envoy's rate limit service, configured by the example.
+    envoy_config = ROOT / "examples" / "envoy" / "ratelimit.yaml"
+    server = PatternsServer(docs_redis.url, "--envoy-config", str(envoy_config)).start()
     yield server
     server.stop()
 

@@ -39,7 +39,11 @@ HOUR = Duration(seconds=3_600)
 
 def contract_methods() -> Iterator[tuple[str, descriptor_pb2.MethodDescriptorProto, Any]]:
     """(path, method, input message) of every method of every service in the contract."""
-    files = descriptor_pb2.FileDescriptorSet.FromString(CONTRACT.read_bytes()).file
+    files = [
+        file
+        for path in (CONTRACT, CONTRACT.with_name("envoy.binpb"))  # Envoy's service too
+        for file in descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes()).file
+    ]
     messages = {
         f".{file.package}.{message.name}": message
         for file in files

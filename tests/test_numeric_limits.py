@@ -29,10 +29,13 @@ from typing import Any
 
 import grpc
 import pytest
+from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2 as envoy_common
+from envoy.service.ratelimit.v3 import rls_pb2 as envoy_rls
 from google.protobuf import descriptor_pb2, message_factory
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
+from google.protobuf.wrappers_pb2 import UInt64Value
 from patterns.cache.v1 import cache_pb2 as cache
 from patterns.counter.v1 import counter_pb2 as counter
 from patterns.events.v1 import events_pb2 as events
@@ -45,6 +48,8 @@ from devtools.processes import PatternsServer
 from tests.rpc import details
 
 CONTRACT = Path(__file__).parents[1] / "server" / "patterns_server" / "contract.binpb"
+# Envoy's rate limit service, served beside the contract from its vendored protos.
+ENVOY_CONTRACT = CONTRACT.with_name("envoy.binpb")
 MINUTE = Duration(seconds=60)
 CALL_TIMEOUT = 10.0
 FLOATING = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
@@ -81,8 +86,12 @@ EXTREMES: dict[int, Sequence[Any]] = {
 def contract_modules() -> list[ModuleType]:
     """The generated module of every file of the contract (`patterns/x/v1/x.proto` is
     `patterns.x.v1.x_pb2`)."""
-    files = descriptor_pb2.FileDescriptorSet.FromString(CONTRACT.read_bytes()).file
-    names = [file.name for file in files if file.service]
+    names = [
+        file.name
+        for path in (CONTRACT, ENVOY_CONTRACT)
+        for file in descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes()).file
+        if file.service
+    ]
     return [
         importlib.import_module(name.removesuffix(".proto").replace("/", ".") + "_pb2")
         for name in names
@@ -208,6 +217,24 @@ ALGORITHMS = [
     ratelimit.ALGORITHM_GCRA,
 ]
 
+
+def _should_rate_limit(override: bool) -> Base:
+    """A descriptor of the `numeric` domain of tests/envoy.yaml (the shared servers'), with
+    hits_addend at both levels, and a `limit` override or the configured limit."""
+
+    def base(setup: Setup) -> Message:
+        entry = envoy_common.RateLimitDescriptor.Entry(key="user", value=setup.key())
+        limit = envoy_common.RateLimitDescriptor.RateLimitOverride(
+            requests_per_unit=10, unit="HOUR"
+        )
+        descriptor = envoy_common.RateLimitDescriptor(
+            entries=[entry], hits_addend=UInt64Value(value=1), limit=limit if override else None
+        )
+        return envoy_rls.RateLimitRequest(domain="numeric", descriptors=[descriptor], hits_addend=1)
+
+    return base
+
+
 # Every method of the contract has at least one; a new RPC must be added here.
 BASES: dict[str, list[Base]] = {
     "/patterns.cache.v1.Cache/Get": [lambda s: cache.GetRequest(key=s.key())],
@@ -308,6 +335,10 @@ BASES: dict[str, list[Base]] = {
         lambda s: session.DestroyAllRequest(user_id=s.key())
     ],
     "/patterns.session.v1.Sessions/Rotate": [lambda s: session.RotateRequest(id=s.session())],
+    "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit": [
+        _should_rate_limit(override=False),
+        _should_rate_limit(override=True),
+    ],
 }
 
 # Codes other than OK and INVALID_ARGUMENT that a method documents for a numeric field's

@@ -21,6 +21,7 @@ from patterns_server.counter import service as counter_service
 from patterns_server.events import service as events_service
 from patterns_server.leaderboard import service as leaderboard_service
 from patterns_server.lock import service as lock_service
+from patterns_server.ratelimit import envoy_service
 from patterns_server.ratelimit import service as ratelimit_service
 from patterns_server.rpc.service import Runtime, Service
 from patterns_server.runtime.auth import Access, AuthFile, Tenants, warn_if_open
@@ -51,6 +52,7 @@ SERVICES: tuple[Callable[[Runtime], Service], ...] = (
     cache_service.build,
     leaderboard_service.build,
     session_service.build,
+    envoy_service.build,
 )
 
 # Calls that gRPC may hold before the server has picked them up (see _grpc_options).
@@ -136,11 +138,13 @@ class App:
         return why
 
     def reload(self) -> None:
-        """SIGHUP: read the auth file and the TLS files again."""
+        """SIGHUP: read the auth file, the TLS files and the services' files again."""
         if self.auth_file is not None:
             self.auth_file.reload()
         if self.certificates is not None:
             self.certificates.reload()
+        for service in self.services:
+            service.reload()
 
     async def stop(self) -> None:
         """Graceful: health NOT_SERVING; new calls answered UNAVAILABLE, and open streams

@@ -11,6 +11,7 @@ from typing import Any
 
 from patterns_server.app import run
 from patterns_server.core.settings import load_settings
+from patterns_server.ratelimit.envoy_config import EnvoyConfigError
 from patterns_server.runtime import logs
 from patterns_server.runtime.auth import AuthFileError, new_token
 from patterns_server.runtime.serving import ListenError
@@ -65,6 +66,7 @@ def _run(main: Coroutine[Any, Any, int | None]) -> int | None:
         DataDirectoryError,
         AuthFileError,
         RedisURLError,
+        EnvoyConfigError,
     ) as error:
         logging.getLogger("patterns_server").error("%s", error)
         sys.exit(1)

@@ -14,14 +14,19 @@
 // NewClient takes options: WithTimeout (the deadline of a call whose context has none;
 // 5 s by default), WithAPIKey (sent only over TLS), WithTLS or WithTLSFiles (a private
 // CA, a client certificate for mutual TLS, or the system's roots), WithConn (a connection
-// made elsewhere), WithDialOptions. FromEnv reads the PATTERNS_* environment variables.
+// made elsewhere), WithDialOptions, WithStreamChecks. FromEnv reads the PATTERNS_*
+// environment variables.
 //
 // Every failure of a call is an *Error: the gRPC code and message, and the rich details
 // the server attaches (the ErrorInfo Reason, the BadRequest FieldViolations, the
 // RetryInfo RetryAfter). Read it with errors.As.
 //
-// Beyond the calls, four recipes with the same semantics as the Python client's:
+// Beyond the calls, five recipes with the same semantics as the Python client's:
 //
+//   - RateLimiter.Check sends its checks, from every goroutine, as messages of one
+//     RateLimiter.CheckStream that the client shares (WithStreamChecks(false): a unary
+//     Check each), which the server decides together for less CPU per decision: the same
+//     decisions, errors, deadlines and fallbacks as unary Checks.
 //   - RateLimiter.Check with FailOpen or FailClosed decides on its own (Decision.Fallback)
 //     when the server has no answer within FallbackAfter (200 ms) or says it cannot serve
 //     (see FallsBack).

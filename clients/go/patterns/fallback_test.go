@@ -71,37 +71,55 @@ func clientOf(t *testing.T, target string, opts ...patterns.Option) *patterns.Cl
 	return client
 }
 
+// checkModes are the two ways a client sends its checks: over its stream (the default),
+// or a unary Check each.
+var checkModes = map[string]bool{"stream": true, "unary": false}
+
 func TestAFailOpenCheckAdmitsWithinItsBudget(t *testing.T) {
-	for name, target := range map[string]string{"silent": silentServer(t), "refused": nobodyListens(t)} {
-		t.Run(name, func(t *testing.T) {
-			limiter := clientOf(t, target).RateLimiter()
-			policy := patterns.TokenBucket(10, time.Minute, 40)
-			started := time.Now()
-			d, err := limiter.Check(context.Background(), "k", policy, patterns.FailOpen(), patterns.Cost(3))
-			took := time.Since(started)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !d.Allowed || !d.Fallback || d.Limit != 40 || d.Remaining != 37 {
-				t.Errorf("decision %+v", d)
-			}
-			if took > fallbackBound {
-				t.Errorf("the fallback took %v", took)
-			}
-			closed, err := limiter.Check(context.Background(), "k", policy, patterns.FailClosed(),
-				patterns.FallbackAfter(50*time.Millisecond))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if closed.Allowed || !closed.Fallback || closed.RetryAfter <= 0 {
-				t.Errorf("fail-closed decision %+v", closed)
-			}
-		})
+	targets := map[string]string{"silent": silentServer(t), "refused": nobodyListens(t)}
+	for name, target := range targets {
+		for mode, stream := range checkModes {
+			t.Run(name+"/"+mode, func(t *testing.T) {
+				failOpenWithinBudget(t, clientOf(t, target, patterns.WithStreamChecks(stream)).RateLimiter())
+			})
+		}
+	}
+}
+
+func failOpenWithinBudget(t *testing.T, limiter *patterns.RateLimiter) {
+	policy := patterns.TokenBucket(10, time.Minute, 40)
+	started := time.Now()
+	d, err := limiter.Check(context.Background(), "k", policy, patterns.FailOpen(), patterns.Cost(3))
+	took := time.Since(started)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.Allowed || !d.Fallback || d.Limit != 40 || d.Remaining != 37 {
+		t.Errorf("decision %+v", d)
+	}
+	if took > fallbackBound {
+		t.Errorf("the fallback took %v", took)
+	}
+	closed, err := limiter.Check(context.Background(), "k", policy, patterns.FailClosed(),
+		patterns.FallbackAfter(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if closed.Allowed || !closed.Fallback || closed.RetryAfter <= 0 {
+		t.Errorf("fail-closed decision %+v", closed)
 	}
 }
 
 func TestACheckWithoutAFallbackFailsAfterTheClientsTimeout(t *testing.T) {
-	limiter := clientOf(t, silentServer(t), patterns.WithTimeout(300*time.Millisecond)).RateLimiter()
+	for mode, stream := range checkModes {
+		t.Run(mode, func(t *testing.T) {
+			limiter := clientOf(t, silentServer(t), patterns.WithTimeout(300*time.Millisecond), patterns.WithStreamChecks(stream))
+			failsAfterTheTimeout(t, limiter.RateLimiter())
+		})
+	}
+}
+
+func failsAfterTheTimeout(t *testing.T, limiter *patterns.RateLimiter) {
 	started := time.Now()
 	_, err := limiter.Check(context.Background(), "k", patterns.GCRA(1, time.Second))
 	var e *patterns.Error

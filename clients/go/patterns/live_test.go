@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"runtime"
@@ -487,12 +486,15 @@ func TestASubscriptionEndsOnAFailureRetryingCannotCure(t *testing.T) {
 }
 
 // cuttable is a TCP proxy to target whose connections can be cut, as a restarting server
-// or a broken network would.
+// or a broken network would, or stalled (nothing forwarded until resumed), as a paused
+// server or network would.
 type cuttable struct {
-	target   string
-	listener net.Listener
-	mu       sync.Mutex
-	conns    []net.Conn
+	target    string
+	listener  net.Listener
+	mu        sync.Mutex
+	conns     []net.Conn
+	stalled   sync.RWMutex // held (Lock) while stalled; each forwarded write passes it
+	isStalled bool         // under mu
 }
 
 func newCuttable(t *testing.T, target string) *cuttable {
@@ -502,7 +504,7 @@ func newCuttable(t *testing.T, target string) *cuttable {
 	}
 	p := &cuttable{target: target, listener: listener}
 	go p.serve()
-	t.Cleanup(func() { listener.Close(); p.cut() })
+	t.Cleanup(func() { p.resume(); listener.Close(); p.cut() })
 	return p
 }
 
@@ -520,8 +522,44 @@ func (p *cuttable) serve() {
 		p.mu.Lock()
 		p.conns = append(p.conns, client, server)
 		p.mu.Unlock()
-		go func() { io.Copy(server, client); server.Close() }()
-		go func() { io.Copy(client, server); client.Close() }()
+		go p.pipe(server, client)
+		go p.pipe(client, server)
+	}
+}
+
+// pipe forwards what src sends to dst, waiting while the proxy is stalled.
+func (p *cuttable) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	buffer := make([]byte, 32*1024)
+	for {
+		n, err := src.Read(buffer)
+		if n > 0 {
+			p.stalled.RLock()
+			p.stalled.RUnlock()
+			if _, err := dst.Write(buffer[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// stall stops forwarding in both directions until resume (at the latest when the test ends).
+func (p *cuttable) stall() {
+	p.stalled.Lock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.isStalled = true
+}
+
+func (p *cuttable) resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.isStalled {
+		p.isStalled = false
+		p.stalled.Unlock()
 	}
 }
 

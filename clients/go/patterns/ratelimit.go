@@ -197,7 +197,8 @@ func (o FallbackOption) applyCompute(s *computeSettings) { s.fallbackAfter = o.d
 // if so. Without FailOpen or FailClosed a failure is returned as an *Error, after the
 // client's timeout at most; with either, the check waits FallbackAfter (200 ms) at most
 // and then decides on its own (Decision.Fallback) when the server had no answer or
-// answered that it cannot serve (FallsBack).
+// answered that it cannot serve (FallsBack). The check goes over the client's shared
+// CheckStream unless WithStreamChecks(false) (see checkstream.go): the same answers.
 func (r *RateLimiter) Check(ctx context.Context, key string, policy Policy, opts ...CheckOption) (Decision, error) {
 	s := checkSettings{cost: 1, fallbackAfter: DefaultFallbackAfter}
 	for _, opt := range opts {
@@ -205,13 +206,13 @@ func (r *RateLimiter) Check(ctx context.Context, key string, policy Policy, opts
 	}
 	request := &ratelimitv1.CheckRequest{Key: key, Policy: policy.message(), Cost: s.cost, Peek: s.peek}
 	if s.onUnavailable == 0 {
-		response, err := call(ctx, r.c, r.stub.Check, request)
+		response, err := r.decide(ctx, request, 0)
 		if err != nil {
 			return Decision{}, err
 		}
 		return decision(response, policy), nil
 	}
-	response, err := unary(ctx, r.c, r.stub.Check, request, 0, positive(s.fallbackAfter, DefaultFallbackAfter))
+	response, err := r.decide(ctx, request, positive(s.fallbackAfter, DefaultFallbackAfter))
 	if err != nil {
 		if !FallsBack(err) {
 			return Decision{}, err
@@ -219,6 +220,17 @@ func (r *RateLimiter) Check(ctx context.Context, key string, policy Policy, opts
 		return fallbackDecision(policy, s.cost, err, s.onUnavailable == allow), nil
 	}
 	return decision(response, policy), nil
+}
+
+// decide is request's answer with the client's deadline (or budget, when > 0: see
+// unary), over the client's stream of checks or, without one, as a unary Check.
+func (r *RateLimiter) decide(ctx context.Context, request *ratelimitv1.CheckRequest, budget time.Duration) (*ratelimitv1.CheckResponse, error) {
+	if r.c.checks == nil {
+		return unary(ctx, r.c, r.stub.Check, request, 0, budget)
+	}
+	ctx, cancel := r.c.callContext(ctx, 0, budget)
+	defer cancel()
+	return r.c.checks.check(ctx, request)
 }
 
 // fallbackDecision is what FailOpen (allowed) or FailClosed decides after err, as the

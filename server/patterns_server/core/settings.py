@@ -16,6 +16,7 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["text", "json"]
 Reflection = Literal["on", "off", "authenticated"]
 FailureMode = Literal["closed", "open"]
+EnvoyHeaders = Literal["off", "ratelimit", "x-ratelimit"]
 T = TypeVar("T")
 
 
@@ -131,9 +132,25 @@ class Settings:
     )
     ratelimit_failure_mode: FailureMode = _setting(
         "closed",
-        "what RateLimiter answers while Redis is unavailable: closed fails the call "
-        "UNAVAILABLE; open admits every check (and logs how many)",
+        "what RateLimiter and Envoy's ShouldRateLimit answer while Redis is unavailable: "
+        "closed fails the call UNAVAILABLE; open admits every check (and logs how many)",
         choices=["closed", "open"],
+    )
+    envoy_config: str = _setting(
+        "",
+        "envoyproxy/ratelimit's YAML configuration for Envoy's rate limit service "
+        "(envoy.service.ratelimit.v3.RateLimitService): a file, or a directory whose *.yaml "
+        "and *.yml files are read together (one domain each); read again when it changes and "
+        "on SIGHUP; empty: no domain is configured, and every descriptor is under no limit",
+    )
+    envoy_response_headers: EnvoyHeaders = _setting(
+        "off",
+        "headers that ShouldRateLimit asks Envoy to add to the response (limit, remaining and "
+        "seconds to reset of the descriptor nearest its limit): ratelimit names them "
+        "RateLimit-Limit, -Remaining, -Reset (as envoyproxy/ratelimit's "
+        "LIMIT_RESPONSE_HEADERS_ENABLED does); x-ratelimit: X-RateLimit-Limit, -Remaining, "
+        "-Reset; off: none",
+        choices=["off", "ratelimit", "x-ratelimit"],
     )
     max_concurrent_rpcs: int = _setting(
         1_000,

@@ -132,9 +132,13 @@ class RateLimiter:
     """Decisions over Redis. With `fail_open`, a check that Redis cannot decide (down,
     or slower than the `within` seconds the caller can wait) is admitted."""
 
-    def __init__(self, redis: RedisBackend, fail_open: bool = False) -> None:
+    def __init__(
+        self, redis: RedisBackend, fail_open: bool = False, pattern: str = "ratelimit"
+    ) -> None:
+        """`pattern` names the keys' part after the namespace: callers that must never share
+        state with RateLimiter's (Envoy's rate limit service) take their own."""
         self._redis = redis
-        self._key = redis.keys("ratelimit")
+        self._key = redis.keys(pattern)
         self._fail_open = fail_open
         self._failed_open = 0
         self._failed_open_reported = 0.0
@@ -290,6 +294,12 @@ class RateLimiter:
             )
             self._failed_open_reported = now
         return [Decision(True, plan.capacity, plan.capacity - plan.cost, 0, 0) for plan in plans]
+
+
+def capacity(policy: Policy) -> int:
+    """The most units `policy` ever admits at once (its `limit`, or a bucket's `burst`);
+    InvalidArgument when a check could not use it."""
+    return _terms(policy).capacity
 
 
 @functools.lru_cache(maxsize=4096)

@@ -75,13 +75,16 @@ def optional_datetime(message: Message, field: str, path: str = "") -> datetime 
     return epoch + timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
 
 
-def time_left(context: grpc.aio.ServicerContext) -> float | None:
+def time_left(
+    context: grpc.aio.ServicerContext, min_margin: float = MIN_DEADLINE_MARGIN
+) -> float | None:
     """Seconds the caller still waits for an answer, less the margin the answer needs to
-    reach it; None when the call has no deadline."""
+    reach it (a fifth of the time left, at least `min_margin` seconds); None when the call
+    has no deadline."""
     remaining: float | None = context.time_remaining()
     if remaining is None:
         return None
-    return max(0.0, remaining - max(MIN_DEADLINE_MARGIN, remaining * DEADLINE_MARGIN))
+    return max(0.0, remaining - max(min_margin, remaining * DEADLINE_MARGIN))
 
 
 # The other way: what a pattern answers (datetime and timedelta) as messages.

@@ -42,3 +42,6 @@ class Service:
 
     async def close(self) -> None:
         """Stop background work, after the server stopped serving, before Redis closes."""
+
+    def reload(self) -> None:
+        """SIGHUP: read again what the service reads from files (its configuration)."""

@@ -24,7 +24,9 @@ from patterns_server.core.errors import PatternError
 from patterns_server.runtime.auth import Access
 from patterns_server.runtime.guard import status_for
 
-CONTRACT = Path(__file__).parents[1] / "contract.binpb"  # written by `make protos`
+# Written by `make protos`: the contract's, and that of the vendored Envoy protos.
+CONTRACT = Path(__file__).parents[1] / "contract.binpb"
+ENVOY_CONTRACT = Path(__file__).parents[1] / "envoy.binpb"
 
 
 class CommentedReflectionServicer(ReflectionServicer):  # type: ignore[misc]
@@ -33,8 +35,11 @@ class CommentedReflectionServicer(ReflectionServicer):  # type: ignore[misc]
     def __init__(self, service_names: list[str], access: Access | None = None) -> None:
         super().__init__(service_names)
         self._access = access
-        contract = descriptor_pb2.FileDescriptorSet.FromString(CONTRACT.read_bytes())
-        self._documented = {file.name: file.SerializeToString() for file in contract.file}
+        self._documented = {
+            file.name: file.SerializeToString()
+            for path in (CONTRACT, ENVOY_CONTRACT)
+            for file in descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes()).file
+        }
 
     async def ServerReflectionInfo(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext

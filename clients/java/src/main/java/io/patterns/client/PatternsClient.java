@@ -44,14 +44,16 @@ public final class PatternsClient implements AutoCloseable {
   private final Cache cache;
   private final Leaderboard leaderboard;
   private final Sessions sessions;
+  private final CheckStream checkStream; // null: checks are unary
 
   private PatternsClient(Channel channel, ManagedChannel owned, CallCredentials key, Duration timeout,
-      String description) {
+      boolean streamChecks, String description) {
     this.channel = channel;
     this.owned = owned;
     this.description = description;
     Calls calls = new Calls(channel, key, timeout);
-    this.rateLimit = new RateLimiter(calls);
+    this.checkStream = streamChecks ? new CheckStream(calls) : null;
+    this.rateLimit = new RateLimiter(calls, checkStream);
     this.counter = new UniqueCounter(calls);
     this.events = new Events(calls);
     this.locks = new Locks(calls);
@@ -138,9 +140,15 @@ public final class PatternsClient implements AutoCloseable {
     return channel;
   }
 
-  /** Closes the channel the client opened (cancelling calls and streams in progress). */
+  /**
+   * Ends the client's check stream (on a given channel too) and closes the channel the client
+   * opened (cancelling calls and streams in progress).
+   */
   @Override
   public void close() {
+    if (checkStream != null) {
+      checkStream.close();
+    }
     if (owned == null) {
       return;
     }
@@ -170,6 +178,7 @@ public final class PatternsClient implements AutoCloseable {
     private Duration timeout = DEFAULT_TIMEOUT;
     private String apiKey;
     private ChannelCredentials tls;
+    private boolean streamChecks = true;
 
     private Builder(String target) {
       this.target = target;
@@ -231,6 +240,17 @@ public final class PatternsClient implements AutoCloseable {
       return this;
     }
 
+    /**
+     * Whether {@code rateLimit().check} (and {@code checkAsync}) sends its checks over one
+     * CheckStream that the whole client shares (true, the default: the server decides the
+     * checks that arrive together in one Redis round trip) or a unary Check per call (false).
+     * The same decisions, errors and fallbacks either way.
+     */
+    public Builder streamChecks(boolean streamChecks) {
+      this.streamChecks = streamChecks;
+      return this;
+    }
+
     /** Use this channel (made elsewhere) rather than open one; close() leaves it open. */
     public Builder channel(Channel channel) {
       this.channel = Convert.required(channel, "channel");
@@ -244,7 +264,7 @@ public final class PatternsClient implements AutoCloseable {
         if (tls != null) {
           throw new IllegalStateException("tls(...) is for the channel the client opens, not a given one");
         }
-        return new PatternsClient(channel, null, key, timeout, "PatternsClient(<channel>" + keyed + ")");
+        return new PatternsClient(channel, null, key, timeout, streamChecks, "PatternsClient(<channel>" + keyed + ")");
       }
       if (apiKey != null && tls == null) {
         throw new IllegalStateException(
@@ -253,7 +273,7 @@ public final class PatternsClient implements AutoCloseable {
       ChannelCredentials credentials = tls == null ? InsecureChannelCredentials.create() : tls;
       ManagedChannel opened = Grpc.newChannelBuilder(target, credentials).build();
       String made = "PatternsClient(" + target + ", tls=" + (tls != null) + keyed + ")";
-      return new PatternsClient(opened, opened, key, timeout, made);
+      return new PatternsClient(opened, opened, key, timeout, streamChecks, made);
     }
   }
 }

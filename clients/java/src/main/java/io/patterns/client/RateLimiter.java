@@ -16,21 +16,41 @@ import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
 
-/** {@code client.rateLimit()}: checks against policies. */
+/**
+ * {@code client.rateLimit()}: checks against policies. By default ({@code streamChecks} on
+ * the builder) {@code check} and {@code checkAsync} send their checks as messages of the
+ * client's one shared CheckStream rather than a unary Check each: the same answers, for
+ * less of the server's time.
+ */
 public final class RateLimiter {
   private final Calls calls;
   private final RateLimiterGrpc.RateLimiterBlockingStub stub;
   private final RateLimiterGrpc.RateLimiterStub async;
+  private final CheckStream checkStream; // null: unary Checks
 
-  RateLimiter(Calls calls) {
+  RateLimiter(Calls calls, CheckStream checkStream) {
     this.calls = calls;
     this.stub = calls.prepare(RateLimiterGrpc.newBlockingStub(calls.channel));
     this.async = calls.prepare(RateLimiterGrpc.newStub(calls.channel));
+    this.checkStream = checkStream;
   }
 
-  /** This service with another deadline per call. */
+  /** This service with another deadline per call (its checks share the client's stream). */
   public RateLimiter withTimeout(Duration timeout) {
-    return new RateLimiter(calls.withTimeout(timeout));
+    return new RateLimiter(calls.withTimeout(timeout), checkStream);
+  }
+
+  /** The client's shared check stream; null when its checks are unary. */
+  CheckStream checkStream() {
+    return checkStream;
+  }
+
+  /** {@code request}'s answer within {@code within}, over the stream or unary. */
+  private CheckResponse decide(CheckRequest request, Duration within) {
+    if (checkStream != null) {
+      return checkStream.check(request, within);
+    }
+    return Calls.unary(stub, within, s -> s.check(request));
   }
 
   /** Whether one unit for {@code key} is admitted under {@code policy} (consumed if so); failures throw. */
@@ -59,10 +79,10 @@ public final class RateLimiter {
   public Decision check(String key, Policy policy, CheckOptions options) {
     CheckRequest request = request(key, policy, options);
     if (options.onUnavailable() == OnUnavailable.RAISE) {
-      return decision(calls.unary(stub, s -> s.check(request)), policy);
+      return decision(decide(request, calls.timeout), policy);
     }
     try {
-      return decision(Calls.unary(stub, options.fallbackAfter(), s -> s.check(request)), policy);
+      return decision(decide(request, options.fallbackAfter()), policy);
     } catch (PatternsException error) {
       return fallback(policy, options, error);
     }
@@ -71,12 +91,16 @@ public final class RateLimiter {
   /**
    * {@link #check(String, Policy, CheckOptions)} without blocking a thread: the decision, the
    * fallback's included, or a failure with the PatternsException (for a non-blocking server).
+   * It completes on a thread of gRPC's, which also delivers the stream's other answers:
+   * keep what you chain on it short, or chain it with an {@code ...Async} method.
    */
   public CompletableFuture<Decision> checkAsync(String key, Policy policy, CheckOptions options) {
     CheckRequest request = request(key, policy, options);
     boolean raise = options.onUnavailable() == OnUnavailable.RAISE;
     Duration within = raise ? calls.timeout : options.fallbackAfter();
-    CompletableFuture<CheckResponse> answer = Calls.future(async, within, (s, o) -> s.check(request, o));
+    CompletableFuture<CheckResponse> answer = checkStream != null
+        ? checkStream.checkAsync(request, within)
+        : Calls.future(async, within, (s, o) -> s.check(request, o));
     return answer.handle((response, failure) -> {
       if (failure == null) {
         return decision(response, policy);
@@ -116,8 +140,8 @@ public final class RateLimiter {
   }
 
   /**
-   * The raw CheckStream (many checks over one stream, answered by id), with the client's
-   * API key and no deadline: {@code responses} gets the answers; close what this returns
+   * The raw CheckStream (many checks over one stream, answered by id), a call of its own
+   * (not the stream that {@code check} shares), with the client's API key and no deadline: {@code responses} gets the answers; close what this returns
    * ({@code onCompleted}) to end it. Its failures reach {@code responses.onError} as
    * StatusRuntimeException ({@link PatternsException#from} decodes them).
    */

@@ -18,6 +18,7 @@ final class CuttableProxy implements AutoCloseable {
   private final String host;
   private final int port;
   private final List<Socket> open = new ArrayList<>();
+  private boolean held; // guarded by this: bytes read are kept, not relayed, until cut
 
   CuttableProxy(String target) throws IOException {
     int colon = target.lastIndexOf(':');
@@ -34,8 +35,24 @@ final class CuttableProxy implements AutoCloseable {
     return "127.0.0.1:" + listener.getLocalPort();
   }
 
-  /** Close every connection relayed so far; new ones are relayed as before. */
+  /**
+   * Stop relaying: what either side sends is kept, as by a network that stopped carrying
+   * packets, until {@link #release} or {@link #cut}.
+   */
+  synchronized void hold() {
+    held = true;
+  }
+
+  /** Relay again, what was held first. */
+  synchronized void release() {
+    held = false;
+    notifyAll();
+  }
+
+  /** Close every connection relayed so far (what was held is lost); new ones are relayed as before. */
   synchronized void cut() {
+    held = false;
+    notifyAll();
     for (Socket socket : open) {
       try {
         socket.close();
@@ -69,11 +86,21 @@ final class CuttableProxy implements AutoCloseable {
     }
   }
 
-  private static void pump(Socket from, Socket to) {
+  private synchronized void awaitRelaying() throws InterruptedException {
+    while (held) {
+      wait();
+    }
+  }
+
+  private void pump(Socket from, Socket to) {
     Thread thread = new Thread(() -> {
       try (InputStream in = from.getInputStream(); OutputStream out = to.getOutputStream()) {
-        in.transferTo(out);
-      } catch (IOException ignored) {
+        byte[] buffer = new byte[16_384];
+        for (int read = in.read(buffer); read >= 0; read = in.read(buffer)) {
+          awaitRelaying();
+          out.write(buffer, 0, read);
+        }
+      } catch (IOException | InterruptedException ignored) {
         // cut: the other pump sees it too
       } finally {
         try {
