@@ -94,10 +94,7 @@ class StreamsServicer(streams_pb2_grpc.StreamsServicer):
             reader = asyncio.ensure_future(_read(requests, consumer))
             try:
                 while True:
-                    try:
-                        deliveries = await consumer.deliveries()
-                    except _ClientDone:
-                        return
+                    deliveries = await consumer.deliveries()
                     for delivery in deliveries:
                         yield pb.ConsumeResponse(delivery=_delivery(delivery))
             finally:
@@ -156,13 +153,10 @@ class StreamsServicer(streams_pb2_grpc.StreamsServicer):
         return pb.DeleteGroupResponse(deleted=deleted)
 
 
-class _ClientDone(Exception):
-    """The client closed its side: no more acks can come, so the stream ends (OK)."""
-
-
 async def _read(requests: AsyncIterator[pb.ConsumeRequest], consumer: Consumer) -> None:
     """Apply the client's acks and nacks as they come; end the consumer with the first
-    error (a bad message, Redis lost), or when the client closes its side."""
+    error (a bad message, Redis lost). When the client closes its side, deliveries go on
+    (grpcurl closes it after its one message): the call ends when the client cancels it."""
     try:
         async for request in requests:
             kind = request.WhichOneof("kind")
@@ -180,7 +174,6 @@ async def _read(requests: AsyncIterator[pb.ConsumeRequest], consumer: Consumer) 
                 raise InvalidArgument("open", "the consumer is open already: send ack or nack")
             else:
                 raise InvalidArgument("kind", "send ack or nack")
-        consumer.fail(_ClientDone())
     except Exception as error:
         consumer.fail(error)
 

@@ -81,8 +81,10 @@ type StreamsClient interface {
 	// server answers `subscribed` (the group exists from then on: created at `start` if it
 	// was absent), then streams `delivery` messages, never more than max_in_flight of them
 	// unacknowledged. The client sends `ack` and `nack` messages as it handles them. The
-	// stream lasts until the client ends or cancels it, or its deadline passes; what it has
-	// not acknowledged then stays pending, and is redelivered after ack_timeout.
+	// stream lasts until the client cancels it or its deadline passes: a client that closes
+	// its side (grpcurl does, after its one message) goes on receiving deliveries, up to
+	// max_in_flight since it can acknowledge none. What the consumer has not acknowledged
+	// when the stream ends stays pending, and is redelivered after ack_timeout.
 	// A client that stops reading is sent nothing more than max_in_flight: the server
 	// holds no buffer beyond it. When the group is deleted (DeleteGroup) the stream ends
 	// with ABORTED (reason GROUP_DELETED).
@@ -237,8 +239,10 @@ type StreamsServer interface {
 	// server answers `subscribed` (the group exists from then on: created at `start` if it
 	// was absent), then streams `delivery` messages, never more than max_in_flight of them
 	// unacknowledged. The client sends `ack` and `nack` messages as it handles them. The
-	// stream lasts until the client ends or cancels it, or its deadline passes; what it has
-	// not acknowledged then stays pending, and is redelivered after ack_timeout.
+	// stream lasts until the client cancels it or its deadline passes: a client that closes
+	// its side (grpcurl does, after its one message) goes on receiving deliveries, up to
+	// max_in_flight since it can acknowledge none. What the consumer has not acknowledged
+	// when the stream ends stays pending, and is redelivered after ack_timeout.
 	// A client that stops reading is sent nothing more than max_in_flight: the server
 	// holds no buffer beyond it. When the group is deleted (DeleteGroup) the stream ends
 	// with ABORTED (reason GROUP_DELETED).
