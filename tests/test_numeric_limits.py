@@ -35,6 +35,7 @@ from google.protobuf import descriptor_pb2, message_factory
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.wrappers_pb2 import UInt64Value
 from patterns.cache.v1 import cache_pb2 as cache
 from patterns.counter.v1 import counter_pb2 as counter
@@ -43,6 +44,7 @@ from patterns.leaderboard.v1 import leaderboard_pb2 as leaderboard
 from patterns.lock.v1 import lock_pb2 as lock
 from patterns.ratelimit.v1 import ratelimit_pb2 as ratelimit
 from patterns.session.v1 import session_pb2 as session
+from patterns.streams.v1 import streams_pb2 as streams
 
 from devtools.processes import PatternsServer
 from tests.rpc import details
@@ -335,6 +337,51 @@ BASES: dict[str, list[Base]] = {
         lambda s: session.DestroyAllRequest(user_id=s.key())
     ],
     "/patterns.session.v1.Sessions/Rotate": [lambda s: session.RotateRequest(id=s.session())],
+    "/patterns.streams.v1.Streams/Append": [
+        lambda s: streams.AppendRequest(
+            stream=s.key(), payload=b"p", idempotency_key="k", idempotency_window=MINUTE
+        )
+    ],
+    "/patterns.streams.v1.Streams/Read": [
+        lambda s: streams.ReadRequest(stream=s.key(), after_id="1-1", limit=10),
+        lambda s: streams.ReadRequest(stream=s.key(), at_time=Timestamp(seconds=1), limit=10),
+    ],
+    "/patterns.streams.v1.Streams/Consume": [
+        lambda s: streams.ConsumeRequest(
+            open=streams.ConsumeOpen(
+                stream=s.key(),
+                group="g",
+                consumer="c",
+                start=streams.START_POSITION_EARLIEST,
+                max_in_flight=10,
+                ack_timeout=MINUTE,
+                max_deliveries=3,
+            )
+        ),
+        lambda s: streams.ConsumeRequest(
+            open=streams.ConsumeOpen(
+                stream=s.key(),
+                group="g",
+                consumer="c",
+                start=streams.START_POSITION_AT_TIME,
+                start_time=Timestamp(seconds=1),
+            )
+        ),
+    ],
+    "/patterns.streams.v1.Streams/Info": [lambda s: streams.InfoRequest(stream=s.key())],
+    "/patterns.streams.v1.Streams/Trim": [
+        lambda s: streams.TrimRequest(
+            stream=s.key(), bounds=streams.Retention(max_len=10, max_age=MINUTE)
+        )
+    ],
+    "/patterns.streams.v1.Streams/SetRetention": [
+        lambda s: streams.SetRetentionRequest(
+            stream=s.key(), retention=streams.Retention(max_len=10, max_age=MINUTE)
+        )
+    ],
+    "/patterns.streams.v1.Streams/DeleteGroup": [
+        lambda s: streams.DeleteGroupRequest(stream=s.key(), group="g")
+    ],
     "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit": [
         _should_rate_limit(override=False),
         _should_rate_limit(override=True),
@@ -385,8 +432,15 @@ def numeric_leaves(
     names: frozenset[str] = frozenset(),
 ) -> Iterator[Leaf]:
     """Every numeric field under `descriptor` (the type of `message`, which is the base's
-    part at `steps`, or None where the base does not set it)."""
+    part at `steps`, or None where the base does not set it). A field of a oneof whose
+    other member the base sets is not walked: setting it would replace the base's choice
+    (a Consume's `nack` instead of its `open`), not vary it."""
     for field in descriptor.fields:
+        oneof = field.containing_oneof
+        if oneof is not None and message is not None:
+            chosen = message.WhichOneof(oneof.name)
+            if chosen is not None and chosen != field.name:
+                continue
         repeated = field.is_repeated
         if field.type == FieldDescriptor.TYPE_MESSAGE:
             child = field.message_type
@@ -481,7 +535,9 @@ def outcome(channel: grpc.Channel, path: str, request: Message) -> Outcome:
                 response = next(stream)
             finally:
                 stream.cancel()
-            if response.WhichOneof("outcome") == "error":
+            # A CheckStream answers an error on its own message (a Consume has no such).
+            oneofs = response.DESCRIPTOR.oneofs_by_name
+            if "outcome" in oneofs and response.WhichOneof("outcome") == "error":
                 return _answered_error(response.error)
         elif method.server_streaming:
             stream = channel.unary_stream(path, **options)(request, timeout=CALL_TIMEOUT)

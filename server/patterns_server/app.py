@@ -37,6 +37,7 @@ from patterns_server.session import service as session_service
 from patterns_server.storage import RedisBackend, redispy
 from patterns_server.storage.backend import redacted_url
 from patterns_server.storage.embedded import EmbeddedRedis, data_directory
+from patterns_server.streams import service as streams_service
 
 if TYPE_CHECKING:  # imported only when tracing is on (see _tracing)
     from patterns_server.runtime.tracing import Tracing
@@ -52,6 +53,7 @@ SERVICES: tuple[Callable[[Runtime], Service], ...] = (
     cache_service.build,
     leaderboard_service.build,
     session_service.build,
+    streams_service.build,
     envoy_service.build,
 )
 

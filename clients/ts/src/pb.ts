@@ -7,3 +7,4 @@ export * as leaderboard from "./gen/patterns/leaderboard/v1/leaderboard.js";
 export * as lock from "./gen/patterns/lock/v1/lock.js";
 export * as ratelimit from "./gen/patterns/ratelimit/v1/ratelimit.js";
 export * as session from "./gen/patterns/session/v1/session.js";
+export * as streams from "./gen/patterns/streams/v1/streams.js";

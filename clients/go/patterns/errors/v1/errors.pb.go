@@ -109,6 +109,10 @@ const (
 	// at its share of the server's limits (`max_concurrent_rpcs`, `max_streams` in the auth
 	// file). Refused at once, nothing done; other tenants are not affected. Any RPC.
 	ErrorReason_TENANT_OVERLOADED ErrorReason = 17
+	// Status ABORTED, without RetryInfo: the consumer group of a Streams.Consume stream was
+	// deleted (Streams.DeleteGroup) while the stream was open; the stream ends with it.
+	// Open it again to create the group anew. Streams.Consume.
+	ErrorReason_GROUP_DELETED ErrorReason = 18
 )
 
 // Enum value maps for ErrorReason.
@@ -131,6 +135,7 @@ var (
 		15: "CREDENTIALS_REVOKED",
 		16: "SERVICE_NOT_ALLOWED",
 		17: "TENANT_OVERLOADED",
+		18: "GROUP_DELETED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED": 0,
@@ -150,6 +155,7 @@ var (
 		"CREDENTIALS_REVOKED":      15,
 		"SERVICE_NOT_ALLOWED":      16,
 		"TENANT_OVERLOADED":        17,
+		"GROUP_DELETED":            18,
 	}
 )
 
@@ -184,7 +190,7 @@ var File_patterns_errors_v1_errors_proto protoreflect.FileDescriptor
 
 const file_patterns_errors_v1_errors_proto_rawDesc = "" +
 	"\n" +
-	"\x1fpatterns/errors/v1/errors.proto\x12\x12patterns.errors.v1*\x83\x03\n" +
+	"\x1fpatterns/errors/v1/errors.proto\x12\x12patterns.errors.v1*\x96\x03\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10INVALID_ARGUMENT\x10\x01\x12\x15\n" +
@@ -206,7 +212,8 @@ const file_patterns_errors_v1_errors_proto_rawDesc = "" +
 	"\x0fINVALID_API_KEY\x10\x0e\x12\x17\n" +
 	"\x13CREDENTIALS_REVOKED\x10\x0f\x12\x17\n" +
 	"\x13SERVICE_NOT_ALLOWED\x10\x10\x12\x15\n" +
-	"\x11TENANT_OVERLOADED\x10\x11\"\x04\b\t\x10\t*\vUNAVAILABLEBy\n" +
+	"\x11TENANT_OVERLOADED\x10\x11\x12\x11\n" +
+	"\rGROUP_DELETED\x10\x12\"\x04\b\t\x10\t*\vUNAVAILABLEBy\n" +
 	"\x15io.patterns.errors.v1B\vErrorsProtoP\x01ZQgithub.com/patterns-server/patterns-server/clients/go/patterns/errors/v1;errorsv1b\x06proto3"
 
 var (

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpatterns/errors/v1/errors.proto\x12\x12patterns.errors.v1*\x83\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10INVALID_ARGUMENT\x10\x01\x12\x15\n\x11MALFORMED_REQUEST\x10\x02\x12\x15\n\x11SESSION_NOT_FOUND\x10\x03\x12\x0e\n\nLEASE_LOST\x10\x04\x12\x0e\n\nOVERLOADED\x10\x05\x12\x11\n\rSLOW_CONSUMER\x10\x06\x12\x15\n\x11REDIS_UNAVAILABLE\x10\x07\x12\x11\n\rREDIS_TIMEOUT\x10\x08\x12\x11\n\rSHUTTING_DOWN\x10\n\x12\n\n\x06\x43LOSED\x10\x0b\x12\x0c\n\x08INTERNAL\x10\x0c\x12\x17\n\x13MISSING_CREDENTIALS\x10\r\x12\x13\n\x0fINVALID_API_KEY\x10\x0e\x12\x17\n\x13\x43REDENTIALS_REVOKED\x10\x0f\x12\x17\n\x13SERVICE_NOT_ALLOWED\x10\x10\x12\x15\n\x11TENANT_OVERLOADED\x10\x11\"\x04\x08\t\x10\t*\x0bUNAVAILABLEBy\n\x15io.patterns.errors.v1B\x0b\x45rrorsProtoP\x01ZQgithub.com/patterns-server/patterns-server/clients/go/patterns/errors/v1;errorsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpatterns/errors/v1/errors.proto\x12\x12patterns.errors.v1*\x96\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10INVALID_ARGUMENT\x10\x01\x12\x15\n\x11MALFORMED_REQUEST\x10\x02\x12\x15\n\x11SESSION_NOT_FOUND\x10\x03\x12\x0e\n\nLEASE_LOST\x10\x04\x12\x0e\n\nOVERLOADED\x10\x05\x12\x11\n\rSLOW_CONSUMER\x10\x06\x12\x15\n\x11REDIS_UNAVAILABLE\x10\x07\x12\x11\n\rREDIS_TIMEOUT\x10\x08\x12\x11\n\rSHUTTING_DOWN\x10\n\x12\n\n\x06\x43LOSED\x10\x0b\x12\x0c\n\x08INTERNAL\x10\x0c\x12\x17\n\x13MISSING_CREDENTIALS\x10\r\x12\x13\n\x0fINVALID_API_KEY\x10\x0e\x12\x17\n\x13\x43REDENTIALS_REVOKED\x10\x0f\x12\x17\n\x13SERVICE_NOT_ALLOWED\x10\x10\x12\x15\n\x11TENANT_OVERLOADED\x10\x11\x12\x11\n\rGROUP_DELETED\x10\x12\"\x04\x08\t\x10\t*\x0bUNAVAILABLEBy\n\x15io.patterns.errors.v1B\x0b\x45rrorsProtoP\x01ZQgithub.com/patterns-server/patterns-server/clients/go/patterns/errors/v1;errorsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\025io.patterns.errors.v1B\013ErrorsProtoP\001ZQgithub.com/patterns-server/patterns-server/clients/go/patterns/errors/v1;errorsv1'
   _globals['_ERRORREASON']._serialized_start=56
-  _globals['_ERRORREASON']._serialized_end=443
+  _globals['_ERRORREASON']._serialized_end=462
 # @@protoc_insertion_point(module_scope)

@@ -23,6 +23,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CREDENTIALS_REVOKED: _ClassVar[ErrorReason]
     SERVICE_NOT_ALLOWED: _ClassVar[ErrorReason]
     TENANT_OVERLOADED: _ClassVar[ErrorReason]
+    GROUP_DELETED: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_ARGUMENT: ErrorReason
 MALFORMED_REQUEST: ErrorReason
@@ -40,3 +41,4 @@ INVALID_API_KEY: ErrorReason
 CREDENTIALS_REVOKED: ErrorReason
 SERVICE_NOT_ALLOWED: ErrorReason
 TENANT_OVERLOADED: ErrorReason
+GROUP_DELETED: ErrorReason

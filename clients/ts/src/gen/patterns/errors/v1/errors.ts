@@ -128,6 +128,12 @@ export enum ErrorReason {
    * file). Refused at once, nothing done; other tenants are not affected. Any RPC.
    */
   TENANT_OVERLOADED = 17,
+  /**
+   * GROUP_DELETED - Status ABORTED, without RetryInfo: the consumer group of a Streams.Consume stream was
+   * deleted (Streams.DeleteGroup) while the stream was open; the stream ends with it.
+   * Open it again to create the group anew. Streams.Consume.
+   */
+  GROUP_DELETED = 18,
   UNRECOGNIZED = -1,
 }
 
@@ -184,6 +190,9 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 17:
     case "TENANT_OVERLOADED":
       return ErrorReason.TENANT_OVERLOADED;
+    case 18:
+    case "GROUP_DELETED":
+      return ErrorReason.GROUP_DELETED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -227,6 +236,8 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "SERVICE_NOT_ALLOWED";
     case ErrorReason.TENANT_OVERLOADED:
       return "TENANT_OVERLOADED";
+    case ErrorReason.GROUP_DELETED:
+      return "GROUP_DELETED";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
