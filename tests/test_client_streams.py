@@ -10,15 +10,17 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any, TypeVar
 
 import pytest
 
 import patterns_client.streams
-from devtools.processes import PatternsServer, free_port
+from devtools.processes import PatternsServer, RedisServer, free_port
 from patterns_client import (
     Aborted,
     Appended,
+    AsyncMessage,
     Client,
     DeadlineExceeded,
     InvalidArgument,
@@ -451,3 +453,69 @@ def test_wait_subscribed_gives_up_after_its_timeout_and_keeps_trying() -> None:
             assert [m async for m in consumer] == []
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("mode", ["sync", "aio"])
+def test_redis_down_mid_consume_then_back_redelivers_what_was_not_acknowledged(
+    mode: str, own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
+) -> None:
+    """Redis goes away (what it saved kept) while a consumer holds two entries it has not
+    acknowledged: its stream ends UNAVAILABLE, the consumer keeps trying, and once Redis
+    is back it is subscribed again and gets those two again, delivery_count 2, and a new
+    one (in either order: redeliveries come when their ack timeout is up)."""
+    address, stream = server_on_own_redis().address, "payments"
+    options: dict[str, Any] = {"group": "g", "consumer": "c", "ack_timeout": SECOND}
+
+    def outage() -> None:
+        own_redis.client().save()
+        own_redis.stop()
+
+    if mode == "sync":
+        with (
+            Client(address, timeout=10) as client,
+            client.streams.consume(stream, **options) as messages,
+        ):
+            messages.wait_subscribed(10)
+            ids = [client.streams.append(stream, b"%d" % n).id for n in range(2)]
+            held = [next_within(messages), next_within(messages)]
+            outage()
+            later: list[Message] = []
+            reader = threading.Thread(target=lambda: later.extend(islice(messages, 3)))
+            reader.start()  # the iteration sees the stream end, and opens it again
+            eventually(lambda: not messages.subscribed.is_set(), what="the stream ended")
+            own_redis.start()
+            messages.wait_subscribed(30)
+            new = client.streams.append(stream, b"new").id
+            reader.join(30)
+            for message in later:
+                message.ack()
+            eventually(lambda: pending(client, stream, "g") == 0)
+    else:
+
+        async def scenario(client: aio.Client) -> tuple[list[Any], list[Any], list[str], str]:
+            async with client.streams.consume(stream, **options) as messages:
+                await messages.wait_subscribed(10)
+                ids = [(await client.streams.append(stream, b"%d" % n)).id for n in range(2)]
+                held = [await asyncio.wait_for(anext(messages), 10) for _ in range(2)]
+                await asyncio.to_thread(outage)
+
+                async def read() -> list[AsyncMessage]:
+                    return [await anext(messages) for _ in range(3)]
+
+                async def ended() -> bool:
+                    return not messages.subscribed.is_set()
+
+                reader = asyncio.ensure_future(read())  # sees the end, and opens again
+                await eventually_async(ended)
+                await asyncio.to_thread(own_redis.start)
+                await messages.wait_subscribed(30)
+                new = (await client.streams.append(stream, b"new")).id
+                later = await asyncio.wait_for(reader, 30)
+                for message in later:
+                    await message.ack()
+                return held, later, ids, new
+
+        held, later, ids, new = with_client(address, scenario)
+    assert [(m.id, m.delivery_count) for m in held] == [(i, 1) for i in ids]
+    assert len(later) == 3
+    assert {(m.id, m.delivery_count) for m in later} == {(ids[0], 2), (ids[1], 2), (new, 1)}
