@@ -34,7 +34,7 @@ OLDEST_VENV := .venv-redis-py-$(REDIS_PY_OLDEST)
 # tests/patterns/), faults and failover, the services, and Redis over TLS as an ACL user.
 REDIS_SUITES := tests/test_storage.py tests/patterns/ tests/test_redis_faults.py tests/test_failover.py \
 	tests/test_hardening.py tests/test_ratelimit.py tests/test_counter.py tests/test_events.py \
-	tests/test_lock.py tests/test_cache.py tests/test_leaderboard.py tests/test_session.py \
+	tests/test_lock.py tests/test_cache.py tests/test_leaderboard.py tests/test_session.py tests/test_streams.py \
 	tests/test_redis_security.py
 
 # pytest on WORKERS processes (pytest-xdist; 0 for one process). Each worker starts its own

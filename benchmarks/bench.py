@@ -26,6 +26,11 @@ processes (pinned to the other cores, beside Redis):
   lb-submit    Leaderboard/Submit (BEST) to a board of 1,000,000 members
   lb-top       Leaderboard/Top(10) of that board
   session-touch  Sessions/Get with touch over 10,000 sessions of 1,000 users
+  streams-append Streams/Append of 100 bytes over 100 streams
+  streams-consume  Streams/Consume: deliveries of a filled stream, each acked at once, over
+               4 Consume streams per client process with --in-flight deliveries in flight
+               (calls/s: deliveries acked/s; latency: from an ack to the delivery it made
+               room for)
   noop-workers, check-workers  noop and check against a second server started with
                --workers (2 by default), its workers free to use every core (the
                clients' and Redis's too), each client process calling over 8
@@ -72,7 +77,10 @@ from benchmarks.fanout import FanoutResult, run_fanout
 from benchmarks.load import (
     BOARD,
     BOARD_SIZE,
+    CONSUME_FILL,
+    CONSUME_STREAM,
     ENVOY_DOMAIN,
+    PAYLOAD,
     SESSION_IDS_FILE,
     Window,
     WorkerResult,
@@ -117,6 +125,8 @@ SCENARIOS = (
     "lb-submit",
     "lb-top",
     "session-touch",
+    "streams-append",
+    "streams-consume",
     "noop-workers",
     "check-workers",
 )
@@ -244,6 +254,17 @@ class Processes:
         for start in range(0, BOARD_SIZE, 20_000):
             batch = range(start, start + 20_000)
             client.zadd(key, {f"player:{n}": -((n * 7_919) % 1_000_000) for n in batch})
+
+    def fill_stream(self) -> None:
+        """The stream of the streams-consume scenario, written straight to Redis in the
+        server's layout (an entry's payload is its field "p")."""
+        client = self.redis.client()
+        key = f"patterns:default:streams:{{{CONSUME_STREAM}}}"
+        for _ in range(CONSUME_FILL // 10_000):
+            pipeline = client.pipeline(transaction=False)
+            for _entry in range(10_000):
+                pipeline.xadd(key, {"p": PAYLOAD})
+            pipeline.execute()
 
     def create_sessions(self) -> None:
         """The sessions of the session- scenarios, created through the server."""
@@ -500,6 +521,19 @@ RATIOS = [
         "rps",
     ),
     ("Sessions Get+touch calls/s ÷ Cache Get calls/s", "session-touch", "cache-get", "rps"),
+    ("Streams Append calls/s ÷ no-op RPC calls/s", "streams-append", "noop", "rps"),
+    (
+        "Streams deliveries acked/s (delivery+ack) ÷ no-op RPC calls/s",
+        "streams-consume",
+        "noop",
+        "rps",
+    ),
+    (
+        "server CPU per Streams delivery+ack ÷ per no-op RPC",
+        "streams-consume",
+        "noop",
+        "server_cpu_us_per_call",
+    ),
     ("no-op RPC calls/s, --workers {workers} ÷ one process", "noop-workers", "noop", "rps"),
     ("Check calls/s, --workers {workers} ÷ one process", "check-workers", "check", "rps"),
     (
@@ -715,6 +749,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             processes.fill_leaderboard()
         if any(scenario.startswith("session-") for scenario in scenarios):
             processes.create_sessions()
+        if "streams-consume" in scenarios:
+            processes.fill_stream()
         for variant in VARIANTS:
             if any(scenario.endswith(f"-{variant}") for scenario in scenarios):
                 processes.start_variant(variant)

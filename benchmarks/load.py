@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from patterns.leaderboard.v1 import leaderboard_pb2, leaderboard_pb2_grpc
 from patterns.ratelimit.v1 import ratelimit_pb2 as pb
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 from patterns.session.v1 import session_pb2, session_pb2_grpc
+from patterns.streams.v1 import streams_pb2, streams_pb2_grpc
 
 USERS = 10_000
 # A policy that admits most traffic spread over USERS keys: the work of a decision, not
@@ -46,6 +48,14 @@ SESSION_USERS = 1_000  # USERS sessions, 10 per user
 # The file of the session ids of the session- scenarios (created by the bench beforehand),
 # named by an environment variable that the worker processes inherit.
 SESSION_IDS_FILE = "PATTERNS_BENCH_SESSION_IDS"
+# Streams: appends spread over this many streams, of PAYLOAD each; the streams-consume
+# scenario reads CONSUME_STREAM (filled beforehand with CONSUME_FILL entries) in a group of
+# its own per run, over CONSUMERS_PER_WORKER Consume streams per worker process.
+APPEND_STREAMS = 100
+PAYLOAD = bytes(100)
+CONSUME_STREAM = "bench-consume"
+CONSUME_FILL = 300_000
+CONSUMERS_PER_WORKER = 4
 
 
 @dataclass
@@ -124,6 +134,13 @@ def _requests_for(scenario: str) -> tuple[list[object], int]:
         return [session_pb2.GetRequest(id=i, touch=True) for i in ids], 1
     if scenario == "cache-set":
         return [cache_pb2.SetRequest(key=key, value=VALUE, ttl=CACHE_TTL) for key in keys], 1
+    if scenario == "streams-append":
+        return [
+            streams_pb2.AppendRequest(stream=f"bench-append:{n % APPEND_STREAMS}", payload=PAYLOAD)
+            for n in range(USERS)
+        ], 1
+    if scenario == "streams-consume":
+        return [], 1
     raise ValueError(scenario)
 
 
@@ -137,6 +154,8 @@ def _method(channel: grpc.aio.Channel, scenario: str) -> Callable[..., Awaitable
         return rls_pb2_grpc.RateLimitServiceStub(channel).ShouldRateLimit  # type: ignore[no-any-return]
     if scenario.startswith("session-"):
         return session_pb2_grpc.SessionsStub(channel).Get  # type: ignore[no-any-return]
+    if scenario == "streams-append":
+        return streams_pb2_grpc.StreamsStub(channel).Append  # type: ignore[no-any-return]
     if scenario.startswith("cache-"):
         cache = cache_pb2_grpc.CacheStub(channel)
         return cache.Get if scenario == "cache-get" else cache.Set  # type: ignore[no-any-return]
@@ -190,6 +209,8 @@ def run_grpc_worker(
             run_on_uvloop(_stream_checks(address, requests, in_flight, window, metadata)),
             decisions,
         )
+    if plain == "streams-consume":
+        return WorkerResult(run_on_uvloop(_consume(address, in_flight, window)), decisions)
 
     async def main() -> list[int]:
         latencies: list[int] = []
@@ -214,6 +235,51 @@ def run_grpc_worker(
         return latencies
 
     return WorkerResult(run_on_uvloop(main()), decisions)
+
+
+async def _consume(address: str, in_flight: int, window: Window) -> list[int]:
+    """Deliveries of CONSUME_STREAM, each acknowledged as it arrives, `in_flight` at once
+    (each Consume stream's max_in_flight is its share), in a group of this run's own that
+    starts at the stream's first entry (every worker of the run derives the same name from
+    the window). A delivery's latency: from the ack that made room for it to its arrival,
+    the server's turnaround for one delivery+ack."""
+    latencies: list[int] = []
+    streams = min(CONSUMERS_PER_WORKER, in_flight)
+    group = f"bench-{window.start:.6f}"
+
+    async def consumer(stub: streams_pb2_grpc.StreamsStub, number: int, depth: int) -> None:
+        call = stub.Consume()
+        opening = streams_pb2.ConsumeOpen(
+            stream=CONSUME_STREAM,
+            group=group,
+            consumer=f"{os.getpid()}-{number}",
+            start=streams_pb2.START_POSITION_EARLIEST,
+            max_in_flight=depth,
+            ack_timeout=Duration(seconds=600),
+        )
+        await call.write(streams_pb2.ConsumeRequest(open=opening))
+        acked: deque[int] = deque()  # when each ack not yet followed by a delivery was sent
+        async for message in call:
+            if not message.HasField("delivery"):
+                continue
+            arrived = time.perf_counter_ns()
+            if acked:
+                started = acked.popleft()
+                if window.start <= time.monotonic() <= window.end:
+                    latencies.append(arrived - started)
+            if time.monotonic() > window.end:
+                break
+            acked.append(time.perf_counter_ns())
+            await call.write(
+                streams_pb2.ConsumeRequest(ack=streams_pb2.Ack(ids=[message.delivery.id]))
+            )
+        call.cancel()
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = streams_pb2_grpc.StreamsStub(channel)
+        depths = [in_flight // streams + (n < in_flight % streams) for n in range(streams)]
+        await asyncio.gather(*(consumer(stub, n, depth) for n, depth in enumerate(depths)))
+    return latencies
 
 
 async def _stream_checks(

@@ -42,6 +42,7 @@ def test_bench_runs_every_scenario_briefly() -> None:
         assert f"| {scenario} |" in result.stdout
     assert "Check calls/s ÷ no-op RPC calls/s" in result.stdout
     assert "Sessions Get+touch calls/s ÷ no-op RPC calls/s" in result.stdout
+    assert "Streams deliveries acked/s (delivery+ack) ÷ no-op RPC calls/s" in result.stdout
     assert "CheckMany(100) decisions/s ÷ direct redis-py decisions/s" in result.stdout
     assert "CheckStream decisions/s ÷ Check calls/s" in result.stdout
     assert "server CPU per Envoy ShouldRateLimit ÷ per Check" in result.stdout

@@ -161,8 +161,8 @@ async def _read(requests: AsyncIterator[pb.ConsumeRequest], consumer: Consumer) 
         async for request in requests:
             kind = request.WhichOneof("kind")
             if kind == "ack":
-                try:
-                    await consumer.ack(request.ack.ids)
+                try:  # sent with the acks that follow it while Redis answers
+                    consumer.ack_soon(request.ack.ids)
                 except InvalidArgument as error:
                     raise error.under("ack") from None
             elif kind == "nack":

@@ -393,6 +393,9 @@ class Consumer:
         self._cursor = "0-0"
         self._failure: BaseException | None = None
         self._listener = asyncio.ensure_future(self._listen())
+        # Acks given to `ack_soon`, not yet sent; the task sending them, while it runs.
+        self._unsent_acks: list[str] = []
+        self._acking: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> "Consumer":
         return self
@@ -401,6 +404,11 @@ class Consumer:
         await self.close()
 
     async def close(self) -> None:
+        """Stop listening; acks given to `ack_soon` are sent first (for a second at most:
+        what is not acknowledged then comes back by redelivery)."""
+        if self._acking is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._acking), 1.0)
         self._listener.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._listener
@@ -450,6 +458,27 @@ class Consumer:
         )
         self._release(ids)
         return int(acked)
+
+    def ack_soon(self, ids: Sequence[str]) -> None:
+        """Acknowledge deliveries without waiting: the ids (checked now) go to Redis with
+        those given meanwhile, in one script per round trip, so that a consumer acking
+        entry by entry is not held to one round trip per ack. A failure ends the consumer
+        (`deliveries()` raises it)."""
+        _check_ids("ids", ids)
+        self._unsent_acks.extend(ids)
+        if self._acking is None:
+            self._acking = asyncio.ensure_future(self._send_acks())
+
+    async def _send_acks(self) -> None:
+        try:
+            while self._unsent_acks:
+                ids = self._unsent_acks[:MAX_IDS]
+                del self._unsent_acks[:MAX_IDS]
+                await self.ack(ids)
+        except Exception as error:
+            self.fail(error)
+        finally:
+            self._acking = None
 
     async def nack(self, ids: Sequence[str], delay: timedelta | None = None) -> int:
         """Give deliveries back for redelivery after `delay` (at most the ack timeout):

@@ -28,7 +28,12 @@ for _, flat in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   local group = fields_of(flat)
   local last = group['last-delivered-id']
   -- Redis 7 says the lag, unless entries were deleted in between (then nil); 6.2 never.
+  -- Redis 7 counts entries trimmed before the group reached them as lag: when no entry
+  -- the group has had is retained, every entry retained is lag.
   local lag = group['lag']
+  if lag and #redis.call('XRANGE', KEYS[1], '-', last, 'COUNT', 1) == 0 then
+    lag = stream['length']
+  end
   if not lag then
     lag = 0
     local from = '(' .. last
