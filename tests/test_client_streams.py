@@ -197,7 +197,10 @@ def test_a_nack_with_a_delay_is_redelivered_after_it(
         appended = client.streams.append(stream, b"retry me")
         first = next_within(messages)
         assert (first.id, first.delivery_count) == (appended.id, 1)
-        nacked_at = time.monotonic()
+        with pytest.raises(InvalidArgument) as refused:  # beyond the ack timeout (30 s)
+            first.nack(delay=timedelta(minutes=1))
+        assert refused.value.field_violations[0].field == "nack.delay"
+        nacked_at = time.monotonic()  # the consumer goes on: nothing was sent
         first.nack(delay=timedelta(milliseconds=500))
         second = next_within(messages)
         waited = time.monotonic() - nacked_at
@@ -220,6 +223,8 @@ def test_a_nack_with_a_delay_is_redelivered_after_it_aio(
             appended = await client.streams.append(stream, b"retry me")
             first = await asyncio.wait_for(anext(messages), 10)
             assert (first.id, first.delivery_count) == (appended.id, 1)
+            with pytest.raises(InvalidArgument):
+                await first.nack(delay=-1)
             nacked_at = time.monotonic()
             await first.nack(delay=0.5)
             second = await asyncio.wait_for(anext(messages), 10)

@@ -32,7 +32,12 @@ from patterns.streams.v1 import streams_pb2_grpc
 from patterns_client._calls import AsyncCalls, Calls
 from patterns_client._check_stream import lost_status
 from patterns_client._convert import duration, seconds, timestamp, to_datetime
-from patterns_client.errors import PatternsError, from_rpc_error
+from patterns_client.errors import (
+    FieldViolation,
+    InvalidArgument,
+    PatternsError,
+    from_rpc_error,
+)
 from patterns_client.events import (
     RESUMABLE,
     _Backoff,
@@ -167,8 +172,9 @@ class Message:
 
     def nack(self, delay: timedelta | float | None = None) -> None:
         """Hand it back: delivered again (to this consumer or another of the group) after
-        `delay` (at once when None), with its delivery count one higher."""
-        self._consumer._send(_nack(self.id, delay))
+        `delay` (at once when None; at most the consumer's ack timeout, else
+        InvalidArgument), with its delivery count one higher."""
+        self._consumer._send(_nack(self.id, delay, self._consumer._ack_timeout))
 
 
 @dataclass(frozen=True)
@@ -191,12 +197,26 @@ class AsyncMessage:
 
     async def nack(self, delay: timedelta | float | None = None) -> None:
         """Hand it back: delivered again (to this consumer or another of the group) after
-        `delay` (at once when None), with its delivery count one higher."""
-        self._consumer._send(_nack(self.id, delay))
+        `delay` (at once when None; at most the consumer's ack timeout, else
+        InvalidArgument), with its delivery count one higher."""
+        self._consumer._send(_nack(self.id, delay, self._consumer._ack_timeout))
 
 
-def _nack(entry_id: str, delay: timedelta | float | None) -> pb.ConsumeRequest:
+def _nack(
+    entry_id: str, delay: timedelta | float | None, ack_timeout: timedelta | None
+) -> pb.ConsumeRequest:
+    """A nack; InvalidArgument, and nothing sent, for a delay the server would refuse (the
+    refusal would end the consumer's stream, taking every message in flight with it)."""
     wait = None if delay is None else timedelta(seconds=seconds(delay))
+    if wait is not None and (wait < timedelta(0) or (ack_timeout and wait > ack_timeout)):
+        limit = f"{ack_timeout.total_seconds():g}s" if ack_timeout else "the ack timeout"
+        problem = f"must be 0 to the ack timeout ({limit}); got {wait.total_seconds():g}s"
+        raise InvalidArgument(
+            f"nack.delay {problem}",
+            code=grpc.StatusCode.INVALID_ARGUMENT,
+            reason="INVALID_ARGUMENT",
+            field_violations=(FieldViolation("nack.delay", problem),),
+        )
     return pb.ConsumeRequest(nack=pb.Nack(ids=[entry_id], delay=duration(wait)))
 
 
@@ -279,6 +299,12 @@ def _fields(delivery: pb.Delivery) -> tuple[str, bytes, dict[str, str], int, dat
     )
 
 
+def _ack_timeout(subscribed: pb.Subscribed) -> timedelta | None:
+    if not subscribed.HasField("ack_timeout"):
+        return None
+    return subscribed.ack_timeout.ToTimedelta()
+
+
 _SUBSCRIBED = _Subscribed()
 
 
@@ -303,6 +329,7 @@ class Consumer:
         # when the last ack or nack was written (time.monotonic()).
         self._written = threading.Event()
         self._last_write = float("-inf")
+        self._ack_timeout: timedelta | None = None  # in force, as the server confirmed it
         self.subscribed = threading.Event()
         self._items = self._run()
         # One reader of the stream at a time: the iteration, or wait_subscribed's helper,
@@ -460,6 +487,7 @@ class Consumer:
                         return  # what arrives while closing is delivered again, later
                     kind = response.WhichOneof("kind")
                     if kind == "subscribed":
+                        self._ack_timeout = _ack_timeout(response.subscribed)
                         self.subscribed.set()
                         backoff.reset()
                         yield _SUBSCRIBED
@@ -498,6 +526,7 @@ class AsyncConsumer:
         self._unsent: list[pb.ConsumeRequest] = []
         self._written = asyncio.Event()  # as Consumer's
         self._last_write = float("-inf")
+        self._ack_timeout: timedelta | None = None
         self.subscribed = asyncio.Event()
         self._items = self._run()
         self._reading = asyncio.Lock()  # one reader of the stream at a time
@@ -642,6 +671,7 @@ class AsyncConsumer:
                         return  # what arrives while closing is delivered again, later
                     kind = response.WhichOneof("kind")
                     if kind == "subscribed":
+                        self._ack_timeout = _ack_timeout(response.subscribed)
                         self.subscribed.set()
                         backoff.reset()
                         yield _SUBSCRIBED
