@@ -2,8 +2,8 @@
 
 `consume` is an iterator of `Message`s over one Consume stream; each is acknowledged with
 `message.ack()` (or handed back with `message.nack(delay=...)`), sent on that same stream.
-Delivery is at least once: an entry not acknowledged within the group's ack timeout, or
-whose consumer went away, is delivered again, with its `delivery_count` one higher, so a
+Delivery is at least once: an entry not acknowledged within its consumer's ack timeout,
+or whose consumer went away, is delivered again, with its `delivery_count` one higher, so a
 handler must be idempotent. When the stream fails in a way that retrying cures (the server
 or its Redis unavailable, the server stopping), the consumer opens it again after a backoff
 (at least what the server's RetryInfo asks): the group and its pending entries live in
@@ -64,8 +64,8 @@ __all__ = [
 # How long close() waits for gRPC to write the acknowledgements queued (they are lost if
 # the connection is stuck; the entries come back after the ack timeout).
 CLOSE_GRACE = 2.0
-# Then, as the contract has no confirmation of an ack and the server drops what it has
-# not applied when the stream is cancelled, close() gives the server this long after the
+# Then, as the contract confirms no ack and the server drops the acks it has not yet read
+# when the stream is cancelled, close() gives the server this long after the
 # last ack or nack was written before it cancels the stream (no wait when none was
 # written this recently).
 CLOSE_SETTLE = 0.5
@@ -417,7 +417,7 @@ class Consumer:
             return
         if outgoing is not None:
             outgoing.put(None)  # gRPC writes what is queued, then ends the client's side
-            if written.wait(CLOSE_GRACE):
+            if not call.done() and written.wait(CLOSE_GRACE):
                 time.sleep(max(self._last_write + CLOSE_SETTLE - time.monotonic(), 0))
         call.cancel()
 
@@ -605,9 +605,11 @@ class AsyncConsumer:
             return
         if outgoing is not None:
             outgoing.put_nowait(None)  # gRPC writes what is queued, then ends our side
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(written.wait(), CLOSE_GRACE)
-                await asyncio.sleep(max(self._last_write + CLOSE_SETTLE - time.monotonic(), 0))
+            if not call.done():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(written.wait(), CLOSE_GRACE)
+                    settle = self._last_write + CLOSE_SETTLE - time.monotonic()
+                    await asyncio.sleep(max(settle, 0))
         call.cancel()
 
     def _send(self, request: pb.ConsumeRequest) -> None:
