@@ -595,6 +595,34 @@ async def settled(stub: Any, stream: str, pending: int) -> None:
         await asyncio.sleep(0.05)
 
 
+def test_shutdown_ends_consumers_with_unavailable_at_once(
+    server_on_own_redis: Callable[..., PatternsServer],
+) -> None:
+    server = server_on_own_redis("--shutdown-grace", "5")
+
+    async def scenario() -> None:
+        async with aio_stub(server.address) as stub:
+            calls = []
+            for n in range(10):
+                call = stub.Consume(timeout=60)
+                opening = pb.ConsumeOpen(stream="s", group="g", consumer=f"c{n}")
+                await call.write(pb.ConsumeRequest(open=opening))
+                assert (await call.read()).WhichOneof("kind") == "subscribed"
+                calls.append(call)
+            assert server.process is not None
+            started = time.monotonic()
+            server.process.terminate()
+            for call in calls:
+                with pytest.raises(grpc.aio.AioRpcError) as ended:
+                    await call.read()
+                assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert details(ended.value)["ErrorInfo"].reason == "SHUTTING_DOWN"
+            assert time.monotonic() - started < 4  # not held for the grace period
+
+    asyncio.run(scenario())
+    assert server.wait() == 0
+
+
 def test_redis_down_ends_consumers_unavailable_then_they_resume(
     own_redis: RedisServer, server_on_own_redis: Callable[..., PatternsServer]
 ) -> None:

@@ -17,6 +17,7 @@ from patterns.leaderboard.v1 import leaderboard_pb2, leaderboard_pb2_grpc
 from patterns.lock.v1 import lock_pb2, lock_pb2_grpc
 from patterns.ratelimit.v1 import ratelimit_pb2, ratelimit_pb2_grpc
 from patterns.session.v1 import session_pb2, session_pb2_grpc
+from patterns.streams.v1 import streams_pb2, streams_pb2_grpc
 
 from devtools.processes import PatternsServer
 from patterns_server.runtime.auth import new_token
@@ -223,6 +224,40 @@ def test_a_session_id_of_one_tenant_names_nothing_for_another(
     assert sessions.DestroyAll(everything, metadata=bearer(BETA), timeout=10).destroyed == 0
     alive = sessions.Get(session_pb2.GetRequest(id=created.id), metadata=bearer(ALPHA))
     assert alive.session.attributes == created.attributes
+
+
+# Streams
+
+
+def test_a_tenants_streams_groups_and_idempotency_keys_are_its_own(
+    tenant_server: PatternsServer, shared: grpc.Channel, new_key: Callable[[], str]
+) -> None:
+    streams = streams_pb2_grpc.StreamsStub(shared)
+    stream = new_key()
+    append = streams_pb2.AppendRequest(stream=stream, payload=b"alpha's", idempotency_key="k")
+    first = streams.Append(append, metadata=bearer(ALPHA), timeout=10)
+    beta_append = streams_pb2.AppendRequest(stream=stream, payload=b"beta's", idempotency_key="k")
+    again = streams.Append(beta_append, metadata=bearer(BETA), timeout=10)
+    assert not again.duplicate  # the idempotency key is the tenant's own too
+    read = streams_pb2.ReadRequest(stream=stream)
+    assert [e.id for e in streams.Read(read, metadata=bearer(ALPHA)).entries] == [first.id]
+    assert [e.id for e in streams.Read(read, metadata=bearer(BETA)).entries] == [again.id]
+
+    async def consumed() -> list[bytes]:
+        async with grpc.aio.insecure_channel(tenant_server.address) as channel:
+            call = streams_pb2_grpc.StreamsStub(channel).Consume(metadata=bearer(BETA), timeout=30)
+            opening = streams_pb2.ConsumeOpen(
+                stream=stream, group="g", consumer="c", start=streams_pb2.START_POSITION_EARLIEST
+            )
+            await call.write(streams_pb2.ConsumeRequest(open=opening))
+            assert (await call.read()).WhichOneof("kind") == "subscribed"
+            payloads = [(await call.read()).delivery.payload]
+            call.cancel()
+            return payloads
+
+    assert asyncio.run(consumed()) == [b"beta's"]  # beta's own stream only
+    info = streams_pb2.InfoRequest(stream=stream)
+    assert not streams.Info(info, metadata=bearer(ALPHA), timeout=10).groups
 
 
 # Keys: never in a log line, never in an error

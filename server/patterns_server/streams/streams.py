@@ -55,8 +55,12 @@ MAX_IDS = 10_000
 MAX_LEN = 2**53
 MIN_AGE = timedelta(seconds=1)
 MAX_AGE = timedelta(days=3650)
-# Info counts a group's lag where Redis does not say it (6.2; 7 after deletions) up to this.
-MAX_COUNTED_LAG = 100_000
+# Info counts a group's lag where Redis does not say it (6.2; 7 after deletions) up to this:
+# counting reads the entries (up to 1 MiB each) inside a script, which holds Redis meanwhile.
+MAX_COUNTED_LAG = 1_000
+# Entries one script takes for a consumer at most (its reply holds them all: up to 1 MiB
+# each); a consumer with more room runs it again at once.
+MAX_FETCH = 100
 # A consumer reads at least this often, in case a wake-up was lost.
 FALLBACK_SECONDS = 1.0
 WAKEUP_BUFFER = 64  # wake-ups left unread (never: a task drains them) before resubscribing
@@ -437,7 +441,7 @@ class Consumer:
                 del self._in_flight[entry_id]
             room = self.settings.max_in_flight - len(self._in_flight)
             if room > 0:
-                delivered = await self._deliver(room)
+                delivered = await self._deliver(min(room, MAX_FETCH))
                 if delivered:
                     ends = loop.time() + self.settings.ack_timeout.total_seconds()
                     for delivery in delivered:

@@ -38,7 +38,8 @@ for _, flat in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
     lag = 0
     local from = '(' .. last
     while lag < most do
-      local page = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', math.min(1000, most - lag))
+      -- Small pages: an entry may hold 1 MiB, and each page is copied into the script.
+      local page = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', math.min(10, most - lag))
       if #page == 0 then
         break
       end

@@ -1256,8 +1256,9 @@ type GroupInfo struct {
 	Pending uint64 `protobuf:"varint,2,opt,name=pending,proto3" json:"pending,omitempty"`
 	// The id of the last entry delivered to the group (not redelivered).
 	LastDeliveredId string `protobuf:"bytes,3,opt,name=last_delivered_id,json=lastDeliveredId,proto3" json:"last_delivered_id,omitempty"`
-	// Entries retained that the group has not yet been delivered (computed where Redis does
-	// not say, counting at most 100,000: a lag beyond reads 100,000).
+	// Entries retained that the group has not yet been delivered. Redis 7 says it; where it
+	// does not (Redis 6.2, and Redis 7 after some deletions) the server counts them, at most
+	// 1,000: a lag beyond reads 1,000.
 	Lag uint64 `protobuf:"varint,4,opt,name=lag,proto3" json:"lag,omitempty"`
 	// The group's consumers, by name.
 	Consumers     []*ConsumerInfo `protobuf:"bytes,5,rep,name=consumers,proto3" json:"consumers,omitempty"`

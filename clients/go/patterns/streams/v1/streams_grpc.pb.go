@@ -97,7 +97,9 @@ type StreamsClient interface {
 	Info(ctx context.Context, in *InfoRequest, opts ...grpc.CallOption) (*InfoResponse, error)
 	// Trim deletes entries from the start of a stream once: beyond a length, or older than
 	// an age. Pending entries that it deletes are dropped from their groups (never
-	// delivered again, not dead-lettered).
+	// delivered again, not dead-lettered). Like every trim, it deletes at most about 10,000
+	// entries per bound a call (Redis bounds approximate trimming so, to stay responsive):
+	// call it again while `deleted` is not 0.
 	// Reasons: INVALID_ARGUMENT.
 	Trim(ctx context.Context, in *TrimRequest, opts ...grpc.CallOption) (*TrimResponse, error)
 	// SetRetention sets the bounds that every later Append applies to the stream (and
@@ -255,7 +257,9 @@ type StreamsServer interface {
 	Info(context.Context, *InfoRequest) (*InfoResponse, error)
 	// Trim deletes entries from the start of a stream once: beyond a length, or older than
 	// an age. Pending entries that it deletes are dropped from their groups (never
-	// delivered again, not dead-lettered).
+	// delivered again, not dead-lettered). Like every trim, it deletes at most about 10,000
+	// entries per bound a call (Redis bounds approximate trimming so, to stay responsive):
+	// call it again while `deleted` is not 0.
 	// Reasons: INVALID_ARGUMENT.
 	Trim(context.Context, *TrimRequest) (*TrimResponse, error)
 	// SetRetention sets the bounds that every later Append applies to the stream (and

@@ -181,7 +181,9 @@ class StreamsServicer:
     def Trim(self, request, context):
         """Trim deletes entries from the start of a stream once: beyond a length, or older than
         an age. Pending entries that it deletes are dropped from their groups (never
-        delivered again, not dead-lettered).
+        delivered again, not dead-lettered). Like every trim, it deletes at most about 10,000
+        entries per bound a call (Redis bounds approximate trimming so, to stay responsive):
+        call it again while `deleted` is not 0.
         Reasons: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

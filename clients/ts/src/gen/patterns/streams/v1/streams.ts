@@ -358,8 +358,9 @@ export interface GroupInfo {
   /** The id of the last entry delivered to the group (not redelivered). */
   lastDeliveredId: string;
   /**
-   * Entries retained that the group has not yet been delivered (computed where Redis does
-   * not say, counting at most 100,000: a lag beyond reads 100,000).
+   * Entries retained that the group has not yet been delivered. Redis 7 says it; where it
+   * does not (Redis 6.2, and Redis 7 after some deletions) the server counts them, at most
+   * 1,000: a lag beyond reads 1,000.
    */
   lag: number;
   /** The group's consumers, by name. */
@@ -3308,7 +3309,9 @@ export const StreamsService = {
   /**
    * Trim deletes entries from the start of a stream once: beyond a length, or older than
    * an age. Pending entries that it deletes are dropped from their groups (never
-   * delivered again, not dead-lettered).
+   * delivered again, not dead-lettered). Like every trim, it deletes at most about 10,000
+   * entries per bound a call (Redis bounds approximate trimming so, to stay responsive):
+   * call it again while `deleted` is not 0.
    * Reasons: INVALID_ARGUMENT.
    */
   trim: {
@@ -3392,7 +3395,9 @@ export interface StreamsServer extends UntypedServiceImplementation {
   /**
    * Trim deletes entries from the start of a stream once: beyond a length, or older than
    * an age. Pending entries that it deletes are dropped from their groups (never
-   * delivered again, not dead-lettered).
+   * delivered again, not dead-lettered). Like every trim, it deletes at most about 10,000
+   * entries per bound a call (Redis bounds approximate trimming so, to stay responsive):
+   * call it again while `deleted` is not 0.
    * Reasons: INVALID_ARGUMENT.
    */
   trim: handleUnaryCall<TrimRequest, TrimResponse>;
@@ -3489,7 +3494,9 @@ export interface StreamsClient extends Client {
   /**
    * Trim deletes entries from the start of a stream once: beyond a length, or older than
    * an age. Pending entries that it deletes are dropped from their groups (never
-   * delivered again, not dead-lettered).
+   * delivered again, not dead-lettered). Like every trim, it deletes at most about 10,000
+   * entries per bound a call (Redis bounds approximate trimming so, to stay responsive):
+   * call it again while `deleted` is not 0.
    * Reasons: INVALID_ARGUMENT.
    */
   trim(request: TrimRequest, callback: (error: ServiceError | null, response: TrimResponse) => void): ClientUnaryCall;
