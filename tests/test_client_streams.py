@@ -9,6 +9,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any, TypeVar
@@ -157,6 +158,32 @@ def test_each_entry_acknowledged_is_handled_once(
     assert handled == Counter(b"%d" % n for n in range(count))
     info = client.streams.info(stream)
     assert info.groups[0].lag == 0 and info.last_id == ids[-1]
+
+
+@pytest.mark.parametrize("backend_url", ["redis7"], indirect=True)
+def test_workers_of_a_pool_acknowledge_what_one_thread_iterates(
+    client: Client, new_key: Callable[[], str]
+) -> None:
+    stream, count = new_key(), 100
+    handled: Counter[bytes] = Counter()
+    lock = threading.Lock()
+
+    def handle(message: Message) -> None:
+        with lock:
+            handled[message.payload] += 1
+        message.ack()
+
+    consume = client.streams.consume(stream, group="g", consumer="c", max_in_flight=8)
+    with consume as messages, ThreadPoolExecutor(4) as pool:
+        messages.wait_subscribed(10)
+        for n in range(count):
+            client.streams.append(stream, b"%d" % n)
+        for received, message in enumerate(messages, start=1):
+            pool.submit(handle, message)
+            if received == count:
+                break
+        eventually(lambda: pending(client, stream, "g") == 0, what="every ack applied")
+    assert handled == Counter(b"%d" % n for n in range(count))
 
 
 @live
