@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from patterns_server.core.errors import InvalidArgument
+from patterns_server.core.errors import Aborted, InvalidArgument
 from patterns_server.storage import RedisBackend
 from patterns_server.streams.streams import Consumer, Retention, Start, Streams
 from tests.patterns import WithRedis
@@ -161,5 +161,25 @@ def test_a_delivery_past_its_ack_timeout_stops_counting_in_flight(
             with pytest.raises(InvalidArgument) as refused:
                 await consumer.nack([entry], timedelta(seconds=1))  # beyond the ack timeout
             assert refused.value.field == "delay"
+
+    with_redis(scenario)
+
+
+def test_a_nack_after_the_group_was_deleted_says_so(
+    with_redis: WithRedis, new_key: Callable[[], str]
+) -> None:
+    stream = new_key()
+
+    async def scenario(redis: RedisBackend) -> None:
+        streams = Streams(redis)
+        entry, _ = await streams.append(stream, b"x", {})
+        consumer = await streams.consume(stream, "g", "c", Start.EARLIEST)
+        async with consumer:
+            assert await take(consumer, 1) == [entry]
+            assert await streams.delete_group(stream, "g")
+            assert await consumer.ack([entry]) == 0  # nothing pending any more
+            with pytest.raises(Aborted) as deleted:
+                await consumer.nack([entry])
+            assert deleted.value.reason == "GROUP_DELETED"
 
     with_redis(scenario)

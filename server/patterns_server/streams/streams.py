@@ -493,8 +493,13 @@ class Consumer:
         given = await self._redis.eval(
             NACK, [self._keys.stream], [self._group, self._name, idle, self._keys.channel, *ids]
         )
+        if given == -1:
+            raise self._group_deleted()
         self._release(ids)
         return int(given)
+
+    def _group_deleted(self) -> Aborted:
+        return Aborted(f"the group {self._group!r} was deleted", "GROUP_DELETED")
 
     def _release(self, ids: Sequence[str]) -> None:
         for entry_id in ids:
@@ -517,7 +522,7 @@ class Consumer:
             ],
         )
         if _text(reply[0]) == "NOGROUP":
-            raise Aborted(f"the group {self._group!r} was deleted", "GROUP_DELETED")
+            raise self._group_deleted()
         self._cursor = _text(reply[0])
         return [
             Delivery(_entry([entry_id, fields]), int(count), instant_ms(int(first)))

@@ -7,7 +7,7 @@
 -- ARGV[3]  the idle time to give them (ms): the ack timeout less the delay
 -- ARGV[4]  the stream's wake-up channel
 -- ARGV[5..]  the ids
--- Reply    how many were pending
+-- Reply    how many were pending; or -1 when the group does not exist
 -- Clock    none
 local command = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
 for i = 5, #ARGV do
@@ -16,6 +16,12 @@ end
 table.insert(command, 'IDLE')
 table.insert(command, ARGV[3])
 table.insert(command, 'JUSTID')  -- JUSTID: the delivery count stays as it is
-local given = redis.call(unpack(command))
+local given = redis.pcall(unpack(command))
+if type(given) == 'table' and given.err then
+  if string.sub(given.err, 1, 7) == 'NOGROUP' then
+    return -1
+  end
+  return redis.error_reply(given.err)
+end
 redis.call('PUBLISH', ARGV[4], '')
 return #given
