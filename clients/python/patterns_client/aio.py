@@ -39,8 +39,9 @@ __all__ = ["Client"]
 
 class Client:
     """The asyncio client: patterns_client.Client's services (`ratelimit`, `counter`,
-    `leaderboard`, `sessions`, `cache`, `locks`, `events`, `streams`) with coroutine methods, on
-    grpc.aio; `async with` it or `await close()`. A failed call raises a PatternsError.
+    `leaderboard`, `sessions`, `cache`, `locks`, `events`, `streams`) with coroutine
+    methods, on grpc.aio; `async with` it or `await close()`. A failed call raises a
+    PatternsError.
 
     It may be made anywhere, at import time included: its channel is opened on the first
     call, in the event loop that makes it, so a web app keeps one client in a module,

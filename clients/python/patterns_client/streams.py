@@ -172,8 +172,8 @@ class Message:
 
     def nack(self, delay: timedelta | float | None = None) -> None:
         """Hand it back: delivered again (to this consumer or another of the group) after
-        `delay` (at once when None; at most the consumer's ack timeout, else
-        InvalidArgument), with its delivery count one higher."""
+        `delay` (None: at the server's next check, within a second; at most the
+        consumer's ack timeout, else InvalidArgument), its delivery count one higher."""
         self._consumer._send(_nack(self.id, delay, self._consumer._ack_timeout))
 
 
@@ -197,8 +197,8 @@ class AsyncMessage:
 
     async def nack(self, delay: timedelta | float | None = None) -> None:
         """Hand it back: delivered again (to this consumer or another of the group) after
-        `delay` (at once when None; at most the consumer's ack timeout, else
-        InvalidArgument), with its delivery count one higher."""
+        `delay` (None: at the server's next check, within a second; at most the
+        consumer's ack timeout, else InvalidArgument), its delivery count one higher."""
         self._consumer._send(_nack(self.id, delay, self._consumer._ack_timeout))
 
 
