@@ -1,8 +1,9 @@
 """`client.streams` of patterns_client, blocking and asyncio, against a live server: every
-method, the consume loop (each entry handled once when acknowledged, a nack redelivered
-after its delay, an entry not acknowledged redelivered after the ack timeout with
-delivery_count 2), closing (acknowledgements given just before are applied), and a server
-restart in the middle of consuming (the consumer opens its stream again; nothing is lost)."""
+method, the consume loop (each entry handled once when acknowledged, by one thread or a
+pool, a nack redelivered after its delay, an entry not acknowledged redelivered after the
+ack timeout with delivery_count 2), closing (acknowledgements given just before are
+applied), and a server restart or Redis down in the middle of consuming (the consumer
+opens its stream again; nothing is lost)."""
 
 import asyncio
 import threading
@@ -15,6 +16,7 @@ from itertools import islice
 from typing import Any, TypeVar
 
 import pytest
+from patterns.streams.v1 import streams_pb2 as pb
 
 import patterns_client.streams
 from devtools.processes import PatternsServer, RedisServer, free_port
@@ -31,6 +33,7 @@ from patterns_client import (
     Start,
     aio,
 )
+from patterns_client.streams import _coalesced, _nack
 from tests.waiting import eventually, eventually_async
 
 live = pytest.mark.parametrize("backend_url", ["redis7", "cluster"], indirect=True)
@@ -551,3 +554,20 @@ def test_redis_down_mid_consume_then_back_redelivers_what_was_not_acknowledged(
     assert [(m.id, m.delivery_count) for m in held] == [(i, 1) for i in ids]
     assert len(later) == 3
     assert {(m.id, m.delivery_count) for m in later} == {(ids[0], 2), (ids[1], 2), (new, 1)}
+
+
+def test_acks_and_nacks_waiting_together_go_in_as_few_messages_as_allowed() -> None:
+    """What the consumer writes when many acks wait (the server or the network slower
+    than the handlers): every ack in one message of up to 10,000 ids, the nacks of each
+    delay in one, and nothing lost or repeated."""
+    acks = [pb.ConsumeRequest(ack=pb.Ack(ids=[f"{n}-0"])) for n in range(25_000)]
+    later = [_nack(f"{n}-1", 5, timedelta(seconds=30)) for n in range(3)]
+    now = [_nack(f"{n}-2", None, None) for n in range(2)]
+    written = list(_coalesced([acks[0], later[0], *acks[1:], now[0], *later[1:], now[1], None]))
+    assert [len(r.ack.ids) for r in written if r.HasField("ack")] == [10_000, 10_000, 5_000]
+    assert [r.ack.ids[0] for r in written if r.HasField("ack")] == ["0-0", "10000-0", "20000-0"]
+    nacks = [(list(r.nack.ids), r.nack.delay.ToTimedelta()) for r in written if r.HasField("nack")]
+    assert nacks == [
+        (["0-1", "1-1", "2-1"], timedelta(seconds=5)),
+        (["0-2", "1-2"], timedelta(0)),
+    ]
