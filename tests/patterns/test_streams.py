@@ -131,6 +131,9 @@ def test_an_idempotency_key_is_remembered_for_its_window(
         second, duplicate = await streams.append(stream, b"c", {}, "k", window)
         assert not duplicate and second != first
         assert [e.payload for e in await streams.read(stream)] == [b"a", b"c"]
+        last = f"{2**64 - 1}-{2**64 - 1}"  # the largest id there can be: nothing after it
+        assert await streams.read(stream, after_id=last) == []
+        assert len(await streams.read(stream, after_id=f"{2**64 - 1}")) == 0
 
     with_redis(scenario)
 

@@ -241,6 +241,8 @@ class Streams:
         start = "-"
         if after_id is not None:
             start = "(" + _checked_id("after_id", after_id)
+            if after_id == f"{_MAX_ID_PART}-{_MAX_ID_PART}":
+                return []  # nothing can follow the last id there can be (Redis refuses it)
         elif at_time is not None:
             start = str(_checked_ms_time("at_time", at_time))
         keys = _Keys(self._redis, stream)
