@@ -44,6 +44,17 @@ from patterns_client.leaderboard import Board, Mode, Order, Page, Period, Standi
 from patterns_client.locks import AsyncHeldLock, HeldLock, Lease, LockState, ReleaseStatus
 from patterns_client.ratelimit import Algorithm, Decision, Policy
 from patterns_client.sessions import Session, SessionList
+from patterns_client.streams import (
+    Appended,
+    AsyncMessage,
+    ConsumerInfo,
+    GroupInfo,
+    Message,
+    Retention,
+    Start,
+    StreamEntry,
+    StreamInfo,
+)
 
 # The installed distribution's, the number in pyproject.toml (and VERSION).
 __version__ = _version("patterns-client")
@@ -53,10 +64,13 @@ __all__ = [
     "Aborted",
     "Algorithm",
     "AlreadyExists",
+    "Appended",
     "AsyncHeldLock",
+    "AsyncMessage",
     "Board",
     "Cancelled",
     "Client",
+    "ConsumerInfo",
     "DeadlineExceeded",
     "Decision",
     "Entry",
@@ -64,12 +78,14 @@ __all__ = [
     "FailedPrecondition",
     "FieldViolation",
     "Gap",
+    "GroupInfo",
     "HeldLock",
     "Internal",
     "InvalidArgument",
     "Lease",
     "LockNotAcquired",
     "LockState",
+    "Message",
     "Mode",
     "NotFound",
     "Order",
@@ -81,9 +97,13 @@ __all__ = [
     "RateLimited",
     "ReleaseStatus",
     "ResourceExhausted",
+    "Retention",
     "Session",
     "SessionList",
     "Standing",
+    "Start",
+    "StreamEntry",
+    "StreamInfo",
     "Submitted",
     "Unauthenticated",
     "Unavailable",

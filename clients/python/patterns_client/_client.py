@@ -15,6 +15,7 @@ from patterns.leaderboard.v1 import leaderboard_pb2_grpc
 from patterns.lock.v1 import lock_pb2_grpc
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 from patterns.session.v1 import session_pb2_grpc
+from patterns.streams.v1 import streams_pb2_grpc
 
 from patterns_client._calls import Calls, Metadata
 from patterns_client._channel import Security, channel_credentials, describe, with_api_key
@@ -27,6 +28,7 @@ from patterns_client.leaderboard import Leaderboard
 from patterns_client.locks import Locks
 from patterns_client.ratelimit import RateLimiter
 from patterns_client.sessions import Sessions
+from patterns_client.streams import Streams
 
 DEFAULT_TIMEOUT = timedelta(seconds=5)
 # Whether ratelimit.check goes over the client's shared CheckStream unless told otherwise:
@@ -109,6 +111,7 @@ class Client:
         self.cache = Cache(calls, cache_pb2_grpc.CacheStub(channel))
         self.leaderboard = Leaderboard(calls, leaderboard_pb2_grpc.LeaderboardStub(channel))
         self.sessions = Sessions(calls, session_pb2_grpc.SessionsStub(channel))
+        self.streams = Streams(calls, streams_pb2_grpc.StreamsStub(channel))
 
     def __repr__(self) -> str:
         return self._made

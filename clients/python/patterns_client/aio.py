@@ -17,6 +17,7 @@ from patterns.leaderboard.v1 import leaderboard_pb2_grpc
 from patterns.lock.v1 import lock_pb2_grpc
 from patterns.ratelimit.v1 import ratelimit_pb2_grpc
 from patterns.session.v1 import session_pb2_grpc
+from patterns.streams.v1 import streams_pb2_grpc
 
 from patterns_client._calls import AsyncCalls, Metadata
 from patterns_client._channel import Security, channel_credentials, describe, with_api_key
@@ -31,14 +32,16 @@ from patterns_client.leaderboard import AsyncLeaderboard
 from patterns_client.locks import AsyncLocks
 from patterns_client.ratelimit import AsyncRateLimiter
 from patterns_client.sessions import AsyncSessions
+from patterns_client.streams import AsyncStreams
 
 __all__ = ["Client"]
 
 
 class Client:
     """The asyncio client: patterns_client.Client's services (`ratelimit`, `counter`,
-    `leaderboard`, `sessions`, `cache`, `locks`, `events`) with coroutine methods, on
-    grpc.aio; `async with` it or `await close()`. A failed call raises a PatternsError.
+    `leaderboard`, `sessions`, `cache`, `locks`, `events`, `streams`) with coroutine
+    methods, on grpc.aio; `async with` it or `await close()`. A failed call raises a
+    PatternsError.
 
     It may be made anywhere, at import time included: its channel is opened on the first
     call, in the event loop that makes it, so a web app keeps one client in a module,
@@ -121,6 +124,7 @@ class Client:
         self.cache = AsyncCache(calls, stub(cache_pb2_grpc.CacheStub))
         self.leaderboard = AsyncLeaderboard(calls, stub(leaderboard_pb2_grpc.LeaderboardStub))
         self.sessions = AsyncSessions(calls, stub(session_pb2_grpc.SessionsStub))
+        self.streams = AsyncStreams(calls, stub(streams_pb2_grpc.StreamsStub))
 
     def __repr__(self) -> str:
         return self._made
