@@ -521,6 +521,12 @@ func (c *Consumer) stream(ctx context.Context, r *Streams, open *streamsv1.Consu
 			consumer: c,
 		}
 		// What arrives while closing is not handed out: it is delivered again, later.
+		c.mu.Lock()
+		closing := c.closing
+		c.mu.Unlock()
+		if closing {
+			continue
+		}
 		select {
 		case c.messages <- message:
 		case <-ctx.Done():
