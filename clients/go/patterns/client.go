@@ -23,6 +23,7 @@ import (
 	lockv1 "github.com/patterns-server/patterns-server/clients/go/patterns/lock/v1"
 	ratelimitv1 "github.com/patterns-server/patterns-server/clients/go/patterns/ratelimit/v1"
 	sessionv1 "github.com/patterns-server/patterns-server/clients/go/patterns/session/v1"
+	streamsv1 "github.com/patterns-server/patterns-server/clients/go/patterns/streams/v1"
 )
 
 // DefaultTimeout is the deadline a call gets when its context has none (WithTimeout
@@ -58,6 +59,7 @@ type Client struct {
 	cache       *Cache
 	leaderboard *Leaderboard
 	sessions    *Sessions
+	streams     *Streams
 }
 
 // An Option configures NewClient.
@@ -200,6 +202,7 @@ func NewClient(target string, opts ...Option) (*Client, error) {
 	c.cache = &Cache{c: c, stub: cachev1.NewCacheClient(c.conn)}
 	c.leaderboard = &Leaderboard{c: c, stub: leaderboardv1.NewLeaderboardClient(c.conn)}
 	c.sessions = &Sessions{c: c, stub: sessionv1.NewSessionsClient(c.conn)}
+	c.streams = &Streams{c: c, stub: streamsv1.NewStreamsClient(c.conn)}
 	return c, nil
 }
 
@@ -298,6 +301,9 @@ func (c *Client) Leaderboard() *Leaderboard { return c.leaderboard }
 
 // Sessions is the Sessions service.
 func (c *Client) Sessions() *Sessions { return c.sessions }
+
+// Streams is the Streams service.
+func (c *Client) Streams() *Streams { return c.streams }
 
 // unary calls method with the client's deadline when ctx has none (longer by extra, for a
 // call that waits on the server: a lock's wait), or with budget when budget > 0 (a

@@ -21,8 +21,9 @@ const (
 	LastBackoff  = 5 * time.Second
 )
 
-// ErrClosed is what a Subscription's Next and WaitSubscribed return once it is closed
-// (Close, or the context given to Subscribe ended) without a failure of its own.
+// ErrClosed is what the Next and WaitSubscribed of a Subscription (or a Consumer) return
+// once it is closed (Close, or the context given to Subscribe or Consume ended) without a
+// failure of its own.
 var ErrClosed = errors.New("patterns: subscription closed")
 
 // Events is the Events service: publish, and subscriptions that survive outages and say

@@ -173,3 +173,31 @@ func ExampleLeaderboard_Board() {
 		fmt.Println(s.Rank, s.Member, s.Score)
 	}
 }
+
+func ExampleStreams_Consume() {
+	client, err := patterns.FromEnv()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+	ctx := context.Background()
+	if _, err := client.Streams().Append(ctx, "orders", []byte(`{"id": 42}`), patterns.AppendOptions{
+		Headers: map[string]string{"type": "created"}, IdempotencyKey: "order-42",
+	}); err != nil {
+		log.Fatal(err)
+	}
+	consumer := client.Streams().Consume(ctx, patterns.ConsumeOptions{
+		Stream: "orders", Group: "billing", Consumer: "billing-1",
+	})
+	defer consumer.Close()
+	for message := range consumer.Messages() {
+		if err := bill(message.Payload); err != nil { // bill is idempotent: at least once
+			message.Nack(10 * time.Second) // again in 10 s, to any consumer of the group
+			continue
+		}
+		message.Ack()
+	}
+	log.Print(consumer.Err()) // what ended it: a failure retrying cannot cure
+}
+
+func bill([]byte) error { return nil }

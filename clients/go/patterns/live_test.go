@@ -631,7 +631,7 @@ func TestAClientOverAGivenConnection(t *testing.T) {
 	}
 }
 
-func TestHoldsAndSubscriptionsLeaveNoGoroutineBehind(t *testing.T) {
+func TestHoldsSubscriptionsAndConsumersLeaveNoGoroutineBehind(t *testing.T) {
 	ctx, client := context.Background(), live(t)
 	if _, err := client.Counter().Count(ctx, fresh("warm")); err != nil { // the connection up
 		t.Fatal(err)
@@ -648,6 +648,11 @@ func TestHoldsAndSubscriptionsLeaveNoGoroutineBehind(t *testing.T) {
 			t.Fatal(err)
 		}
 		subscription.Close()
+		consumer := client.Streams().Consume(ctx, patterns.ConsumeOptions{Stream: fresh("leak"), Group: "g", Consumer: "a"})
+		if err := consumer.WaitSubscribed(ctx); err != nil {
+			t.Fatal(err)
+		}
+		consumer.Close()
 	}
 	// A few of gRPC's own may still be finishing: a margin, and time.
 	eventually(t, "the goroutines back to where they were", func() bool {
