@@ -420,6 +420,14 @@ export class Consumer implements AsyncIterableIterator<Message>, AsyncDisposable
     while (!closing.aborted) {
       // No deadline: the stream lasts until closed.
       const call = this.stub.consume(this.calls.meta(), {});
+      // Once the call failed, acknowledgements wait for the next stream instead of being
+      // written to this one (where they would be lost); the iteration sees the failure when
+      // it reads (a listener here takes it from no one).
+      call.on("error", () => {
+        if (this.#call === call) {
+          this.#call = undefined;
+        }
+      });
       call.write(this.request);
       this.#call = call;
       this.#flush(); // what the last stream did not carry
