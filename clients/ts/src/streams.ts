@@ -443,7 +443,8 @@ export class Consumer implements AsyncIterableIterator<Message>, AsyncDisposable
             yield SUBSCRIBED;
           } else if (response.delivery !== undefined) {
             const d = response.delivery;
-            yield new Message(d.id, Buffer.from(d.payload), { ...d.headers }, d.deliveryCount, d.firstDeliveredAt, d.appendedAt, this);
+            const headers = { ...d.headers };
+            yield new Message(d.id, Buffer.from(d.payload), headers, d.deliveryCount, d.firstDeliveredAt, d.appendedAt, this);
           }
         }
         if (closing.aborted) {

@@ -469,6 +469,21 @@ describe("streams, against PATTERNS_TARGET", () => {
     assert.equal((await client.streams.info(name("none"))).exists, false);
   });
 
+  it("starts a new group after an id, or at a time", async () => {
+    const stream = name("start");
+    const ids = [];
+    for (let i = 0; i < 3; i++) {
+      ids.push((await client.streams.append(stream, `e${i}`)).id);
+      await new Promise((resolve) => setTimeout(resolve, 5)); // each entry its own millisecond
+    }
+    await using afterId = client.streams.consume({ stream, group: "by-id", consumer: "c", start: { afterId: ids[0] } });
+    assert.equal((await nextMessage(afterId)).id, ids[1]);
+    const [entry] = await client.streams.read(stream, { after: ids[1], limit: 1 });
+    assert.ok(entry.appendedAt instanceof Date);
+    await using atTime = client.streams.consume({ stream, group: "by-time", consumer: "c", start: { at: entry.appendedAt } });
+    assert.equal((await nextMessage(atTime)).id, ids[2]);
+  });
+
   it("ends an iteration in progress at close(), and nothing hangs", async () => {
     const consumer = client.streams.consume({ stream: name("quiet"), group: "g", consumer: "c" });
     await consumer.waitSubscribed({ timeoutMs: 10_000 });
