@@ -8,6 +8,7 @@ import { LeaderboardClient } from "./gen/patterns/leaderboard/v1/leaderboard.js"
 import { LockerClient } from "./gen/patterns/lock/v1/lock.js";
 import { RateLimiterClient } from "./gen/patterns/ratelimit/v1/ratelimit.js";
 import { SessionsClient } from "./gen/patterns/session/v1/session.js";
+import { StreamsClient } from "./gen/patterns/streams/v1/streams.js";
 import { Cache } from "./cache.js";
 import { Calls } from "./calls.js";
 import { CheckStream } from "./checkstream.js";
@@ -17,6 +18,7 @@ import { Leaderboard } from "./leaderboard.js";
 import { Locks } from "./locks.js";
 import { RateLimiter } from "./ratelimit.js";
 import { Sessions } from "./sessions.js";
+import { Streams } from "./streams.js";
 
 /** The default deadline of every call, as the Python client's. */
 export const DEFAULT_TIMEOUT_MS = 5_000;
@@ -95,7 +97,7 @@ function withApiKey(metadata: Metadata | undefined, apiKey: string | undefined):
 /**
  * A connection to patterns-server at `target` ("host:port"): `client.ratelimit`,
  * `client.counter`, `client.events`, `client.locks`, `client.cache`, `client.leaderboard`,
- * `client.sessions`. Every call returns a promise, rejected with a PatternsError, within the
+ * `client.sessions`, `client.streams`. Every call returns a promise, rejected with a PatternsError, within the
  * client's `timeoutMs` (5 s) unless the call says otherwise. One client per process, shared;
  * `close()` (or `using`) at the end ends its open streams and closes its channel.
  */
@@ -107,6 +109,7 @@ export class PatternsClient implements Disposable {
   readonly cache: Cache;
   readonly leaderboard: Leaderboard;
   readonly sessions: Sessions;
+  readonly streams: Streams;
   /** The channel every call goes over. */
   readonly channel: Channel;
   readonly #calls: Calls;
@@ -137,6 +140,7 @@ export class PatternsClient implements Disposable {
     this.cache = new Cache(this.#calls, new CacheClient(target, insecure, over));
     this.leaderboard = new Leaderboard(this.#calls, new LeaderboardClient(target, insecure, over));
     this.sessions = new Sessions(this.#calls, new SessionsClient(target, insecure, over));
+    this.streams = new Streams(this.#calls, new StreamsClient(target, insecure, over));
   }
 
   /**
@@ -157,7 +161,7 @@ export class PatternsClient implements Disposable {
     });
   }
 
-  /** End the client's open streams (subscriptions, held locks: the server releases them;
+  /** End the client's open streams (subscriptions, consumers, held locks: the server releases them;
    * the check stream: its checks in progress reject CANCELLED) and close the channel it
    * made (not one it was given). */
   close(): void {

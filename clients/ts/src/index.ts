@@ -48,6 +48,20 @@ export {
 } from "./cache.js";
 export { Leaderboard, type Board, type Standing, type SubmitMode } from "./leaderboard.js";
 export { Sessions, type Session } from "./sessions.js";
+export {
+  Streams,
+  Consumer,
+  Message,
+  type Appended,
+  type ConsumeOptions,
+  type ConsumerInfo,
+  type GroupInfo,
+  type Retention,
+  type Start,
+  type StreamEntry,
+  type StreamInfo,
+  CLOSE_SETTLE_MS,
+} from "./streams.js";
 
 // The generated messages and stubs, for what the wrappers do not cover.
 export * as pb from "./pb.js";

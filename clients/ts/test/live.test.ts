@@ -19,6 +19,8 @@ import {
   Policy,
   status,
   type SubscriptionItem,
+  type Consumer,
+  type Message,
 } from "../src/index.js";
 
 function target(): string {
@@ -344,6 +346,155 @@ describe("every service, against PATTERNS_TARGET", () => {
   });
 });
 
+
+/** The next message of a consumer within `ms`. */
+async function nextMessage(consumer: Consumer, ms = 10_000): Promise<Message> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no message within ${ms} ms`)), ms);
+  });
+  try {
+    const result = await Promise.race([consumer.next(), late]);
+    assert.ok(!result.done, "the consumer ended");
+    return result.value;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Acks every message of `consumer` into `seen` (payload -> times seen) until closed. */
+async function drain(consumer: Consumer, seen: Map<string, number>): Promise<void> {
+  for await (const message of consumer) {
+    const key = message.payload.toString();
+    seen.set(key, (seen.get(key) ?? 0) + 1);
+    message.ack();
+  }
+}
+
+describe("streams, against PATTERNS_TARGET", () => {
+  let client: PatternsClient;
+  before(() => {
+    client = new PatternsClient(target());
+  });
+  after(() => client.close());
+
+  it("shares a group's entries among its consumers exactly once, and gives every group all", async () => {
+    const stream = name("orders");
+    const count = 200;
+    const consumers = [
+      client.streams.consume({ stream, group: "a", consumer: "a1", start: "earliest", maxInFlight: 20 }),
+      client.streams.consume({ stream, group: "a", consumer: "a2", start: "earliest", maxInFlight: 20 }),
+      client.streams.consume({ stream, group: "b", consumer: "b1", start: "earliest", maxInFlight: 50 }),
+    ];
+    await Promise.all(consumers.map((each) => each.waitSubscribed({ timeoutMs: 10_000 })));
+    const [a1, a2, b] = [new Map<string, number>(), new Map<string, number>(), new Map<string, number>()];
+    const draining = [drain(consumers[0], a1), drain(consumers[1], a2), drain(consumers[2], b)];
+    for (let i = 0; i < count; i++) {
+      await client.streams.append(stream, `entry-${i}`, { headers: { n: String(i) } });
+    }
+    const total = (seen: Map<string, number>) => [...seen.values()].reduce((sum, n) => sum + n, 0);
+    assert.ok(await eventually(20_000, async () => total(a1) + total(a2) >= count && total(b) >= count));
+    // Every entry acked: nothing pending, so nothing can come again.
+    assert.ok(
+      await eventually(10_000, async () => (await client.streams.info(stream)).groups.every((g) => g.pending === 0)),
+    );
+    await Promise.all(consumers.map((each) => each.close()));
+    await Promise.all(draining);
+    assert.equal(total(a1) + total(a2), count);
+    assert.equal(new Set([...a1.keys(), ...a2.keys()]).size, count);
+    assert.equal(total(b), count);
+    assert.equal(b.size, count);
+    const info = await client.streams.info(stream);
+    assert.equal(info.length, count);
+    assert.deepEqual(info.groups.map((g) => g.name).sort(), ["a", "b"]);
+    assert.ok(info.groups.every((g) => g.pending === 0 && g.lag === 0));
+  });
+
+  it("redelivers an unacked message after its ack timeout, and a nacked one after its delay", async () => {
+    const stream = name("redeliver");
+    await using consumer = client.streams.consume({ stream, group: "g", consumer: "c", ackTimeoutMs: 300 });
+    await consumer.waitSubscribed({ timeoutMs: 10_000 });
+    const appended = await client.streams.append(stream, "once", { headers: { kind: "test" } });
+    const first = await nextMessage(consumer);
+    assert.equal(first.id, appended.id);
+    assert.equal(first.deliveryCount, 1);
+    assert.equal(first.headers.kind, "test");
+    assert.ok(first.firstDeliveredAt instanceof Date);
+    const second = await nextMessage(consumer); // not acked: back after the timeout
+    assert.equal(second.id, appended.id);
+    assert.equal(second.deliveryCount, 2);
+    assert.throws(() => second.nack(60_000), (error: PatternsError) => error.code === status.INVALID_ARGUMENT);
+    const nackedAt = Date.now();
+    second.nack(200);
+    const third = await nextMessage(consumer);
+    assert.equal(third.id, appended.id);
+    assert.equal(third.deliveryCount, 3);
+    assert.ok(Date.now() - nackedAt >= 150, "a nack's delay is kept");
+    third.ack();
+    await consumer.close();
+    assert.throws(() => third.ack(), (error: PatternsError) => error.code === status.CANCELLED);
+    assert.ok(
+      await eventually(10_000, async () => (await client.streams.info(stream)).groups[0]?.pending === 0),
+    );
+  });
+
+  it("appends once per idempotency key, reads, trims, sets retention and deletes groups", async () => {
+    const stream = name("idem");
+    const first = await client.streams.append(stream, "x", { idempotencyKey: "k1" });
+    const again = await client.streams.append(stream, "y", { idempotencyKey: "k1" });
+    assert.equal(first.duplicate, false);
+    assert.equal(again.duplicate, true);
+    assert.equal(again.id, first.id);
+    for (let i = 0; i < 4; i++) {
+      await client.streams.append(stream, `more-${i}`);
+    }
+    const all = await client.streams.read(stream);
+    assert.deepEqual(all.map((e) => e.payload.toString()), ["x", "more-0", "more-1", "more-2", "more-3"]);
+    const page = await client.streams.read(stream, { after: all[1].id, limit: 2 });
+    assert.deepEqual(page.map((e) => e.payload.toString()), ["more-1", "more-2"]);
+    assert.ok(all[0].appendedAt instanceof Date);
+    await client.streams.setRetention(stream, { maxAgeMs: 3_600_000 });
+    assert.equal((await client.streams.info(stream)).retention.maxAgeMs, 3_600_000);
+    assert.ok((await client.streams.trim(stream, { maxLen: 1 })) >= 0);
+    await assert.rejects(
+      client.streams.trim(stream, {}),
+      (error: PatternsError) => error.code === status.INVALID_ARGUMENT,
+    );
+    const consumer = client.streams.consume({ stream, group: "doomed", consumer: "c" });
+    await consumer.waitSubscribed({ timeoutMs: 10_000 });
+    assert.equal(await client.streams.deleteGroup(stream, "doomed"), true);
+    await assert.rejects(nextMessage(consumer), (error: PatternsError) => error.code === status.ABORTED);
+    await consumer.close();
+    assert.equal(await client.streams.deleteGroup(stream, "doomed"), false);
+    assert.equal((await client.streams.info(name("none"))).exists, false);
+  });
+
+  it("starts a new group after an id, or at a time", async () => {
+    const stream = name("start");
+    const ids = [];
+    for (let i = 0; i < 3; i++) {
+      ids.push((await client.streams.append(stream, `e${i}`)).id);
+      await new Promise((resolve) => setTimeout(resolve, 5)); // each entry its own millisecond
+    }
+    await using afterId = client.streams.consume({ stream, group: "by-id", consumer: "c", start: { afterId: ids[0] } });
+    assert.equal((await nextMessage(afterId)).id, ids[1]);
+    const [entry] = await client.streams.read(stream, { after: ids[1], limit: 1 });
+    assert.ok(entry.appendedAt instanceof Date);
+    await using atTime = client.streams.consume({ stream, group: "by-time", consumer: "c", start: { at: entry.appendedAt } });
+    assert.equal((await nextMessage(atTime)).id, ids[2]);
+  });
+
+  it("ends an iteration in progress at close(), and nothing hangs", async () => {
+    const consumer = client.streams.consume({ stream: name("quiet"), group: "g", consumer: "c" });
+    await consumer.waitSubscribed({ timeoutMs: 10_000 });
+    const waiting = consumer.next();
+    const started = Date.now();
+    await consumer.close();
+    assert.deepEqual(await waiting, { value: undefined, done: true });
+    assert.ok(Date.now() - started < 5_000);
+  });
+});
+
 /**
  * A TCP proxy to PATTERNS_TARGET whose connections can be cut (as a server restart cuts
  * them) or held (as a paused server holds them: the sockets stay open, nothing passes).
@@ -438,6 +589,30 @@ describe("interruptions, through a proxy to PATTERNS_TARGET", () => {
     const second = await nextItem(subscription);
     assert.ok(second.type === "event" && second.payload.toString() === "after");
     await subscription.close();
+  });
+
+  it("opens a consumer again after the connection is cut, and the unacked entries come back", async () => {
+    const stream = name("cut-stream");
+    const consumer = client.streams.consume({ stream, group: "g", consumer: "c", ackTimeoutMs: 500 });
+    await consumer.waitSubscribed({ timeoutMs: 10_000 });
+    await client.streams.append(stream, "acked");
+    await client.streams.append(stream, "unacked");
+    const acked = await nextMessage(consumer);
+    acked.ack();
+    const unacked = await nextMessage(consumer);
+    assert.equal(unacked.payload.toString(), "unacked");
+    // The ack goes out before the cut (a cut ack would only mean one more delivery).
+    assert.ok(await eventually(10_000, async () => (await client.streams.info(stream)).groups[0]?.pending === 1));
+    proxy.cut();
+    const again = await nextMessage(consumer, 30_000);
+    assert.equal(again.id, unacked.id);
+    assert.equal(again.deliveryCount, 2);
+    again.ack();
+    await client.streams.append(stream, "after");
+    const after = await nextMessage(consumer);
+    assert.equal(after.payload.toString(), "after");
+    after.ack();
+    await consumer.close();
   });
 
   it("falls back within the budget when an open connection goes silent", async () => {
