@@ -194,6 +194,19 @@ class StreamsTest {
   }
 
   @Test
+  void deletingTheGroupEndsItsConsumerWithAborted() {
+    String stream = "deleted:" + Live.run();
+    try (StreamConsumer consumer = client.streams().consume(stream, "g", "c")) {
+      consumer.awaitSubscribed(WAIT);
+      assertTrue(client.streams().deleteGroup(stream, "g"));
+      // Not opened again: another attempt cannot cure it (the server ends it within about a second).
+      PatternsException ended = assertThrows(PatternsException.class, () -> consumer.poll(WAIT));
+      assertEquals(Status.Code.ABORTED, ended.code());
+      assertEquals("GROUP_DELETED", ended.reason());
+    }
+  }
+
+  @Test
   void closeEndsTheStreamAndAWaitingReader() throws Exception {
     String stream = "close:" + Live.run();
     StreamConsumer consumer = client.streams().consume(stream, "g", "c");
