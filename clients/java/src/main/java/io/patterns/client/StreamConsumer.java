@@ -172,7 +172,8 @@ public final class StreamConsumer implements Iterator<Streams.Message>, Iterable
   }
 
   /**
-   * End the consumer: the acks and nacks given so far are sent, and the stream is cancelled
+   * End the consumer: the acks and nacks given so far are sent (while a stream is open;
+   * between streams they are dropped, and their entries come back), and the stream is cancelled
    * half a second after the last was (time for the server to apply them; no wait when none
    * was sent that recently). A reader waiting is told there is no more. Messages delivered and
    * not acknowledged go to the group again after the ack timeout.
