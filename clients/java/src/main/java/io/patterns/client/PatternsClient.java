@@ -44,6 +44,7 @@ public final class PatternsClient implements AutoCloseable {
   private final Cache cache;
   private final Leaderboard leaderboard;
   private final Sessions sessions;
+  private final Streams streams;
   private final CheckStream checkStream; // null: checks are unary
 
   private PatternsClient(Channel channel, ManagedChannel owned, CallCredentials key, Duration timeout,
@@ -60,6 +61,7 @@ public final class PatternsClient implements AutoCloseable {
     this.cache = new Cache(calls);
     this.leaderboard = new Leaderboard(calls);
     this.sessions = new Sessions(calls);
+    this.streams = new Streams(calls);
   }
 
   /** A client of the server at {@code target} ("host:port", or any gRPC target). */
@@ -130,6 +132,11 @@ public final class PatternsClient implements AutoCloseable {
   /** Sessions: sliding expiry, a per-user index, rotation. */
   public Sessions sessions() {
     return sessions;
+  }
+
+  /** Streams: durable events, consumer groups with ack / nack, replay, retention. */
+  public Streams streams() {
+    return streams;
   }
 
   /**
